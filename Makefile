@@ -1,0 +1,45 @@
+# VQA pipeline: make <stage> [CONFIG=configs/x.yaml] [ARGS="section.key=value ..."] [NPROC=N]
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CONFIG ?= configs/default.yaml
+ARGS ?=
+NPROC ?= 1
+
+# NPROC > 1: one process per GPU, or NPROC CPU ranks (gloo) when there is no GPU. `accelerate launch --cpu`
+# starts only one process (accelerate #2741), hence ACCELERATE_USE_CPU with --multi_gpu.
+ifeq ($(NPROC),1)
+LAUNCH := $(PY)
+else
+LAUNCH := $$($(PY) -c 'import torch; print("" if torch.cuda.is_available() else "ACCELERATE_USE_CPU=1")') \
+	$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) --num_machines 1 --mixed_precision no --dynamo_backend no
+endif
+
+.DEFAULT_GOAL := help
+.PHONY: help setup data demo test lint clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	@touch $@
+
+setup: $(VENV)/.installed ## Create .venv and install the project (+ dev tools); fast when nothing changed
+
+data: setup ## Write the synthetic 7W world (official layout) to the config's data paths
+	$(PY) pipelines/data.py --config $(CONFIG) $(ARGS)
+
+demo: setup ## Run the whole offline demo on CONFIG (today: data)
+	$(MAKE) --no-print-directory data CONFIG=$(CONFIG) ARGS="$(ARGS)"
+
+test: setup ## Run the test suite
+	$(PY) -m pytest -q
+
+lint: setup ## ruff check
+	$(VENV)/bin/ruff check .
+
+clean: ## Remove generated data and runs (keeps .venv)
+	rm -rf data/synth7w runs/default

@@ -1,0 +1,38 @@
+"""Shared fixtures: a tiny synthetic dataset written in the official layout (seconds to build)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vqa.config import Config, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(root: Path, *extra: str) -> Config:
+    """The default config, shrunk and pointed at ``root``."""
+    return load_config(
+        REPO / "configs" / "default.yaml",
+        [
+            f"data.annotations={root}/dataset_v7w_telling.json",
+            f"data.images={root}/images",
+            f"data.grounding={root}/v7w_telling_answers.json",
+            f"run.dir={root}/run",
+            "synth.train_images=24",
+            "synth.val_images=6",
+            "synth.test_images=8",
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """A tiny synthetic dataset on disk, shared by the whole session (treat as read-only)."""
+    from vqa.synth import write_dataset
+
+    cfg = tiny_config(tmp_path_factory.mktemp("synth7w"))
+    write_dataset(cfg)
+    return cfg

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vqa.config import Config, flat_keys, load_config, parse_override, save_config
+from vqa.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+CONTRACT_KEYS = [
+    "data.annotations", "data.images", "data.grounding", "run.dir", "features.backbone", "features.image_size",
+    "train.epochs", "train.batch_size", "train.lr", "seed", "model.variant",
+]  # fmt: skip
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "visual7w.yaml"])
+def test_shipped_configs_load_and_show_every_knob(name: str) -> None:
+    path = REPO / "configs" / name
+    load_config(path)
+    raw = yaml.safe_load(path.read_text())
+    shown = [f"{s}.{k}" for s, v in raw.items() if isinstance(v, dict) for k in v] + [
+        k for k, v in raw.items() if not isinstance(v, dict)
+    ]
+    assert sorted(shown) == sorted(flat_keys()), "every schema key must appear in the shipped config"
+    leaf_lines = [ln for ln in path.read_text().splitlines() if re.match(r"^\s*\w+:\s*[^\s#]", ln)]
+    assert leaf_lines and all("#" in ln for ln in leaf_lines), "every knob needs a comment"
+
+
+def test_contract_keys_exist() -> None:
+    assert set(CONTRACT_KEYS) <= set(flat_keys())
+
+
+def test_visual7w_config_is_resnet152_at_448() -> None:
+    cfg = load_config(REPO / "configs" / "visual7w.yaml")
+    assert (cfg.features.backbone, cfg.features.image_size) == ("resnet152", 448)
+
+
+def test_overrides_are_yaml_scalars() -> None:
+    cfg = load_config(None, ["train.lr=3e-4", "train.epochs=2", "data.grounding=null", "model.variant=blind"])
+    assert cfg.train.lr == pytest.approx(3e-4) and isinstance(cfg.train.lr, float)
+    assert cfg.train.epochs == 2 and cfg.data.grounding is None and cfg.model.variant == "blind"
+    assert parse_override("seed=7") == ("seed", 7)
+    assert parse_override("data.grounding=") == ("data.grounding", None)
+
+
+def test_int_is_accepted_for_float_but_bool_is_not_int() -> None:
+    assert load_config(None, ["train.lr=1"]).train.lr == 1.0
+    with pytest.raises(ConfigError, match=r"'train.epochs' must be int, got bool True"):
+        load_config(None, ["train.epochs=true"])
+
+
+def test_unknown_key_names_key_file_and_suggestion(tmp_path: Path) -> None:
+    path = write(tmp_path, "train:\n  lrr: 0.1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    msg = str(e.value)
+    assert str(path) in msg and "unknown key 'train.lrr'" in msg and "did you mean 'train.lr'" in msg
+
+
+def test_unknown_section_and_override(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"command line: unknown key 'trian.lr' \(did you mean 'train'\?\)"):
+        load_config(None, ["trian.lr=1"])
+
+
+def test_type_change_names_key_and_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "train:\n  batch_size: big\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(path) in str(e.value) and "'train.batch_size' must be int, got str 'big'" in str(e.value)
+
+
+def test_every_problem_is_listed_at_once() -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["train.epochs=0", "model.variant=transformer", "nope=1"])
+    assert len(e.value.problems) == 3
+    assert any("train.epochs must be >= 1, got 0" in p for p in e.value.problems)
+    assert any("'model.variant' must be 'attention' | 'no_attention' | 'blind'" in p for p in e.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("train: [1, 2\n", r"not valid YAML \(line 2"),
+        ("- a\n- b\n", "top level must be a mapping"),
+        ("train: 3\n", "'train' is a section"),
+        ("seed:\n  x: 1\n", "'seed' must be int"),
+    ],
+)
+def test_malformed_files(tmp_path: Path, text: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config(write(tmp_path, text))
+
+
+def test_missing_file_and_bad_override() -> None:
+    with pytest.raises(ConfigError, match=r"config file not found: nowhere\.yaml"):
+        load_config("nowhere.yaml")
+    with pytest.raises(ConfigError, match=r"must look like section\.key=value"):
+        load_config(None, ["train.lr"])
+
+
+def test_inconsistent_ranges() -> None:
+    with pytest.raises(ConfigError, match=r"synth.min_objects \(5\) > synth.max_objects \(3\)"):
+        load_config(None, ["synth.min_objects=5", "synth.max_objects=3"])
+
+
+def test_resolved_config_round_trips(tmp_path: Path) -> None:
+    cfg = load_config(None, [f"run.dir={tmp_path}/run", "train.lr=2e-4", "seed=3"])
+    path = save_config(cfg)
+    assert path == tmp_path / "run" / "config.yaml"
+    again = load_config(path)
+    assert again == cfg and isinstance(again, Config)
+    assert not list(path.parent.glob(".*.tmp")), "atomic write must not leave temp files"

@@ -1,0 +1,122 @@
+"""The synthetic 7W world: official layout, deterministic, grounded, and not solvable blind."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, tiny_config
+from PIL import Image
+
+from vqa import synth
+from vqa.config import load_config
+from vqa.data import load_grounding, load_telling, parse_telling
+from vqa.errors import VQAError
+from vqa.evaluate import answer_prior_baseline, rank_candidates, result_entry, score_results
+
+
+def test_output_passes_the_loader(tiny_dataset) -> None:
+    cfg = tiny_dataset
+    ds = load_telling(cfg.data.annotations, cfg.data.images)
+    assert {q.split for q in ds.qa} == {"train", "val", "test"}
+    assert len(ds.images) == 24 + 6 + 8
+    assert {q.type for q in ds.qa} == {"what", "where", "how", "when"}
+    for q in ds.qa:
+        for c in q.candidates:
+            assert c[0].isupper() and c.endswith("."), c
+    per_image = Counter(q.image_id for q in ds.qa)
+    assert set(per_image.values()) <= {4, 5}  # 3..4 objects + the window
+    for image in ds.images.values():
+        with Image.open(image.path) as img:
+            assert img.format == "JPEG" and img.mode == "RGB"
+            assert 224 <= img.width <= 288 and 224 <= img.height <= 288
+
+
+def test_distractors_come_from_the_answer_family(tiny_dataset) -> None:
+    ds = load_telling(tiny_dataset.data.annotations, tiny_dataset.data.images)
+    families = {
+        "where": set(synth.REGIONS), "when": set(synth.TIMES.values()), "how": set(synth.FILLS.values()),
+        "what": {f"{c.capitalize()}." for c in synth.COLORS} | {f"A {s}." for s in synth.SHAPES},
+    }  # fmt: skip
+    for q in ds.qa:
+        assert set(q.candidates) <= families[q.type]
+        if q.type == "what":  # colour answers have colour distractors, shape answers shape distractors
+            assert len({c.startswith("A ") for c in q.candidates}) == 1
+
+
+def test_every_question_is_grounded_on_its_object(tiny_dataset) -> None:
+    cfg = tiny_dataset
+    ds = load_telling(cfg.data.annotations, cfg.data.images)
+    boxes = load_grounding(cfg.data.grounding)
+    assert set(boxes) == {q.qa_id for q in ds.qa}
+    checked = 0
+    for q in ds.qa:
+        (box,) = boxes[q.qa_id]
+        with Image.open(ds.image_path(q.image_id)) as img:
+            assert box.x + box.width <= img.width and box.y + box.height <= img.height
+            if q.type == "what" and q.question.startswith("What color"):
+                # the centre of the grounded object is inside its shape; solid ones show their colour there
+                colour = synth.COLORS[q.answer[:-1].lower()]
+                cx, cy = int(box.x + box.width / 2), int(box.y + box.height / 2)
+                pixel = np.asarray(img)[cy - 1 : cy + 2, cx - 1 : cx + 2].reshape(-1, 3).mean(0)
+                if np.abs(pixel - colour).max() < 40:
+                    checked += 1
+    assert checked >= 3, "solid objects must show their colour at the centre of their grounding box"
+
+
+def test_deterministic_for_a_seed(tmp_path: Path) -> None:
+    a, b, c = (tiny_config(tmp_path / n, "synth.train_images=4", "synth.val_images=1", "synth.test_images=1")
+               for n in "abc")  # fmt: skip
+    c.seed = 1
+    for cfg in (a, b, c):
+        synth.write_dataset(cfg)
+
+    def files(cfg):
+        root = Path(cfg.data.annotations).parent
+        return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    assert files(a) == files(b)
+    assert files(a)[Path("dataset_v7w_telling.json")] != files(c)[Path("dataset_v7w_telling.json")]
+
+
+def test_blind_baselines_stay_near_chance() -> None:
+    """At the default size, neither the answer prior nor a question-conditioned prior beats 0.35 on test."""
+    cfg = load_config(REPO / "configs" / "default.yaml")
+    telling, _, _ = synth.generate(cfg)  # JSON only: no rendering needed
+    ds = parse_telling(telling, "/nonexistent")
+    train, test = ds.split("train"), ds.split("test")
+    assert answer_prior_baseline(train, test)["accuracy"] <= 0.35
+    joint = Counter((q.question.lower(), q.answer.lower()) for q in train)
+    entries = [
+        result_entry(q, rank_candidates(q.candidates, [joint[(q.question.lower(), c.lower())] for c in q.candidates],
+                                        q.answer))
+        for q in test
+    ]  # fmt: skip
+    assert score_results(entries, test)["accuracy"] <= 0.35
+
+
+def test_up_to_date_dataset_is_not_rewritten(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, "synth.train_images=2", "synth.val_images=1", "synth.test_images=1")
+    assert synth.write_dataset(cfg)["written"]
+    assert not synth.write_dataset(cfg)["written"]
+    assert synth.write_dataset(cfg, force=True)["written"]
+    (Path(cfg.data.images) / "v7w_1.jpg").unlink()
+    assert synth.write_dataset(cfg)["written"], "a missing image must trigger a rebuild"
+    cfg.synth.jpeg_quality = 50
+    assert synth.write_dataset(cfg)["written"], "a changed setting must trigger a rebuild"
+
+
+def test_refuses_to_overwrite_a_real_dataset(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path)
+    Path(cfg.data.annotations).write_text(json.dumps({"images": []}))
+    with pytest.raises(VQAError, match=r"refusing to overwrite .* not written by the synthetic generator"):
+        synth.write_dataset(cfg)
+    Path(cfg.data.annotations).unlink()
+    Path(cfg.data.images).mkdir()
+    (Path(cfg.data.images) / "v7w_1.jpg").write_bytes(b"real photo")
+    with pytest.raises(VQAError, match="refusing to write synthetic images into"):
+        synth.write_dataset(cfg)
+    assert (Path(cfg.data.images) / "v7w_1.jpg").read_bytes() == b"real photo"

@@ -1,0 +1,52 @@
+"""Shared command-line plumbing for ``pipelines/*.py``.
+
+Every stage takes ``--config FILE`` plus ``section.key=value`` overrides, and every stage reports user errors the
+same way: one line per problem on stderr, exit code 2, no traceback (``--debug`` shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from .config import DEFAULT_CONFIG, Config, load_config
+from .errors import VQAError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def parse(
+    description: str,
+    argv: Sequence[str] | None = None,
+    add_args: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> tuple[Config, argparse.Namespace]:
+    """Parse ``--config``, ``--debug``, stage-specific flags (``add_args``) and the overrides; load the config."""
+    parser = argparse.ArgumentParser(description=description)
+    if add_args is not None:
+        add_args(parser)
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"experiment YAML (default: {DEFAULT_CONFIG})")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
+    args = parser.parse_args(argv)
+    return load_config(args.config, args.overrides), args
+
+
+def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
+    """Run a stage's ``main(argv)``, turning user errors into a clean message and an exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        main(argv)
+    except VQAError as e:
+        if debug:
+            raise
+        print(f"error: {e.render()}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0

@@ -1,0 +1,312 @@
+"""Visual7W telling data layer: load, validate, and serve QA with their four candidates.
+
+The official files are trusted by nobody here: every record is checked before any long work starts, and every
+problem is reported with the ``image_id``/``qa_id`` it belongs to, so a user fixing a hand-edited or converted
+dataset sees all of them at once instead of one traceback per run. Layout: see ``shared/design/visual7w.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import DatasetError
+
+QUESTION_TYPES = ("what", "where", "when", "who", "why", "how")
+SPLITS = ("train", "val", "test")
+N_DISTRACTORS = 3
+MAX_TEXT = 1000  # characters; the longest official question/answer is far shorter
+
+
+@dataclass(frozen=True)
+class QA:
+    """One telling question; ``candidates`` is ``[answer] + distractors`` exactly as in the file."""
+
+    qa_id: int
+    image_id: int
+    split: str
+    type: str
+    question: str
+    answer: str
+    distractors: tuple[str, ...]
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        return (self.answer, *self.distractors)
+
+
+@dataclass(frozen=True)
+class Image:
+    image_id: int
+    filename: str
+    split: str
+    path: Path  # resolved, guaranteed to lie inside the image folder
+
+
+@dataclass(frozen=True)
+class Box:
+    """A grounding box in absolute pixels, top-left origin, clipped to non-negative coordinates."""
+
+    qa_id: int
+    name: str
+    x: float
+    y: float
+    width: float
+    height: float
+
+    @property
+    def xyxy(self) -> tuple[float, float, float, float]:
+        return (self.x, self.y, self.x + self.width, self.y + self.height)
+
+
+@dataclass
+class Visual7W:
+    images: dict[int, Image]
+    qa: list[QA]
+    image_dir: Path
+
+    def split(self, name: str) -> list[QA]:
+        """The QA of one split, in file order."""
+        if name not in SPLITS:
+            raise DatasetError(f"unknown split '{name}'; expected one of {', '.join(SPLITS)}")
+        return [q for q in self.qa if q.split == name]
+
+    def qa_by_id(self) -> dict[int, QA]:
+        return {q.qa_id: q for q in self.qa}
+
+    def image_path(self, image_id: int) -> Path:
+        return self.images[image_id].path
+
+    def image_ids(self, splits: Iterable[str] = SPLITS) -> list[int]:
+        """Ids of the images that have at least one QA in ``splits``, sorted (the order features are stored in)."""
+        wanted = set(splits)
+        return sorted({q.image_id for q in self.qa if q.split in wanted})
+
+
+# ------------------------------------------------------------------------------------------------ validation
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _text_problem(value: Any, field: str) -> str | None:
+    if not isinstance(value, str):
+        return f"'{field}' must be a string, got {type(value).__name__}"
+    if not value.strip():
+        return f"'{field}' is empty"
+    if len(value) > MAX_TEXT:
+        return f"'{field}' is {len(value)} characters long (limit {MAX_TEXT})"
+    return None
+
+
+def confine(image_dir: Path, filename: Any) -> tuple[Path | None, str | None]:
+    """Resolve ``filename`` inside ``image_dir``; refuse absolute paths, '..' and symlinks that lead outside.
+
+    Why: the filename comes from a downloaded JSON file, and the features stage opens whatever it names.
+    """
+    if not isinstance(filename, str) or not filename.strip():
+        return None, f"'filename' must be a non-empty string, got {filename!r}"
+    if "\x00" in filename:
+        return None, "'filename' contains a NUL byte"
+    rel = Path(filename)
+    if rel.is_absolute() or filename.startswith(("/", "\\")) or (len(filename) > 1 and filename[1] == ":"):
+        return None, f"filename '{filename}' is an absolute path; it must be relative to the image folder"
+    if ".." in rel.parts or ".." in filename.replace("\\", "/").split("/"):
+        return None, f"filename '{filename}' escapes the image folder ('..')"
+    root = image_dir.resolve()
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root):
+        return None, f"filename '{filename}' resolves to {path}, outside the image folder {root} (symlink?)"
+    return path, None
+
+
+def _check_qa(raw: Any, image: dict[str, Any], where: str) -> tuple[QA | None, list[str]]:
+    if not isinstance(raw, dict):
+        return None, [f"{where}: a QA record must be an object, got {type(raw).__name__}"]
+    qa_id = raw.get("qa_id")
+    where = f"{where} qa_id {qa_id}" if _is_int(qa_id) else where
+    problems = []
+    for key in ("qa_id", "image_id", "type", "question", "answer", "multiple_choices"):
+        if key not in raw:
+            problems.append(f"{where}: missing field '{key}'")
+    if problems:
+        return None, problems
+    if not _is_int(qa_id):
+        problems.append(f"{where}: 'qa_id' must be an integer, got {qa_id!r}")
+    if not _is_int(raw["image_id"]):
+        problems.append(f"{where}: 'image_id' must be an integer, got {raw['image_id']!r}")
+    elif raw["image_id"] != image.get("image_id"):
+        problems.append(f"{where}: image_id {raw['image_id']} differs from its image's {image.get('image_id')}")
+    if raw["type"] not in QUESTION_TYPES:
+        problems.append(f"{where}: unknown type {raw['type']!r}; expected one of {', '.join(QUESTION_TYPES)}")
+    for key in ("question", "answer"):
+        p = _text_problem(raw[key], key)
+        if p:
+            problems.append(f"{where}: {p}")
+    choices = raw["multiple_choices"]
+    if not isinstance(choices, list):
+        problems.append(f"{where}: 'multiple_choices' must be a list, got {type(choices).__name__}")
+    elif len(choices) != N_DISTRACTORS:
+        problems.append(
+            f"{where}: 'multiple_choices' must hold exactly {N_DISTRACTORS} distractors, got {len(choices)}"
+        )
+    else:
+        for i, c in enumerate(choices):
+            p = _text_problem(c, f"multiple_choices[{i}]")
+            if p:
+                problems.append(f"{where}: {p}")
+    if problems:
+        return None, problems
+    answer = raw["answer"].strip().lower()
+    lowered = [c.strip().lower() for c in choices]
+    if answer in lowered:
+        problems.append(f"{where}: the answer {raw['answer']!r} is also among the distractors")
+    dupes = sorted(c for c, n in Counter(lowered).items() if n > 1)
+    if dupes:
+        problems.append(f"{where}: duplicate distractors after lowercasing: {dupes}")
+    if problems:
+        return None, problems
+    qa = QA(qa_id, raw["image_id"], image["split"], raw["type"], raw["question"], raw["answer"], tuple(choices))
+    return qa, []
+
+
+def _check_image(raw: Any, index: int, image_dir: Path) -> tuple[Image | None, list[str]]:
+    if not isinstance(raw, dict):
+        return None, [f"images[{index}]: an image record must be an object, got {type(raw).__name__}"]
+    image_id = raw.get("image_id")
+    where = f"image_id {image_id}" if _is_int(image_id) else f"images[{index}]"
+    missing = [k for k in ("image_id", "filename", "split", "qa_pairs") if k not in raw]
+    if missing:
+        return None, [f"{where}: missing field '{k}'" for k in missing]
+    problems = []
+    if not _is_int(image_id):
+        problems.append(f"{where}: 'image_id' must be an integer, got {image_id!r}")
+    if raw["split"] not in SPLITS:
+        problems.append(f"{where}: unknown split {raw['split']!r}; expected one of {', '.join(SPLITS)}")
+    if not isinstance(raw["qa_pairs"], list):
+        problems.append(f"{where}: 'qa_pairs' must be a list, got {type(raw['qa_pairs']).__name__}")
+    path, problem = confine(image_dir, raw["filename"])
+    if problem:
+        problems.append(f"{where}: {problem}")
+    if problems:
+        return None, problems
+    return Image(image_id, raw["filename"], raw["split"], path), []
+
+
+def parse_telling(data: Any, image_dir: str | Path) -> Visual7W:
+    """Validate a parsed ``dataset_v7w_telling.json``; raise DatasetError listing every bad record."""
+    image_dir = Path(image_dir)
+    if not isinstance(data, dict):
+        raise DatasetError(f"the top level must be an object with an 'images' list, got {type(data).__name__}")
+    if not isinstance(data.get("images"), list):
+        raise DatasetError("the top level has no 'images' list")
+    problems: list[str] = []
+    images: dict[int, Image] = {}
+    qas: list[QA] = []
+    seen_qa: dict[int, int] = {}
+    for index, raw in enumerate(data["images"]):
+        image, image_problems = _check_image(raw, index, image_dir)
+        problems += image_problems
+        if image is None:
+            continue
+        if image.image_id in images:
+            problems.append(f"image_id {image.image_id}: duplicate image_id (also images[{index}])")
+            continue
+        images[image.image_id] = image
+        for j, raw_qa in enumerate(raw["qa_pairs"]):
+            qa, qa_problems = _check_qa(raw_qa, raw, f"image_id {image.image_id} qa_pairs[{j}]")
+            problems += qa_problems
+            if qa is None:
+                continue
+            if qa.qa_id in seen_qa:
+                problems.append(
+                    f"image_id {image.image_id} qa_id {qa.qa_id}: duplicate qa_id (also in image_id "
+                    f"{seen_qa[qa.qa_id]})"
+                )
+                continue
+            seen_qa[qa.qa_id] = image.image_id
+            qas.append(qa)
+    if problems:
+        raise DatasetError(f"{len(problems)} problem(s) in the Visual7W annotations:", problems)
+    if not qas:
+        raise DatasetError("the annotations hold no QA pairs")
+    return Visual7W(images=images, qa=qas, image_dir=image_dir)
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """Read a JSON file, turning 'missing' and 'not JSON' into one clear line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{what} not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def load_telling(annotations: str | Path, image_dir: str | Path) -> Visual7W:
+    """Load and validate ``dataset_v7w_telling.json``; filenames are resolved inside ``image_dir``."""
+    data = read_json(annotations, "Visual7W annotations")
+    try:
+        return parse_telling(data, image_dir)
+    except DatasetError as e:
+        raise DatasetError(f"{annotations}: {e.headline}", e.problems) from None
+
+
+# ------------------------------------------------------------------------------------------------ grounding
+def _clip(start: float, size: float) -> tuple[float, float]:
+    end = start + size
+    start = max(start, 0.0)
+    return start, end - start
+
+
+def parse_grounding(data: Any) -> dict[int, list[Box]]:
+    """Boxes by qa_id from a parsed ``v7w_telling_answers.json``; negatives clipped, empty boxes dropped."""
+    if not isinstance(data, dict) or not isinstance(data.get("boxes"), list):
+        raise DatasetError("the grounding file must be an object with a 'boxes' list")
+    problems = []
+    boxes: dict[int, list[Box]] = {}
+    for i, raw in enumerate(data["boxes"]):
+        where = f"boxes[{i}]" + (f" (box_id {raw.get('box_id')})" if isinstance(raw, dict) else "")
+        if not isinstance(raw, dict):
+            problems.append(f"{where}: a box must be an object, got {type(raw).__name__}")
+            continue
+        missing = [k for k in ("qa_id", "x", "y", "width", "height") if k not in raw]
+        if missing:
+            problems += [f"{where}: missing field '{k}'" for k in missing]
+            continue
+        if not _is_int(raw["qa_id"]):
+            problems.append(f"{where}: 'qa_id' must be an integer, got {raw['qa_id']!r}")
+            continue
+        nums = [raw[k] for k in ("x", "y", "width", "height")]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in nums):
+            problems.append(f"{where}: x, y, width, height must be numbers, got {nums}")
+            continue
+        x, w = _clip(float(nums[0]), float(nums[2]))
+        y, h = _clip(float(nums[1]), float(nums[3]))
+        if w <= 0 or h <= 0:
+            continue  # nothing of the box is inside the image
+        boxes.setdefault(raw["qa_id"], []).append(Box(raw["qa_id"], str(raw.get("name", "")), x, y, w, h))
+    if problems:
+        raise DatasetError(f"{len(problems)} problem(s) in the grounding boxes:", problems)
+    return boxes
+
+
+def load_grounding(path: str | Path) -> dict[int, list[Box]]:
+    data = read_json(path, "grounding file")
+    try:
+        return parse_grounding(data)
+    except DatasetError as e:
+        raise DatasetError(f"{path}: {e.headline}", e.problems) from None
+
+
+def dataset_from_config(cfg: Any) -> Visual7W:
+    """The dataset named by ``cfg.data`` (annotations + image folder)."""
+    return load_telling(cfg.data.annotations, cfg.data.images)
+

@@ -1,0 +1,297 @@
+"""Synthetic "7W world": an offline dataset in the exact Visual7W telling layout.
+
+Why it exists: this project must run end to end without internet, and every stage must be tested on the official
+file format. The world is built so that *attention is needed*: each image holds several objects (distinct shape and
+colour) and a window showing the time of day; each question refers to one of them; answers are drawn uniformly from
+their family, so a blind model (question + candidates, no image) stays near 25 %.
+
+Question types (Visual7W-style answers: capitalised, trailing period, 3 distractors from the same family):
+  what   "What color is the circle?" -> "Red." | "What shape is the red object?" -> "A circle."
+  where  "Where is the red circle?"  -> "In the top left corner."   (3x3 layout: needs grid position)
+  how    "How is the red circle painted?" -> "With stripes."       (fill pattern)
+  when   "When was this picture taken?"   -> "At sunset."           (the window's sky)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
+
+from .errors import VQAError
+from .io import atomic_write_bytes, atomic_write_json
+
+COLORS = {
+    "red": (215, 35, 35),
+    "green": (30, 160, 55),
+    "blue": (35, 75, 215),
+    "yellow": (240, 205, 20),
+    "purple": (140, 50, 185),
+    "orange": (250, 125, 15),
+}
+SHAPES = ("circle", "square", "triangle", "star")
+FILLS = {"solid": "Solid.", "striped": "With stripes.", "dotted": "With dots.", "outlined": "Only its outline."}
+REGIONS = (  # row-major 3x3 layout
+    "In the top left corner.", "At the top.", "In the top right corner.",
+    "On the left.", "In the middle.", "On the right.",
+    "In the bottom left corner.", "At the bottom.", "In the bottom right corner.",
+)  # fmt: skip
+TIMES = {"night": "At night.", "day": "During the day.", "sunset": "At sunset.", "dawn": "At dawn."}
+SKY = {"night": (18, 24, 70), "day": (120, 190, 245), "sunset": (235, 95, 35), "dawn": (240, 175, 200)}
+
+TEMPLATES = {
+    "color": ("What color is the {shape}?", "What is the color of the {shape}?"),
+    "shape": ("What shape is the {color} object?", "What kind of shape is {color}?"),
+    "where": ("Where is the {color} {shape}?", "Where is the {color} {shape} located?"),
+    "how": ("How is the {color} {shape} painted?", "How is the {color} {shape} filled?"),
+    "when": ("When was this picture taken?", "When is it in this picture?"),
+}
+QTYPE = {"color": "what", "shape": "what", "where": "where", "how": "how", "when": "when"}
+SYNTH_VERSION = 1  # bump when the rendering or the questions change, so stale datasets are regenerated
+
+
+def _answer(kind: str, obj: dict[str, Any]) -> tuple[str, list[str]]:
+    """The true answer and its family for one question kind about ``obj``."""
+    if kind == "color":
+        return f"{obj['color'].capitalize()}.", [f"{c.capitalize()}." for c in COLORS]
+    if kind == "shape":
+        return f"A {obj['shape']}.", [f"A {s}." for s in SHAPES]
+    if kind == "where":
+        return REGIONS[obj["region"]], list(REGIONS)
+    if kind == "how":
+        return FILLS[obj["fill"]], list(FILLS.values())
+    return TIMES[obj["time"]], list(TIMES.values())
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+def _shape_mask(shape: str, size: int, outline: int) -> Image.Image:
+    """An 'L' mask of ``shape`` in a size x size box (outline > 0: only the outline, that many pixels wide)."""
+    mask = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(mask)
+    m = max(2, size // 14)
+    box = (m, m, size - 1 - m, size - 1 - m)
+    kw = {"fill": None, "outline": 255, "width": outline} if outline else {"fill": 255}
+    if shape == "circle":
+        draw.ellipse(box, **kw)
+    elif shape == "square":
+        inset = size // 10
+        draw.rectangle((box[0] + inset, box[1] + inset, box[2] - inset, box[3] - inset), **kw)
+    elif shape == "triangle":
+        draw.polygon([(size / 2, m), (m, size - 1 - m), (size - 1 - m, size - 1 - m)], **kw)
+    else:  # five-pointed star
+        c, r_out, r_in = size / 2, size / 2 - m, (size / 2 - m) * 0.45
+        pts = [
+            (c + (r_out if i % 2 == 0 else r_in) * math.sin(i * math.pi / 5),
+             c - (r_out if i % 2 == 0 else r_in) * math.cos(i * math.pi / 5) + size * 0.04)
+            for i in range(10)
+        ]  # fmt: skip
+        draw.polygon(pts, **kw)
+    return mask
+
+
+def _pattern(fill: str, size: int, color: tuple[int, int, int]) -> np.ndarray:
+    """[size, size, 3] uint8 texture painted inside the shape."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    tex = np.empty((size, size, 3), np.uint8)
+    tex[:] = color
+    period = max(6, size // 6)
+    if fill == "striped":
+        tex[((xx + yy) // (period // 2)) % 2 == 1] = (250, 250, 250)
+    elif fill == "dotted":
+        d = ((xx % period) - period / 2) ** 2 + ((yy % period) - period / 2) ** 2
+        tex[d > (period * 0.3) ** 2] = (250, 250, 250)
+    return tex
+
+
+def _paste(canvas: np.ndarray, tex: np.ndarray, mask: Image.Image, x: int, y: int) -> None:
+    m = np.asarray(mask, np.float32)[..., None] / 255.0  # [s, s, 1]
+    h, w = m.shape[:2]
+    region = canvas[y : y + h, x : x + w].astype(np.float32)
+    canvas[y : y + h, x : x + w] = (region * (1 - m) + tex * m).astype(np.uint8)
+
+
+def _draw_window(img: Image.Image, time: str, box: tuple[int, int, int, int]) -> None:
+    """A framed window whose sky tells the time of day."""
+    x0, y0, x1, y1 = box
+    draw = ImageDraw.Draw(img)
+    draw.rectangle(box, fill=SKY[time], outline=(95, 60, 30), width=max(3, (x1 - x0) // 12))
+    w, h = x1 - x0, y1 - y0
+    r = w // 6
+    if time == "night":
+        for k in range(6):
+            sx, sy = x0 + w * (0.2 + 0.13 * k), y0 + h * (0.25 + 0.4 * (k % 2))
+            draw.ellipse((sx - 1.5, sy - 1.5, sx + 1.5, sy + 1.5), fill=(255, 255, 255))
+        cx, cy = x0 + w * 0.62, y0 + h * 0.45
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(245, 240, 200))
+        draw.ellipse((cx - r + r * 0.6, cy - r - r * 0.2, cx + r + r * 0.6, cy + r - r * 0.2), fill=SKY["night"])
+    elif time == "day":
+        cx, cy = x0 + w * 0.35, y0 + h * 0.35
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(255, 230, 40))
+    else:  # sun on the horizon: low and red at sunset, pale at dawn
+        cx, cy = x0 + w * 0.5, y0 + h * 0.78
+        sun = (200, 30, 20) if time == "sunset" else (255, 245, 180)
+        draw.ellipse((cx - r * 1.3, cy - r * 1.3, cx + r * 1.3, cy + r * 1.3), fill=sun)
+        draw.rectangle((x0 + 3, cy, x1 - 3, y1 - 3), fill=(60, 50, 60) if time == "sunset" else (120, 130, 150))
+    frame = max(3, w // 12)
+    draw.rectangle(box, outline=(95, 60, 30), width=frame)
+    draw.line(((x0 + x1) // 2, y0, (x0 + x1) // 2, y1), fill=(95, 60, 30), width=max(2, frame // 2))
+
+
+@dataclass
+class Scene:
+    width: int
+    height: int
+    objects: list[dict[str, Any]]  # shape, color, fill, region, box (x, y, w, h); the window has time instead
+
+
+def make_scene(rng: random.Random, min_objects: int, max_objects: int, min_side: int, max_side: int) -> Scene:
+    """Sample a layout: distinct shapes and colours, one object or the window per 3x3 region."""
+    width, height = rng.randint(min_side, max_side), rng.randint(min_side, max_side)
+    n = rng.randint(min_objects, max_objects)
+    regions = rng.sample(range(9), n + 1)
+    shapes, colors = rng.sample(SHAPES, n), rng.sample(list(COLORS), n)
+    cell_w, cell_h = width / 3, height / 3
+    objects = []
+    for i, region in enumerate(regions):
+        size = int(min(cell_w, cell_h) * rng.uniform(0.62, 0.82))
+        row, col = divmod(region, 3)
+        x = int(col * cell_w + rng.uniform(0, cell_w - size))
+        y = int(row * cell_h + rng.uniform(0, cell_h - size))
+        if i < n:
+            obj = {"shape": shapes[i], "color": colors[i], "fill": rng.choice(list(FILLS))}
+        else:
+            obj = {"shape": "window", "time": rng.choice(list(TIMES))}
+        objects.append({**obj, "region": region, "box": (x, y, size, size)})
+    return Scene(width, height, objects)
+
+
+def render(scene: Scene, seed: int) -> Image.Image:
+    """Draw a scene on a noisy light background (so JPEG and the CNN see texture, not flat colour)."""
+    noise = np.random.default_rng(seed)
+    base = noise.integers(185, 235)
+    tint = noise.integers(-12, 13, size=3)
+    canvas = np.clip(base + tint + noise.normal(0, 6, (scene.height, scene.width, 3)), 0, 255).astype(np.uint8)
+    for obj in scene.objects:
+        if obj["shape"] == "window":
+            continue
+        x, y, s, _ = obj["box"]
+        outline = max(3, s // 9) if obj["fill"] == "outlined" else 0
+        _paste(canvas, _pattern(obj["fill"], s, COLORS[obj["color"]]), _shape_mask(obj["shape"], s, outline), x, y)
+    img = Image.fromarray(canvas, "RGB")
+    for obj in scene.objects:
+        if obj["shape"] == "window":
+            x, y, s, _ = obj["box"]
+            _draw_window(img, obj["time"], (x, y, x + s - 1, y + s - 1))
+    return img
+
+
+def make_questions(scene: Scene, rng: random.Random) -> list[dict[str, Any]]:
+    """One question per object (kind drawn uniformly) plus the 'when' question about the window."""
+    out = []
+    for obj in scene.objects:
+        kind = "when" if obj["shape"] == "window" else rng.choice(("color", "shape", "where", "how"))
+        answer, family = _answer(kind, obj)
+        distractors = rng.sample([a for a in family if a != answer], 3)
+        question = rng.choice(TEMPLATES[kind]).format(shape=obj["shape"], color=obj.get("color", ""))
+        name = "window" if kind == "when" else f"{obj['color']} {obj['shape']}"
+        out.append({"type": QTYPE[kind], "question": question, "answer": answer,
+                    "multiple_choices": distractors, "name": name, "box": obj["box"]})  # fmt: skip
+    rng.shuffle(out)
+    return out
+
+
+def image_rng(seed: int, image_id: int) -> random.Random:
+    """Per-image RNG: the dataset is a pure function of (seed, image_id), independent of generation order."""
+    return random.Random(f"synth7w-{seed}-{image_id}")
+
+
+def generate(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[int, Scene]]:
+    """The telling JSON, the grounding JSON and the scene of every image (rendered later, one at a time)."""
+    s = cfg.synth
+    counts = {"train": s.train_images, "val": s.val_images, "test": s.test_images}
+    images, boxes, scenes = [], [], {}
+    image_id, qa_id = 1, 1
+    for split, count in counts.items():
+        for _ in range(count):
+            rng = image_rng(cfg.seed, image_id)
+            scene = make_scene(rng, s.min_objects, s.max_objects, s.min_side, s.max_side)
+            qa_pairs = []
+            for q in make_questions(scene, rng):
+                x, y, w, h = q.pop("box")
+                boxes.append({"box_id": len(boxes) + 1, "qa_id": qa_id, "name": q.pop("name"),
+                              "x": x, "y": y, "width": w, "height": h})  # fmt: skip
+                qa_pairs.append({"qa_id": qa_id, "image_id": image_id, **q})
+                qa_id += 1
+            images.append({"image_id": image_id, "filename": f"v7w_{image_id}.jpg", "split": split,
+                           "qa_pairs": qa_pairs})  # fmt: skip
+            scenes[image_id] = scene
+            image_id += 1
+    stamp = stamp_of(cfg)
+    return {"images": images, "synthetic": stamp}, {"boxes": boxes, "synthetic": stamp}, scenes
+
+
+def stamp_of(cfg: Any) -> dict[str, Any]:
+    """What the dataset was generated from; stored as an extra top-level key (the loader ignores it)."""
+    return {"generator": "vqa.synth", "version": SYNTH_VERSION, "seed": cfg.seed, **vars(cfg.synth)}
+
+
+def _existing_stamp(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data.get("synthetic") if isinstance(data, dict) else None
+
+
+def _check_safe_to_write(ann: Path, image_dir: Path) -> None:
+    """Never overwrite a real dataset: only files this generator wrote (stamped) may be replaced."""
+    if ann.exists() and _existing_stamp(ann) is None:
+        raise VQAError(
+            f"refusing to overwrite {ann}: it was not written by the synthetic generator "
+            "(no 'synthetic' stamp). Point data.annotations/data.images at another folder."
+        )
+    if not ann.exists() and image_dir.is_dir() and any(image_dir.iterdir()):
+        raise VQAError(
+            f"refusing to write synthetic images into {image_dir}: the folder already holds files and "
+            f"{ann} does not exist. Point data.images at an empty or new folder."
+        )
+
+
+def write_dataset(cfg: Any, force: bool = False) -> dict[str, Any]:
+    """Write the synthetic dataset in the official layout; skip when an identical one is already there.
+
+    Images are written first (each atomically), the grounding file next, the annotations last: a crash leaves no
+    annotations file that points at missing images, and a rerun simply rebuilds.
+    """
+    ann, image_dir = Path(cfg.data.annotations), Path(cfg.data.images)
+    _check_safe_to_write(ann, image_dir)
+    telling, grounding, scenes = generate(cfg)
+    paths = {i: image_dir / f"v7w_{i}.jpg" for i in scenes}
+    up_to_date = _existing_stamp(ann) == telling["synthetic"] and all(p.exists() for p in paths.values())
+    if cfg.data.grounding:
+        up_to_date = up_to_date and _existing_stamp(Path(cfg.data.grounding)) == telling["synthetic"]
+    if up_to_date and not force:
+        return {"written": False, "images": len(scenes), "telling": telling}
+    image_dir.mkdir(parents=True, exist_ok=True)
+    for image_id, scene in tqdm(scenes.items(), desc="render images", unit="img", mininterval=1.0):
+        img = render(scene, seed=cfg.seed * 1_000_003 + image_id)
+        atomic_write_bytes(paths[image_id], jpeg_bytes(img, cfg.synth.jpeg_quality))
+    if cfg.data.grounding:
+        atomic_write_json(cfg.data.grounding, grounding, indent=None)
+    atomic_write_json(ann, telling, indent=None)
+    return {"written": True, "images": len(scenes), "telling": telling}
+
+
+def jpeg_bytes(img: Image.Image, quality: int) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
