@@ -12,12 +12,12 @@ NPROC ?= 1
 ifeq ($(NPROC),1)
 LAUNCH := $(PY)
 else
-LAUNCH := $$($(PY) -c 'import torch; print("" if torch.cuda.is_available() else "ACCELERATE_USE_CPU=1")') \
+LAUNCH := env $$($(PY) -c 'import torch; print("" if torch.cuda.is_available() else "ACCELERATE_USE_CPU=1")') \
 	$(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) --num_machines 1 --mixed_precision no --dynamo_backend no
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data demo test lint clean
+.PHONY: help setup data features bench-features demo test lint clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,8 +32,15 @@ setup: $(VENV)/.installed ## Create .venv and install the project (+ dev tools);
 data: setup ## Write the synthetic 7W world (official layout) to the config's data paths
 	$(PY) pipelines/data.py --config $(CONFIG) $(ARGS)
 
-demo: setup ## Run the whole offline demo on CONFIG (today: data)
-	$(MAKE) --no-print-directory data CONFIG=$(CONFIG) ARGS="$(ARGS)"
+features: setup ## Extract CNN grid features of every image into <run.dir>/features/ (resumable)
+	$(LAUNCH) pipelines/features.py --config $(CONFIG) $(ARGS)
+
+bench-features: setup ## Extraction speed: end to end vs pure forward (efficientnet_lite0@224, resnet152@448)
+	$(PY) pipelines/bench.py --config $(CONFIG) $(ARGS)
+
+demo: setup ## Run the whole offline demo on CONFIG: data -> features
+	$(MAKE) --no-print-directory data CONFIG=$(CONFIG)
+	$(MAKE) --no-print-directory features CONFIG=$(CONFIG) ARGS="$(ARGS)"
 
 test: setup ## Run the test suite
 	$(PY) -m pytest -q

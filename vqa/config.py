@@ -59,8 +59,17 @@ class RunConfig:
 
 @dataclass
 class FeaturesConfig:
-    backbone: str = "efficientnet_lite0"
-    image_size: int = _positive(224)
+    backbone: Literal["efficientnet_lite0", "resnet50", "resnet101", "resnet152"] = "efficientnet_lite0"
+    image_size: int = field(default=224, metadata={"min": 32})
+    pretrained: bool = True
+    weights: str | None = None
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    batch_size: int = _positive(32)
+    num_workers: int | Literal["auto"] = field(default="auto", metadata={"min": 0})
+    shard_size: int = _positive(1024)
+    on_error: Literal["stop", "skip"] = "stop"
+    overwrite: bool = False
+    max_pixels: int = _positive(89_478_485)
 
 
 @dataclass
@@ -132,6 +141,8 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
 
 
 def _check_limits(key: str, value: Any, meta: typing.Mapping[str, Any]) -> str | None:
+    if not isinstance(value, (int, float)):
+        return None
     if "min" in meta and value < meta["min"]:
         return f"{key} must be >= {meta['min']}, got {value!r}"
     if "max" in meta and value > meta["max"]:

