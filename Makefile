@@ -17,7 +17,7 @@ LAUNCH := env $$($(PY) -c 'import torch; print("" if torch.cuda.is_available() e
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data features bench-features demo test lint clean
+.PHONY: help setup data features train eval baselines bench-features demo test lint clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,12 +35,27 @@ data: setup ## Write the synthetic 7W world (official layout) to the config's da
 features: setup ## Extract CNN grid features of every image into <run.dir>/features/ (resumable)
 	$(LAUNCH) pipelines/features.py --config $(CONFIG) $(ARGS)
 
+train: setup ## Train the model on the train split, keep the best epoch on val (resumable)
+	$(LAUNCH) pipelines/train.py --config $(CONFIG) $(ARGS)
+
+eval: setup ## Score eval.split (default test) in the official protocol -> <run.dir>/eval/<split>/
+	$(LAUNCH) pipelines/evaluate.py --config $(CONFIG) $(ARGS)
+
+baselines: setup ## Train + eval the no_attention and blind variants in <run.dir>_<variant> (honest baselines)
+	@run_dir=$$($(PY) -c 'import sys; from vqa.config import load_config; print(load_config(sys.argv[1], sys.argv[2:]).run.dir)' $(CONFIG) $(ARGS)); \
+	for v in no_attention blind; do \
+	  $(MAKE) --no-print-directory features train eval CONFIG=$(CONFIG) ARGS="$(ARGS) run.dir=$${run_dir}_$$v model.variant=$$v" || exit 1; \
+	done
+
 bench-features: setup ## Extraction speed: end to end vs pure forward (efficientnet_lite0@224, resnet152@448)
 	$(PY) pipelines/bench.py --config $(CONFIG) $(ARGS)
 
-demo: setup ## Run the whole offline demo on CONFIG: data -> features
+demo: setup ## The whole offline demo: data -> features -> train -> eval (val, test) -> baselines
 	$(MAKE) --no-print-directory data CONFIG=$(CONFIG)
-	$(MAKE) --no-print-directory features CONFIG=$(CONFIG) ARGS="$(ARGS)"
+	$(MAKE) --no-print-directory features train CONFIG=$(CONFIG) ARGS="$(ARGS)"
+	$(MAKE) --no-print-directory eval CONFIG=$(CONFIG) ARGS="$(ARGS) eval.split=val"
+	$(MAKE) --no-print-directory baselines CONFIG=$(CONFIG) ARGS="$(ARGS)"
+	$(MAKE) --no-print-directory eval CONFIG=$(CONFIG) ARGS="$(ARGS) eval.split=test"
 
 test: setup ## Run the test suite
 	$(PY) -m pytest -q
@@ -49,4 +64,4 @@ lint: setup ## ruff check
 	$(VENV)/bin/ruff check .
 
 clean: ## Remove generated data and runs (keeps .venv)
-	rm -rf data/synth7w runs/default
+	rm -rf data/synth7w runs/default runs/default_no_attention runs/default_blind

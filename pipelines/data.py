@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from vqa import cli, synth
 from vqa.config import save_config
 from vqa.data import load_telling
-from vqa.evaluate import answer_prior_baseline
+from vqa.scoring import answer_prior_baseline
 
 
 def _flags(parser: argparse.ArgumentParser) -> None:

@@ -108,8 +108,8 @@ def test_missing_file_and_bad_override() -> None:
 
 
 def test_inconsistent_ranges() -> None:
-    with pytest.raises(ConfigError, match=r"synth.min_objects \(5\) > synth.max_objects \(3\)"):
-        load_config(None, ["synth.min_objects=5", "synth.max_objects=3"])
+    with pytest.raises(ConfigError, match=r"synth.min_objects \(4\) > synth.max_objects \(3\)"):
+        load_config(None, ["synth.min_objects=4", "synth.max_objects=3"])
 
 
 def test_resolved_config_round_trips(tmp_path: Path) -> None:

@@ -45,8 +45,8 @@ class SynthConfig:
     train_images: int = _positive(1600)
     val_images: int = _positive(200)
     test_images: int = _positive(400)
-    min_objects: int = field(default=3, metadata={"min": 2, "max": 5})
-    max_objects: int = field(default=4, metadata={"min": 2, "max": 5})
+    min_objects: int = field(default=1, metadata={"min": 1, "max": 4})
+    max_objects: int = field(default=4, metadata={"min": 1, "max": 4})
     min_side: int = field(default=224, metadata={"min": 96})
     max_side: int = field(default=288, metadata={"min": 96})
     jpeg_quality: int = field(default=90, metadata={"min": 1, "max": 95})
@@ -73,8 +73,23 @@ class FeaturesConfig:
 
 
 @dataclass
+class TextConfig:
+    min_freq: int = _positive(1)
+    max_len: int = _positive(32)
+
+
+@dataclass
 class ModelConfig:
     variant: Literal["attention", "no_attention", "blind"] = "attention"
+    rnn: Literal["lstm", "gru"] = "lstm"
+    bidirectional: bool = False
+    answer_encoder: Literal["rnn", "mean"] = "rnn"
+    embed_dim: int = _positive(300)
+    word_vectors: str | None = None
+    hidden_dim: int = _positive(512)
+    attention_dim: int = _positive(512)
+    glimpses: int = _positive(2)
+    dropout: float = field(default=0.3, metadata={"min": 0.0, "max": 0.9})
 
 
 @dataclass
@@ -82,6 +97,22 @@ class TrainConfig:
     epochs: int = _positive(12)
     batch_size: int = _positive(64)
     lr: float = field(default=1e-3, metadata={"min_exclusive": 0.0})
+    weight_decay: float = _non_negative(0.01)
+    warmup: float = field(default=0.05, metadata={"min": 0.0, "max": 1.0})
+    grad_accum: int = _positive(1)
+    clip_norm: float = field(default=5.0, metadata={"min_exclusive": 0.0})
+    attention_supervision: float = _non_negative(0.0)
+    mixed_precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    num_workers: int = _non_negative(0)
+    resume: Literal["auto", "never"] = "auto"
+    keep_checkpoints: int = _positive(2)
+
+
+@dataclass
+class EvalConfig:
+    split: Literal["train", "val", "test"] = "test"
+    checkpoint: str = "best"
+    batch_size: int = _positive(256)
 
 
 @dataclass
@@ -91,8 +122,10 @@ class Config:
     synth: SynthConfig = field(default_factory=SynthConfig)
     run: RunConfig = field(default_factory=RunConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    text: TextConfig = field(default_factory=TextConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,116 +1,149 @@
-"""Official Visual7W multiple-choice scoring, reimplemented exactly, plus the honest tie rule.
+"""The eval stage: score every QA of a split with a trained model, in the official protocol, with grounding.
 
-The toolkit's ``evaluate.py`` reads a results file ``[{"qa_id", "question", "candidates": [{"answer"}]}]``, takes
-``candidates[0]`` of each entry, and counts it correct iff ``str(c).lower() == str(answer).lower()`` (punctuation
-kept); accuracy = correct / number of entries; per-type accuracy by the QA's ``type``; an entry whose qa_id is not
-in the split aborts the evaluation. We write the chosen candidate verbatim so that the toolkit agrees with us.
-
-Ties: the Lua evaluator resolves a tie to the true answer (optimistic). We count it wrong, and make the results file
-say so too: among tied top candidates, a wrong one is written first.
+Writes ``<run.dir>/eval/<split>/``: ``predictions.json`` (the toolkit's results format, chosen candidate first,
+verbatim strings: the official ``evaluate.py`` gives the same accuracy), ``metrics.json`` and
+``per_question.jsonl``. Grounding metrics, when ``data.grounding`` is set, use the chosen candidate's attention
+(glimpses averaged): *pointing* = share of grounded questions whose attention peak (the centre of the peak cell,
+mapped to image pixels through the recorded squash resize) falls inside a grounding box; *mass* = mean share of
+the attention on cells, weighted by how much of each cell the boxes cover.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+import json
 from pathlib import Path
 from typing import Any
 
-from .data import QA
-from .errors import ScoringError
-from .io import atomic_write_json
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+
+from .checkpoint import load_model, resolve
+from .config import Config
+from .data import QUESTION_TYPES, Box, load_grounding, load_telling
+from .errors import VQAError
+from .features import FeatureReader, features_dir
+from .grounding import box_coverage, image_size
+from .io import atomic_write_json, atomic_write_text
+from .loader import QAExamples, collate, model_inputs, split_rows
+from .scoring import per_type_table, rank_candidates, result_entry, score_results, write_results
+from .text import load_tokenizer, tokenise_qa
 
 
-def rank_candidates(candidates: Sequence[str], scores: Sequence[float], answer: str) -> list[str]:
-    """Candidates by descending score; if the top score is tied and the answer is among the tied, a wrong
-    candidate goes first (ties count wrong), so the results file and our metrics agree."""
-    if len(candidates) != len(scores):
-        raise ValueError(f"{len(candidates)} candidates but {len(scores)} scores")
-    order = sorted(range(len(candidates)), key=lambda i: -scores[i])  # stable: equal scores keep input order
-    top = [i for i in order if scores[i] == scores[order[0]]]
-    if len(top) > 1:
-        wrong = [i for i in top if candidates[i].lower() != answer.lower()]
-        if wrong:
-            order.remove(wrong[0])
-            order.insert(0, wrong[0])
-    return [candidates[i] for i in order]
+def predict_pass(model: Any, loader: Any, accelerator: Any, keep_attention: bool = False) -> dict[str, Any]:
+    """Score every example of a prepared loader on all processes; gathered, de-duplicated results on each.
 
-
-def result_entry(qa: QA, ranked: Sequence[str]) -> dict[str, Any]:
-    """One entry of the toolkit's results format."""
-    return {"qa_id": qa.qa_id, "question": qa.question, "candidates": [{"answer": c} for c in ranked]}
-
-
-def write_results(path: str | Path, entries: Iterable[Mapping[str, Any]]) -> Path:
-    return atomic_write_json(path, list(entries), indent=None)
-
-
-def score_results(results: Any, split_qa: Sequence[QA], split: str = "?") -> dict[str, Any]:
-    """Score a parsed results list against the QA of one split, with the toolkit's rules.
-
-    Returns ``{"n", "correct", "accuracy", "per_type", "per_type_n", "missing", "duplicates"}``; ``missing``
-    counts QA of the split absent from the results (the toolkit ignores them; we report them).
+    Returns numpy arrays: ``qa_id [N]``, ``type [N]``, ``scores [N, K]`` and ``order [N, K]`` (candidate k of the
+    scores is the file's candidate ``order[k]``; the true answer is file candidate 0), and ``attention`` when asked.
+    ``gather_for_metrics`` drops the samples Accelerate repeats to even out the last batch, so no qa_id is counted
+    twice or missed, whatever the number of processes.
     """
-    if not isinstance(results, list):
-        raise ScoringError(f"a results file must hold a JSON list of entries, got {type(results).__name__}")
-    by_id = {q.qa_id: q for q in split_qa}
-    problems = []
-    total: Counter[str] = Counter()
-    correct: Counter[str] = Counter()
-    seen: Counter[int] = Counter()
-    for i, entry in enumerate(results):
-        if not isinstance(entry, dict) or "qa_id" not in entry:
-            problems.append(f"entry {i}: no 'qa_id'")
-            continue
-        qa = by_id.get(entry["qa_id"])
-        if qa is None:
-            problems.append(f"entry {i}: cannot find QA #{entry['qa_id']} in split '{split}'")
-            continue
-        candidates = entry.get("candidates")
-        if not isinstance(candidates, list):
-            problems.append(f"entry {i} (qa_id {qa.qa_id}): 'candidates' must be a list")
-            continue
-        seen[qa.qa_id] += 1
-        total[qa.type] += 1
-        first = candidates[0] if candidates else None
-        if isinstance(first, dict) and str(first.get("answer")).lower() == str(qa.answer).lower():
-            correct[qa.type] += 1
-    if problems:
-        raise ScoringError(f"{len(problems)} problem(s) in the results:", problems)
-    n = sum(total.values())
-    if n == 0:
-        raise ScoringError("the results file holds no entries")
-    return {
-        "n": n,
-        "correct": sum(correct.values()),
-        "accuracy": sum(correct.values()) / n,
-        "per_type": {t: correct[t] / total[t] for t in sorted(total)},
-        "per_type_n": {t: total[t] for t in sorted(total)},
-        "missing": sum(1 for q in split_qa if q.qa_id not in seen),
-        "duplicates": sum(c - 1 for c in seen.values() if c > 1),
-    }
+    model.eval()
+    parts: dict[str, list] = {"qa_id": [], "type": [], "scores": [], "order": [], "attention": []}
+    with torch.inference_mode():
+        for batch in loader:
+            scores, attention = model(**model_inputs(batch))
+            keep = {"qa_id": batch["qa_id"], "type": batch["type"], "scores": scores, "order": batch["order"]}
+            if keep_attention:
+                keep["attention"] = attention
+            for key, value in accelerator.gather_for_metrics(keep).items():
+                parts[key].append(value.float().cpu() if value.is_floating_point() else value.cpu())
+    out = {k: torch.cat(v).numpy() for k, v in parts.items() if v}
+    order = np.argsort(out["qa_id"], kind="stable")
+    return {k: v[order] for k, v in out.items()}
 
 
-def answer_prior_baseline(train: Sequence[QA], test: Sequence[QA]) -> dict[str, Any]:
-    """The blind 'most frequent answer' baseline: pick the candidate seen most often as a train answer.
-
-    It measures how much the answer strings alone give away; a good dataset keeps it near chance (0.25).
-    Ties count wrong, as everywhere here.
-    """
-    prior = Counter(q.answer.lower() for q in train)
-    entries = []
-    for q in test:
-        scores = [float(prior[c.lower()]) for c in q.candidates]
-        entries.append(result_entry(q, rank_candidates(q.candidates, scores, q.answer)))
-    return score_results(entries, test, "test")
+def accuracy_of(pass_out: dict[str, Any]) -> dict[str, Any]:
+    """Accuracy overall and per type from a ``predict_pass``; a tie at the top counts wrong."""
+    scores, order = pass_out["scores"], pass_out["order"]
+    true_pos = np.argmax(order == 0, axis=1)  # where the answer sits in the score vector
+    true_score = scores[np.arange(len(scores)), true_pos]
+    others = np.where(order == 0, -np.inf, scores)
+    correct = true_score > others.max(axis=1)
+    types = np.array([QUESTION_TYPES[t] for t in pass_out["type"]])
+    per_type = {t: float(correct[types == t].mean()) for t in sorted(set(types))}
+    return {"n": len(correct), "accuracy": float(correct.mean()), "per_type": per_type, "correct": correct}
 
 
-def per_type_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
-    """A text table: one row per named result (``{"name": metrics}``), columns overall + per type."""
-    types = sorted({t for m in rows.values() for t in m.get("per_type", {})})
-    head = f"{'':<16}{'n':>7}{'overall':>9}" + "".join(f"{t:>8}" for t in types)
-    lines = [head]
-    for name, m in rows.items():
-        per = defaultdict(lambda: float("nan"), m.get("per_type", {}))
-        lines.append(f"{name:<16}{m['n']:>7}{m['accuracy']:>9.3f}" + "".join(f"{per[t]:>8.3f}" for t in types))
-    return "\n".join(lines)
+def grounding_scores(attention: np.ndarray, boxes: list[Box], width: int, height: int) -> tuple[bool, float]:
+    """(pointing hit, attention mass in the boxes) for one ``[H, W]`` attention map of a ``width x height`` image."""
+    h, w = attention.shape
+    i, j = np.unravel_index(int(np.argmax(attention)), attention.shape)
+    px, py = (j + 0.5) * width / w, (i + 0.5) * height / h  # centre of the peak cell, in image pixels
+    hit = any(b.x <= px < b.x + b.width and b.y <= py < b.y + b.height for b in boxes)
+    mass = float((attention * box_coverage(boxes, width, height, h, w)).sum() / max(attention.sum(), 1e-12))
+    return hit, mass
+
+
+def _file_order_scores(scores: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Scores indexed like the file's candidates (answer first): file candidate order[k] got scores[k]."""
+    out = np.empty_like(scores)
+    out[order] = scores
+    return out
+
+
+def evaluate(cfg: Config, accelerator: Accelerator) -> dict[str, Any] | None:
+    """Run the eval stage; returns the metrics on the main process (None elsewhere)."""
+    split, run = cfg.eval.split, Path(cfg.run.dir)
+    path = resolve(cfg, cfg.eval.checkpoint)
+    model, meta = load_model(path)
+    reader = FeatureReader(features_dir(cfg))
+    if tuple(reader.grid) != tuple(model.spec.grid):
+        raise VQAError(f"{path} was trained on {model.spec.grid} features, {reader.root} holds {reader.grid}")
+    dataset = load_telling(cfg.data.annotations, cfg.data.images)
+    qas = dataset.split(split)
+    table = tokenise_qa(qas, load_tokenizer(run / "tokenizer"), cfg.text.max_len)
+    rows, skipped = split_rows(table, split, reader)
+    loader = DataLoader(QAExamples(rows, reader, cfg.seed, train=False), batch_size=cfg.eval.batch_size,
+                        collate_fn=collate)  # fmt: skip
+    model, loader = accelerator.prepare(model, loader)
+    grounding = load_grounding(cfg.data.grounding) if cfg.data.grounding else None
+    out = predict_pass(model, loader, accelerator, keep_attention=grounding is not None)
+    if not accelerator.is_main_process:
+        return None
+    by_id = {q.qa_id: q for q in qas}
+    entries, per_question, hits, masses = [], [], [], []
+    for n, qa_id in enumerate(out["qa_id"].tolist()):
+        q = by_id[qa_id]
+        scores = _file_order_scores(out["scores"][n], out["order"][n])
+        ranked = rank_candidates(q.candidates, scores.tolist(), q.answer)
+        entries.append(result_entry(q, ranked))
+        chosen = q.candidates.index(ranked[0])
+        cands = [{"answer": c, "score": float(s)} for c, s in zip(q.candidates, scores, strict=True)]
+        per_question.append({"qa_id": qa_id, "type": q.type, "question": q.question, "answer": q.answer,
+                             "candidates": cands, "chosen": ranked[0],
+                             "correct": ranked[0].lower() == q.answer.lower()})  # fmt: skip
+        if grounding is not None and qa_id in grounding:
+            k = int(np.argmax(out["order"][n] == chosen))  # position of the chosen candidate in the scores
+            att = out["attention"][n, k].mean(0)  # [H, W], glimpses averaged
+            hit, mass = grounding_scores(att, grounding[qa_id], *image_size(dataset.image_path(q.image_id)))
+            hits.append(hit)
+            masses.append(mass)
+    official = score_results(entries, [by_id[i] for i in out["qa_id"].tolist()], split)
+    direct = accuracy_of(out)
+    if abs(official["accuracy"] - direct["accuracy"]) > 1e-9:  # the results file must say what we measured
+        raise VQAError(f"internal check failed: the results file scores {official['accuracy']}, "
+                       f"the model {direct['accuracy']}")  # fmt: skip
+    metrics = {"split": split, "n": official["n"], "accuracy": official["accuracy"], "per_type": official["per_type"],
+               "per_type_n": official["per_type_n"], "model_variant": accelerator.unwrap_model(model).spec.variant,
+               "checkpoint": str(path), "epoch": meta.get("epoch"),
+               "skipped_no_features": skipped, "processes": accelerator.num_processes}  # fmt: skip
+    if grounding is not None:
+        metrics["grounding"] = {"n": len(hits), "pointing": float(np.mean(hits)) if hits else None,
+                                "mass": float(np.mean(masses)) if masses else None}  # fmt: skip
+    out_dir = run / "eval" / split
+    write_results(out_dir / "predictions.json", entries)
+    atomic_write_text(out_dir / "per_question.jsonl", "".join(json.dumps(r) + "\n" for r in per_question))
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def comparison_table(cfg: Config, metrics: dict[str, Any]) -> str:
+    """This run beside the blind / no-attention runs of the same experiment (``<run.dir>_<variant>``), if any."""
+    rows = {metrics["model_variant"]: metrics}
+    for variant in ("attention", "no_attention", "blind"):
+        other = Path(f"{cfg.run.dir}_{variant}") / "eval" / metrics["split"] / "metrics.json"
+        if variant not in rows and other.is_file():
+            rows[variant] = json.loads(other.read_text())
+    return per_type_table(rows)

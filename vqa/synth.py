@@ -6,7 +6,7 @@ colour) and a window showing the time of day; each question refers to one of the
 their family, so a blind model (question + candidates, no image) stays near 25 %.
 
 Question types (Visual7W-style answers: capitalised, trailing period, 3 distractors from the same family):
-  what   "What color is the circle?" -> "Red." | "What shape is the red object?" -> "A circle."
+  what   "What shape is the striped object?" -> "A circle."
   where  "Where is the red circle?"  -> "In the top left corner."   (3x3 layout: needs grid position)
   how    "How is the red circle painted?" -> "With stripes."       (fill pattern)
   when   "When was this picture taken?"   -> "At sunset."           (the window's sky)
@@ -48,20 +48,18 @@ TIMES = {"night": "At night.", "day": "During the day.", "sunset": "At sunset.",
 SKY = {"night": (18, 24, 70), "day": (120, 190, 245), "sunset": (235, 95, 35), "dawn": (240, 175, 200)}
 
 TEMPLATES = {
-    "color": ("What color is the {shape}?", "What is the color of the {shape}?"),
-    "shape": ("What shape is the {color} object?", "What kind of shape is {color}?"),
+    "shape": ("What shape is the {fill} object?", "What is the shape of the {fill} object?"),
     "where": ("Where is the {color} {shape}?", "Where is the {color} {shape} located?"),
     "how": ("How is the {color} {shape} painted?", "How is the {color} {shape} filled?"),
     "when": ("When was this picture taken?", "When is it in this picture?"),
 }
-QTYPE = {"color": "what", "shape": "what", "where": "where", "how": "how", "when": "when"}
-SYNTH_VERSION = 1  # bump when the rendering or the questions change, so stale datasets are regenerated
+QTYPE = {"shape": "what", "where": "where", "how": "how", "when": "when"}
+FILL_WORDS = {"solid": "solid", "striped": "striped", "dotted": "dotted", "outlined": "outlined"}
+SYNTH_VERSION = 2  # bump when the rendering or the questions change, so stale datasets are regenerated
 
 
 def _answer(kind: str, obj: dict[str, Any]) -> tuple[str, list[str]]:
     """The true answer and its family for one question kind about ``obj``."""
-    if kind == "color":
-        return f"{obj['color'].capitalize()}.", [f"{c.capitalize()}." for c in COLORS]
     if kind == "shape":
         return f"A {obj['shape']}.", [f"A {s}." for s in SHAPES]
     if kind == "where":
@@ -153,11 +151,11 @@ class Scene:
 
 
 def make_scene(rng: random.Random, min_objects: int, max_objects: int, min_side: int, max_side: int) -> Scene:
-    """Sample a layout: distinct shapes and colours, one object or the window per 3x3 region."""
+    """Sample a layout: distinct shapes, colours and fills, one object or the window per 3x3 region."""
     width, height = rng.randint(min_side, max_side), rng.randint(min_side, max_side)
     n = rng.randint(min_objects, max_objects)
     regions = rng.sample(range(9), n + 1)
-    shapes, colors = rng.sample(SHAPES, n), rng.sample(list(COLORS), n)
+    shapes, colors, fills = rng.sample(SHAPES, n), rng.sample(list(COLORS), n), rng.sample(list(FILLS), n)
     cell_w, cell_h = width / 3, height / 3
     objects = []
     for i, region in enumerate(regions):
@@ -166,7 +164,7 @@ def make_scene(rng: random.Random, min_objects: int, max_objects: int, min_side:
         x = int(col * cell_w + rng.uniform(0, cell_w - size))
         y = int(row * cell_h + rng.uniform(0, cell_h - size))
         if i < n:
-            obj = {"shape": shapes[i], "color": colors[i], "fill": rng.choice(list(FILLS))}
+            obj = {"shape": shapes[i], "color": colors[i], "fill": fills[i]}
         else:
             obj = {"shape": "window", "time": rng.choice(list(TIMES))}
         objects.append({**obj, "region": region, "box": (x, y, size, size)})
@@ -197,10 +195,11 @@ def make_questions(scene: Scene, rng: random.Random) -> list[dict[str, Any]]:
     """One question per object (kind drawn uniformly) plus the 'when' question about the window."""
     out = []
     for obj in scene.objects:
-        kind = "when" if obj["shape"] == "window" else rng.choice(("color", "shape", "where", "how"))
+        kind = "when" if obj["shape"] == "window" else rng.choice(("shape", "where", "how"))
         answer, family = _answer(kind, obj)
         distractors = rng.sample([a for a in family if a != answer], 3)
-        question = rng.choice(TEMPLATES[kind]).format(shape=obj["shape"], color=obj.get("color", ""))
+        fill = FILL_WORDS.get(obj.get("fill", ""), "")
+        question = rng.choice(TEMPLATES[kind]).format(shape=obj["shape"], color=obj.get("color", ""), fill=fill)
         name = "window" if kind == "when" else f"{obj['color']} {obj['shape']}"
         out.append({"type": QTYPE[kind], "question": question, "answer": answer,
                     "multiple_choices": distractors, "name": name, "box": obj["box"]})  # fmt: skip

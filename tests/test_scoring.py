@@ -9,7 +9,7 @@ import pytest
 
 from vqa.data import QA
 from vqa.errors import ScoringError
-from vqa.evaluate import answer_prior_baseline, rank_candidates, result_entry, score_results, write_results
+from vqa.scoring import answer_prior_baseline, rank_candidates, result_entry, score_results, write_results
 
 QAS = [
     QA(1, 10, "test", "what", "What is it?", "A dog.", ("A cat.", "A cow.", "A hen.")),

@@ -1,0 +1,34 @@
+"""`make eval`: score a split with the trained model in the official Visual7W protocol (+ grounding metrics).
+
+    python pipelines/evaluate.py --config configs/default.yaml [eval.split=test] [eval.checkpoint=best|last|PATH]
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from vqa import cli
+from vqa.evaluate import comparison_table, evaluate
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cfg, _ = cli.parse(__doc__.splitlines()[0], argv)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    metrics = evaluate(cfg, accelerator)
+    if metrics is None:
+        return
+    out = Path(cfg.run.dir) / "eval" / cfg.eval.split
+    print(f"{cfg.eval.split}: accuracy {metrics['accuracy']:.4f} on {metrics['n']} questions -> {out}/")
+    print(comparison_table(cfg, metrics))
+    g = metrics.get("grounding")
+    if g and g["n"]:
+        print(f"grounding ({g['n']} questions): pointing {g['pointing']:.3f}, attention mass in boxes {g['mass']:.3f}")
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

@@ -1,0 +1,28 @@
+"""`make train`: train the VQA model on the train split, select the best epoch on val.
+
+    python pipelines/train.py --config configs/default.yaml [model.variant=blind train.epochs=3 ...]
+    accelerate launch --num_processes N pipelines/train.py --config ...     (train.batch_size is the global batch)
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from vqa import cli
+from vqa.config import save_config
+from vqa.train import make_accelerator, train
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cfg, _ = cli.parse(__doc__.splitlines()[0], argv)
+    accelerator = make_accelerator(cfg)
+    if accelerator.is_main_process:
+        save_config(cfg)
+    state = train(cfg, accelerator)
+    accelerator.print(f"best val accuracy {state['best_accuracy']:.4f} at epoch {state['best_epoch']} "
+                      f"({accelerator.num_processes} process(es)); model in {cfg.run.dir}/checkpoints/best")
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

@@ -1,0 +1,70 @@
+"""Tokenizer, tokenised QA table, word vectors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vqa.data import QA
+from vqa.errors import VQAError
+from vqa.model import ModelSpec, VQAModel, init_embedding
+from vqa.text import build_tokenizer, load_tokenizer, read_word_vectors, save_tokenizer, tokenise_qa
+
+SHAPES = ("A star.", "A square.", "A triangle.")
+TRAIN = [
+    QA(1, 1, "train", "what", "What shape is the striped object?", "A circle.", SHAPES),
+    QA(2, 1, "train", "where", "Where is the RED circle?", "On the left.", ("At the top.", "In the middle.", "Up.")),
+]
+VAL = [QA(3, 2, "val", "what", "What shape is the zebra-striped object?", "A circle.", ("A star.", "A cube.", "A x."))]
+
+
+def test_round_trip_lowercase_punctuation_and_specials(tmp_path: Path) -> None:
+    tok = build_tokenizer(TRAIN, min_freq=1)
+    assert tok.pad_token_id == 0 and tok.unk_token_id == 1
+    ids = tok("Where is the red circle?", add_special_tokens=False)["input_ids"]
+    assert tok.convert_ids_to_tokens(ids) == ["where", "is", "the", "red", "circle", "?"]
+    save_tokenizer(tok, tmp_path / "tokenizer")
+    again = load_tokenizer(tmp_path / "tokenizer")
+    assert again.get_vocab() == tok.get_vocab()
+    text = "A circle."
+    assert again(text, add_special_tokens=False)["input_ids"] == tok(text, add_special_tokens=False)["input_ids"]
+
+
+def test_vocabulary_comes_from_train_only() -> None:
+    tok = build_tokenizer(TRAIN, min_freq=1)
+    assert "cube" not in tok.get_vocab() and "zebra" not in tok.get_vocab()
+    assert tok.unk_token_id in tok("A cube.", add_special_tokens=False)["input_ids"]
+    assert "red" not in build_tokenizer(TRAIN, min_freq=2).get_vocab()  # seen once: below min_freq
+
+
+def test_missing_tokenizer_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(VQAError, match=r"no tokenizer in .*make train"):
+        load_tokenizer(tmp_path)
+
+
+def test_tokenised_table_rows() -> None:
+    tok = build_tokenizer(TRAIN, min_freq=1)
+    table = tokenise_qa(TRAIN + VAL, tok, max_len=4, targets=[[0.5, 0.5], [], [1.0, 0.0]])
+    row = table[0]
+    assert row["qa_id"] == 1 and row["split"] == "train" and row["label"] == 0
+    assert len(row["candidate_ids"]) == 4 and len(row["question_ids"]) == 4  # truncated to max_len
+    assert tok.decode(row["candidate_ids"][0]) == "a circle ."
+    assert table[1]["target"] == [] and table[2]["target"] == [1.0, 0.0]
+
+
+def test_word_vectors_initialise_the_embedding_and_report_coverage(tmp_path: Path) -> None:
+    tok = build_tokenizer(TRAIN, min_freq=1)
+    path = tmp_path / "vectors.txt"
+    path.write_text("3 4\ncircle 1 2 3 4\nRed 0.5 0.5 0.5 0.5\nnotinvocab 9 9 9 9\n")  # word2vec header, any case
+    vectors, found = read_word_vectors(path, tok.get_vocab(), 4)
+    vocab = tok.get_vocab()
+    assert found[vocab["circle"]] and found[vocab["red"]] and int(found.sum()) == 2
+    model = VQAModel(ModelSpec(len(vocab), (8, 2, 2), embed_dim=4, hidden_dim=8, attention_dim=8))
+    init_embedding(model, vectors, found)
+    assert torch.equal(model.embed.weight[vocab["circle"]], torch.tensor([1.0, 2, 3, 4]))
+    with pytest.raises(VQAError, match=r"has 4 values, model\.embed_dim is 3; set model\.embed_dim=4"):
+        read_word_vectors(path, vocab, 3)
+    with pytest.raises(VQAError, match="word vectors file not found"):
+        read_word_vectors(tmp_path / "nope.txt", vocab, 4)

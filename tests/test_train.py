@@ -1,0 +1,130 @@
+"""Training: outputs, resume equivalence, learning above chance, no positional signal in candidate order."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from accelerate import Accelerator
+from conftest import tiny_config
+from safetensors.torch import load_file
+
+from vqa.config import load_config
+from vqa.data import load_telling
+from vqa.evaluate import evaluate
+from vqa.extract import extract_features
+from vqa.loader import EVAL_EPOCH, QAExamples, candidate_order
+from vqa.synth import write_dataset
+from vqa.train import train
+
+FAST = ["features.image_size=96", "features.num_workers=0", "features.precision=fp32", "model.embed_dim=16",
+        "model.hidden_dim=32", "model.attention_dim=32", "train.batch_size=8", "train.epochs=2"]  # fmt: skip
+
+
+def setup_run(data_cfg, run_dir: Path, *extra: str):
+    d = data_cfg.data
+    paths = [f"data.annotations={d.annotations}", f"data.images={d.images}", f"data.grounding={d.grounding}"]
+    return load_config(None, [*paths, f"run.dir={run_dir}", *FAST, *extra])
+
+
+@pytest.fixture(scope="module")
+def features_root(tiny_dataset, tmp_path_factory) -> Path:
+    """Features of the tiny dataset, extracted once and copied into each run dir."""
+    root = tmp_path_factory.mktemp("feat")
+    cfg = setup_run(tiny_dataset, root)
+    extract_features(cfg, load_telling(cfg.data.annotations, cfg.data.images), Accelerator(cpu=True))
+    return root / "features"
+
+
+def with_features(cfg, features_root: Path):
+    import shutil
+
+    shutil.copytree(features_root, Path(cfg.run.dir) / "features")
+    return cfg
+
+
+def test_training_writes_every_output(tiny_dataset, features_root, tmp_path) -> None:
+    cfg = with_features(setup_run(tiny_dataset, tmp_path / "run"), features_root)
+    state = train(cfg, Accelerator(cpu=True))
+    run = tmp_path / "run"
+    assert state["epoch"] == 2 and 0 <= state["best_accuracy"] <= 1
+    assert (run / "tokenizer" / "tokenizer.json").is_file() and (run / "qa" / "dataset_info.json").is_file()
+    assert (run / "checkpoints" / "best" / "model.safetensors").is_file()
+    meta = json.loads((run / "checkpoints" / "best" / "meta.json").read_text())
+    assert meta["spec"]["grid"] == [1280, 3, 3] and meta["epoch"] in (1, 2)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best", "epoch_001", "epoch_002"]
+    rows = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert {"train_loss", "val_accuracy", "val_per_type", "lr", "questions_per_s", "data_wait"} <= set(rows[0])
+    assert (run / "curves.png").stat().st_size > 1000
+    assert train(cfg, Accelerator(cpu=True))["epoch"] == 2, "a finished run resumes to a no-op"
+
+
+def test_resume_equals_an_uninterrupted_run(tiny_dataset, features_root, tmp_path) -> None:
+    import shutil
+
+    full = with_features(setup_run(tiny_dataset, tmp_path / "full"), features_root)
+    train(full, Accelerator(cpu=True))
+    # a run killed during epoch 2: everything of epoch 1 is there, nothing of epoch 2
+    shutil.copytree(tmp_path / "full", tmp_path / "killed")
+    shutil.rmtree(tmp_path / "killed" / "checkpoints" / "epoch_002")
+    resumed = train(setup_run(tiny_dataset, tmp_path / "killed"), Accelerator(cpu=True))
+    assert resumed["epoch"] == 2
+    a = load_file(str(tmp_path / "full" / "checkpoints" / "epoch_002" / "model.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "checkpoints" / "epoch_002" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_candidate_order_carries_no_positional_signal(tiny_dataset, features_root, tmp_path) -> None:
+    positions = np.array([np.argmax(candidate_order(0, e, q) == 0) for e in range(4) for q in range(2000)])
+    share = np.bincount(positions, minlength=4) / len(positions)
+    assert np.all(np.abs(share - 0.25) < 0.02), share  # always picking slot k scores ~25 %, for every k
+    assert not np.array_equal(candidate_order(0, 0, 7), candidate_order(0, 1, 7)) or not np.array_equal(
+        candidate_order(0, 1, 7), candidate_order(0, 2, 7)
+    ), "a new order every epoch"
+    assert np.array_equal(candidate_order(3, EVAL_EPOCH, 7), candidate_order(3, EVAL_EPOCH, 7))
+
+
+def test_constant_scores_count_wrong(tiny_dataset, features_root, tmp_path) -> None:
+    from vqa.evaluate import accuracy_of
+
+    order = np.array([candidate_order(0, EVAL_EPOCH, q) for q in range(400)])
+    out = {"scores": np.zeros((400, 4)), "order": order, "type": np.zeros(400, dtype=int)}
+    assert accuracy_of(out)["accuracy"] == 0.0, "a tie is never a correct answer"
+    out["scores"][:, 0] = 1.0  # always the first slot
+    assert abs(accuracy_of(out)["accuracy"] - 0.25) < 0.06
+
+
+@pytest.mark.slow
+def test_a_small_run_learns_well_above_chance(tmp_path) -> None:
+    data = tiny_config(tmp_path / "data", "synth.train_images=800", "synth.val_images=60", "synth.test_images=2")
+    write_dataset(data)
+    cfg = setup_run(data, tmp_path / "run", "train.epochs=3", "train.attention_supervision=0.5",
+                    "train.batch_size=16", "eval.split=val", "features.image_size=224", "features.precision=auto",
+                    "model.embed_dim=128", "model.hidden_dim=256", "model.attention_dim=256")  # fmt: skip
+    extract_features(cfg, load_telling(cfg.data.annotations, cfg.data.images), Accelerator(cpu=True))
+    train(cfg, Accelerator(cpu=True))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"], "the loss falls"
+    metrics = evaluate(cfg, Accelerator(cpu=True))
+    assert metrics["accuracy"] > 0.35, metrics  # chance is 0.25; 206 questions: 0.35 is > 3 sigma above it
+    assert metrics["grounding"]["pointing"] > 0.15  # uniform attention points into a box ~6 % of the time
+
+
+def test_examples_shuffle_per_epoch(tiny_dataset, features_root, tmp_path) -> None:
+    from vqa.text import build_tokenizer, tokenise_qa
+
+    ds = load_telling(tiny_dataset.data.annotations, tiny_dataset.data.images)
+    table = tokenise_qa(ds.split("train"), build_tokenizer(ds.split("train"), 1), 16)
+    ex = QAExamples(table, None, seed=0, train=True)
+    first = [ex[i]["label"] for i in range(len(ex))]
+    ex.set_epoch(1)
+    second = [ex[i]["label"] for i in range(len(ex))]
+    assert first != second
+    item = ex[0]
+    assert item["candidates"][item["label"]] == table[0]["candidate_ids"][0], "the label points at the answer"

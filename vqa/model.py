@@ -1,0 +1,166 @@
+"""The multiple-choice VQA model: RNN question encoder, answer-conditioned attention over the CNN grid, scorer.
+
+Following the seeds and the strong Visual7W models, the candidate answer is an *input*: each (image, question,
+candidate) triple gets a score and the argmax wins. For candidate k:
+
+    q      = RNN(embed(question))                      final state                        [B, Dq]
+    a_k    = RNN(embed(candidate_k)) or mean(embed)                                       [B, K, Da]
+    v_ij   = W_p [cnn_ij ; x_j ; y_i]                  grid cell + its normalised position [B, N, D]
+    e_ij^g = w_g . tanh(W_v v_ij + W_s [q ; a_k])      the seeds' f_att MLP, one w per glimpse
+    att^g  = softmax_ij(e^g),  c_k = [sum_ij att_ij^g v_ij]_g                              [B, K, G*D]
+    score_k = MLP([c_k ; q ; a_k])                                                         [B, K]
+
+Without the (x, y) channels the grid is a bag of cells and "where" questions fall to chance. The variants
+``no_attention`` (c = mean of the cells) and ``blind`` (no image) exist to keep results honest.
+Nothing is cached on ``self`` during ``forward``: the same module serves training, evaluation and inspection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild the network (saved beside every checkpoint)."""
+
+    vocab_size: int
+    grid: tuple[int, int, int]  # (C, H, W) of the features
+    variant: str = "attention"
+    rnn: str = "lstm"
+    bidirectional: bool = False
+    embed_dim: int = 300
+    hidden_dim: int = 512
+    answer_encoder: str = "rnn"
+    glimpses: int = 2
+    attention_dim: int = 512
+    dropout: float = 0.3
+
+    @classmethod
+    def from_config(cls, cfg: Any, vocab_size: int, grid: tuple[int, int, int]) -> ModelSpec:
+        m = cfg.model
+        return cls(vocab_size, tuple(grid), m.variant, m.rnn, m.bidirectional, m.embed_dim, m.hidden_dim,
+                   m.answer_encoder, m.glimpses, m.attention_dim, m.dropout)  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TextEncoder(nn.Module):
+    """Embedded token ids -> one vector per sequence: the RNN's final state (packed: padding is never read)."""
+
+    def __init__(self, kind: str, embed_dim: int, hidden_dim: int, bidirectional: bool) -> None:
+        super().__init__()
+        rnn = nn.LSTM if kind == "lstm" else nn.GRU
+        self.rnn = rnn(embed_dim, hidden_dim, batch_first=True, bidirectional=bidirectional)
+        self.out_dim = hidden_dim * (2 if bidirectional else 1)
+
+    def forward(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # emb [S, L, E], lengths [S] (>= 1)
+        packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, state = self.rnn(packed)
+        h = state[0] if isinstance(state, tuple) else state  # [layers * dirs, S, H]
+        return torch.cat([h[-2], h[-1]], dim=-1) if self.rnn.bidirectional else h[-1]  # [S, out_dim]
+
+
+def _mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(hidden, out_dim))  # fmt: skip
+
+
+class VQAModel(nn.Module):
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        c, _, _ = spec.grid
+        self.embed = nn.Embedding(spec.vocab_size, spec.embed_dim, padding_idx=0)
+        self.question = TextEncoder(spec.rnn, spec.embed_dim, spec.hidden_dim, spec.bidirectional)
+        self.answer = (TextEncoder(spec.rnn, spec.embed_dim, spec.hidden_dim, spec.bidirectional)
+                       if spec.answer_encoder == "rnn" else None)  # fmt: skip
+        q_dim = self.question.out_dim
+        a_dim = self.answer.out_dim if self.answer is not None else spec.embed_dim
+        d = spec.attention_dim
+        ctx_dim = 0
+        if spec.variant != "blind":
+            self.cells = nn.Sequential(nn.Linear(c, d), nn.LayerNorm(d))  # cell features -> [.., D]
+            self.where = nn.Linear(2, d)  # (x, y) -> [.., D], added: position on the same scale as content
+            ctx_dim = d
+        if spec.variant == "attention":
+            self.att_v = nn.Linear(d, d, bias=False)
+            self.att_s = nn.Linear(q_dim + a_dim, d)
+            self.att_w = nn.Linear(d, spec.glimpses)
+            ctx_dim = d * spec.glimpses
+        self.drop = nn.Dropout(spec.dropout)
+        # the fused term (P_c c) * (P_s [q; a]) lets the scorer *compare* what it saw with what the candidate says;
+        # an MLP over the concatenation alone has to learn that product from ReLUs and learns it very slowly
+        self.fuse_c = nn.Linear(ctx_dim, spec.hidden_dim) if ctx_dim else None
+        self.fuse_s = nn.Linear(q_dim + a_dim, spec.hidden_dim) if ctx_dim else None
+        fused_dim = spec.hidden_dim if ctx_dim else 0
+        self.scorer = _mlp(fused_dim + ctx_dim + q_dim + a_dim, 2 * spec.hidden_dim, 1, spec.dropout)
+
+    # ---------------------------------------------------------------------------------------------- parts
+    def encode_answers(self, candidates: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        b, k, la = candidates.shape  # [B, K, La], lengths [B, K]
+        emb = self.embed(candidates.view(b * k, la))  # [B*K, La, E]
+        if self.answer is not None:
+            return self.answer(emb, lengths.view(-1)).view(b, k, -1)  # [B, K, Da]
+        mask = (candidates.view(b * k, la) != 0).unsqueeze(-1).to(emb.dtype)  # [B*K, La, 1]
+        return ((emb * mask).sum(1) / mask.sum(1).clamp(min=1)).view(b, k, -1)  # [B, K, E]
+
+    def grid_cells(self, features: torch.Tensor) -> torch.Tensor:
+        """[B, C, H, W] -> [B, H*W, D]: v_ij = ReLU(LayerNorm(W_f f_ij) + W_p (x_j, y_i)), coordinates in [-1, 1].
+
+        LayerNorm puts the cells on one scale whatever the CNN; without it their projection is tiny next to the
+        query, the attention logits barely differ between cells, and attention takes many epochs to start.
+        """
+        h, w = features.shape[2:]
+        ys = (torch.arange(h, device=features.device, dtype=torch.float32) + 0.5) / h * 2 - 1
+        xs = (torch.arange(w, device=features.device, dtype=torch.float32) + 0.5) / w * 2 - 1
+        pos = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).view(h * w, 2)  # [N, 2]: (x, y)
+        cells = self.cells(self.drop(features.float().flatten(2).transpose(1, 2)))  # [B, N, D]
+        return F.relu(cells + self.where(pos))  # [B, N, D]
+
+    # ---------------------------------------------------------------------------------------------- forward
+    def forward(
+        self, features: torch.Tensor, question: torch.Tensor, question_len: torch.Tensor, candidates: torch.Tensor,
+        candidate_len: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """features [B, C, H, W], question [B, Lq], question_len [B], candidates [B, K, La], candidate_len [B, K]
+        -> scores [B, K], attention [B, K, G, H, W] (uniform for the variants that do not attend)."""
+        b, k = candidates.shape[:2]
+        _, h, w = self.spec.grid
+        g = self.spec.glimpses
+        q = self.drop(self.question(self.embed(question), question_len))  # [B, Dq]
+        a = self.drop(self.encode_answers(candidates, candidate_len))  # [B, K, Da]
+        qk = q.unsqueeze(1).expand(-1, k, -1)  # [B, K, Dq]
+        att = torch.full((b, k, h * w, g), 1.0 / (h * w), device=q.device)  # [B, K, N, G]
+        if self.spec.variant == "blind":
+            ctx = q.new_zeros(b, k, 0)
+        else:
+            v = self.grid_cells(features)  # [B, N, D]
+            if self.spec.variant == "no_attention":
+                ctx = v.mean(1, keepdim=True).expand(-1, k, -1)  # [B, K, D]
+            else:
+                s = self.att_s(torch.cat([qk, a], dim=-1))  # [B, K, D]
+                e = self.att_w(torch.tanh(self.att_v(v).unsqueeze(1) + s.unsqueeze(2)))  # [B, K, N, G]
+                att = F.softmax(e.float(), dim=2)  # over the N cells
+                ctx = torch.einsum("bkng,bnd->bkgd", att.to(v.dtype), v).flatten(2)  # [B, K, G*D]
+        parts = [ctx, qk, a]
+        if self.fuse_c is not None:
+            qa = torch.cat([qk, a], dim=-1)  # [B, K, Dq+Da]
+            parts.insert(0, torch.tanh(self.fuse_c(ctx)) * torch.tanh(self.fuse_s(qa)))  # [B, K, hidden]
+        scores = self.scorer(torch.cat(parts, dim=-1)).squeeze(-1)  # [B, K]
+        return scores.float(), att.permute(0, 1, 3, 2).reshape(b, k, g, h, w).float()
+
+
+def init_embedding(model: VQAModel, vectors: torch.Tensor, found: torch.Tensor) -> None:
+    """Copy pretrained vectors into the embedding for the words that have one; the rest keep their random init."""
+    with torch.no_grad():
+        model.embed.weight[found] = vectors[found].to(model.embed.weight.dtype)
+        model.embed.weight[0].zero_()  # PAD

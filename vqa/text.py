@@ -1,0 +1,124 @@
+"""Words: the tokenizer, the tokenised QA table, and pretrained word vectors.
+
+The tokenizer is word-level (``tokenizers`` WordLevel: NFKC + lowercase, split on whitespace and punctuation),
+built from the *train* split's questions and answers only, so nothing about val/test leaks into the vocabulary.
+It is wrapped as a transformers ``PreTrainedTokenizerFast`` and saved with ``save_pretrained`` in
+``<run.dir>/tokenizer/``; evaluation reloads it from there. Every QA is tokenised once, up front, into a
+``datasets.Dataset`` saved in ``<run.dir>/qa/`` (Arrow, memory-mapped): DataLoader workers and processes share it
+instead of each re-tokenising.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset, load_from_disk
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from .data import QA, QUESTION_TYPES
+from .errors import VQAError
+
+PAD, UNK = "[PAD]", "[UNK]"
+
+
+def build_tokenizer(train: Sequence[QA], min_freq: int) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over the train questions and all their candidates; PAD = 0, UNK = 1."""
+    tok = Tokenizer(models.WordLevel(unk_token=UNK))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    trainer = trainers.WordLevelTrainer(min_frequency=min_freq, special_tokens=[PAD, UNK], show_progress=False)
+    tok.train_from_iterator((text for q in train for text in (q.question, *q.candidates)), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, unk_token=UNK)
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerFast, path: str | Path) -> None:
+    """``save_pretrained`` into a temp folder, then rename: a crash never leaves half a tokenizer."""
+    _replace_dir(Path(path), tokenizer.save_pretrained)
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
+    path = Path(path)
+    if not (path / "tokenizer.json").is_file():
+        raise VQAError(f"no tokenizer in {path}: train a model first (`make train`)")
+    return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+
+
+def _replace_dir(final: Path, write: Any) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        write(str(tmp))
+        old = final.with_name(f".{final.name}.old")
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def tokenise_qa(qas: Sequence[QA], tokenizer: PreTrainedTokenizerFast, max_len: int,
+                targets: Sequence[Sequence[float]] | None = None) -> Dataset:  # fmt: skip
+    """One row per QA: ids of the question and of the 4 candidates (answer first, as in the file), and the
+    grounding target on the feature grid (``[]`` when the QA has no box)."""
+    questions = tokenizer([q.question for q in qas], add_special_tokens=False, truncation=True,
+                          max_length=max_len)["input_ids"]  # fmt: skip
+    flat = tokenizer([c for q in qas for c in q.candidates], add_special_tokens=False, truncation=True,
+                     max_length=max_len)["input_ids"]  # fmt: skip
+    return Dataset.from_dict({
+        "qa_id": [q.qa_id for q in qas],
+        "image_id": [q.image_id for q in qas],
+        "split": [q.split for q in qas],
+        "type": [QUESTION_TYPES.index(q.type) for q in qas],
+        "question_ids": [ids or [tokenizer.unk_token_id] for ids in questions],
+        "candidate_ids": [[flat[4 * i + k] or [tokenizer.unk_token_id] for k in range(4)] for i in range(len(qas))],
+        "label": [0] * len(qas),  # the true answer is candidates[0]; loaders shuffle the order
+        "target": [list(t) for t in targets] if targets is not None else [[] for _ in qas],
+    })  # fmt: skip
+
+
+def save_qa(table: Dataset, path: str | Path) -> Dataset:
+    """Save the table as Arrow and reopen it memory-mapped."""
+    _replace_dir(Path(path), table.save_to_disk)
+    return load_from_disk(str(path))
+
+
+# ------------------------------------------------------------------------------------------------ vectors
+def read_word_vectors(path: str | Path, vocab: dict[str, int], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of a GloVe/word2vec text file for the words in ``vocab``: ``(vectors [V, dim], found [V] bool)``.
+
+    Lines are ``word v1 ... vd``; a word2vec header line (``count dim``) is skipped. Only vocabulary words are
+    kept, so a 5 GB GloVe file costs one pass of reading, not 5 GB of memory.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VQAError(f"word vectors file not found: {path} (model.word_vectors)")
+    vectors = torch.zeros(len(vocab), dim)
+    found = torch.zeros(len(vocab), dtype=torch.bool)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.rstrip().split(" ")
+            if lineno == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                continue  # word2vec header
+            word, values = parts[0], parts[1:]
+            index = vocab.get(word.lower())
+            if index is None or found[index]:
+                continue
+            if len(values) != dim:
+                raise VQAError(f"{path}:{lineno}: vector of '{word}' has {len(values)} values, model.embed_dim is "
+                               f"{dim}; set model.embed_dim={len(values)}")  # fmt: skip
+            try:
+                vectors[index] = torch.from_numpy(np.asarray(values, dtype=np.float32))
+            except ValueError:
+                raise VQAError(f"{path}:{lineno}: '{word}' has a non-numeric value") from None
+            found[index] = True
+    return vectors, found

@@ -1,0 +1,266 @@
+"""The training stage on Accelerate: one loop, readable top to bottom (see ``train``).
+
+Batches: ``train.batch_size`` is the *global* batch. The DataLoader is prepared with ``split_batches=True``, so
+each of N processes gets batch_size / N examples of the same global batch, the scheduler steps once per optimizer
+step, and 1 and N processes follow the same schedule over the same batches.
+Resume: every epoch ends with a full checkpoint (``checkpoint.py``); ``train.resume=auto`` continues from the last
+complete one. Randomness is drawn from ``(seed, epoch)`` at the start of each epoch, so a resumed run repeats
+exactly what an uninterrupted one does.
+Selection: the best epoch is chosen on *val* only; test is never looked at here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .checkpoint import checkpoints_dir, complete_checkpoints, finalize, save_best
+from .config import Config
+from .data import load_grounding, load_telling
+from .errors import VQAError
+from .evaluate import accuracy_of, predict_pass
+from .features import FeatureReader, features_dir
+from .grounding import box_coverage, image_size
+from .io import atomic_write_text
+from .loader import EpochSampler, QAExamples, collate, model_inputs, split_rows
+from .model import ModelSpec, VQAModel, init_embedding
+from .text import build_tokenizer, load_tokenizer, read_word_vectors, save_qa, save_tokenizer, tokenise_qa
+
+
+def make_accelerator(cfg: Config) -> Accelerator:
+    return Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision="no" if cfg.train.mixed_precision == "fp32" else cfg.train.mixed_precision,
+        gradient_accumulation_steps=cfg.train.grad_accum,
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+    )
+
+
+def grounding_targets(cfg: Config, dataset: Any, grid: tuple[int, int, int]) -> list[list[float]] | None:
+    """Per QA, its grounding boxes' coverage of the feature grid, normalised to sum 1 ([] without a box)."""
+    if not cfg.data.grounding:
+        return None
+    boxes = load_grounding(cfg.data.grounding)
+    sizes: dict[int, tuple[int, int]] = {}
+    out = []
+    for q in dataset.qa:
+        if q.qa_id not in boxes:
+            out.append([])
+            continue
+        if q.image_id not in sizes:
+            sizes[q.image_id] = image_size(dataset.image_path(q.image_id))
+        cover = box_coverage(boxes[q.qa_id], *sizes[q.image_id], grid[1], grid[2]).ravel()
+        out.append((cover / cover.sum()).tolist() if cover.sum() > 0 else [])
+    return out
+
+
+def prepare_text(cfg: Config, accelerator: Accelerator, resume: bool, grid: tuple[int, int, int]) -> tuple[Any, Any]:
+    """Tokenizer (reused when resuming, else built from train) and the tokenised QA table, shared via disk."""
+    run = Path(cfg.run.dir)
+    dataset = load_telling(cfg.data.annotations, cfg.data.images)
+    if accelerator.is_main_process:
+        if resume and (run / "tokenizer" / "tokenizer.json").is_file():
+            tokenizer = load_tokenizer(run / "tokenizer")
+        else:
+            tokenizer = build_tokenizer(dataset.split("train"), cfg.text.min_freq)
+            save_tokenizer(tokenizer, run / "tokenizer")
+        targets = grounding_targets(cfg, dataset, grid)
+        save_qa(tokenise_qa(dataset.qa, tokenizer, cfg.text.max_len, targets), run / "qa")
+    accelerator.wait_for_everyone()
+    from datasets import load_from_disk
+
+    return load_tokenizer(run / "tokenizer"), load_from_disk(str(run / "qa"))
+
+
+def build_model(cfg: Config, tokenizer: Any, grid: tuple[int, int, int], log: Any) -> VQAModel:
+    model = VQAModel(ModelSpec.from_config(cfg, len(tokenizer), grid))
+    if cfg.model.word_vectors:
+        vocab = tokenizer.get_vocab()
+        vectors, found = read_word_vectors(cfg.model.word_vectors, vocab, cfg.model.embed_dim)
+        init_embedding(model, vectors, found)
+        log(f"word vectors: {int(found[2:].sum())}/{len(vocab) - 2} vocabulary words found in {cfg.model.word_vectors}")
+    return model
+
+
+def attention_loss(attention: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy between the grounding target and the true candidate's attention (glimpses averaged).
+
+    Optional weak supervision (``train.attention_supervision``): the grounding boxes say where the answer is;
+    pulling the true candidate's attention there gets attention out of its slow start on small data.
+    """
+    b = attention.shape[0]
+    true = attention[torch.arange(b), batch["label"]].mean(1).flatten(1)  # [b, H*W]
+    target = batch["target"]  # [b, H*W], zero rows where a QA has no box
+    has = target.sum(1) > 0
+    if not has.any():
+        return attention.sum() * 0.0
+    return -(target[has] * torch.log(true[has] + 1e-8)).sum(1).mean()
+
+
+def lr_lambda(total: int, warmup: int) -> Any:
+    """Linear warmup, then cosine decay to 10 % of the peak."""
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def check_store(cfg: Config, reader: FeatureReader) -> None:
+    m = reader.manifest
+    if (m["backbone"], m["image_size"]) != (cfg.features.backbone, cfg.features.image_size):
+        raise VQAError(f"the features in {reader.root} were extracted with {m['backbone']}@{m['image_size']}, "
+                       f"but the config says {cfg.features.backbone}@{cfg.features.image_size}: rerun "
+                       "`make features` or fix features.*")  # fmt: skip
+
+
+def curves(log_path: Path, out: Path) -> None:
+    """Loss and val accuracy per epoch, from train_log.jsonl."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax1.plot([r["epoch"] for r in rows], [r["train_loss"] for r in rows], marker="o")
+    ax1.set(xlabel="epoch", ylabel="train loss", title="training loss")
+    ax2.plot([r["epoch"] for r in rows], [r["val_accuracy"] for r in rows], marker="o", label="overall")
+    for t in rows[-1]["val_per_type"]:
+        ax2.plot([r["epoch"] for r in rows], [r["val_per_type"].get(t) for r in rows], alpha=0.6, label=t)
+    ax2.axhline(0.25, color="grey", linestyle=":", label="chance")
+    ax2.set(xlabel="epoch", ylabel="val accuracy", title="validation accuracy", ylim=(0, 1))
+    ax2.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out)
+
+
+def _resume_point(cfg: Config, accelerator: Accelerator, log: Any) -> dict[str, Any]:
+    state = {"epoch": 0, "step": 0, "best_accuracy": -1.0, "best_epoch": 0}
+    done = complete_checkpoints(checkpoints_dir(cfg))
+    if cfg.train.resume == "auto" and done:
+        epoch, path = done[-1]
+        accelerator.load_state(str(path))
+        state = json.loads((path / "trainer_state.json").read_text())
+        log(f"resuming from {path} (epoch {epoch} of {cfg.train.epochs} done)")
+    return state
+
+
+def _save_checkpoint(cfg: Config, accelerator: Accelerator, state: dict[str, Any]) -> None:
+    root = checkpoints_dir(cfg)
+    tmp = root / f".tmp_epoch_{state['epoch']:03d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        finalize(tmp, state["epoch"], state, cfg.train.keep_checkpoints)
+    accelerator.wait_for_everyone()
+
+
+def train(cfg: Config, accelerator: Accelerator | None = None) -> dict[str, Any]:
+    """Train ``cfg.model`` on the train split, select on val; returns the final state and best val accuracy."""
+    accelerator = accelerator or make_accelerator(cfg)
+    log = accelerator.print
+    run = Path(cfg.run.dir)
+    t = cfg.train
+    if t.batch_size % accelerator.num_processes:
+        raise VQAError(f"train.batch_size={t.batch_size} must divide by the {accelerator.num_processes} processes")
+    resume = t.resume == "auto" and bool(complete_checkpoints(checkpoints_dir(cfg)))
+    reader = FeatureReader(features_dir(cfg))
+    check_store(cfg, reader)
+    tokenizer, table = prepare_text(cfg, accelerator, resume, reader.grid)
+    use_reader = reader if cfg.model.variant != "blind" else None
+    train_rows, dropped = split_rows(table, "train", reader)
+    val_rows, _ = split_rows(table, "val", reader)
+    if dropped:
+        log(f"{dropped} train questions skipped: their image has no features (see the manifest's 'missing')")
+    set_seed(cfg.seed)
+    model = build_model(cfg, tokenizer, reader.grid, log)
+    train_ds = QAExamples(train_rows, use_reader, cfg.seed, train=True)
+    train_loader = DataLoader(train_ds, batch_size=t.batch_size, sampler=EpochSampler(len(train_ds), cfg.seed),
+                              collate_fn=collate, num_workers=t.num_workers)  # fmt: skip
+    val_loader = DataLoader(QAExamples(val_rows, use_reader, cfg.seed, train=False), batch_size=t.batch_size,
+                            collate_fn=collate, num_workers=t.num_workers)  # fmt: skip
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    steps_per_epoch = math.ceil(len(train_loader) / t.grad_accum)  # global batches per optimizer step
+    total = steps_per_epoch * t.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, max(1, int(t.warmup * total))))
+    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, val_loader, scheduler
+    )
+    state = _resume_point(cfg, accelerator, log)
+    log_path = run / "train_log.jsonl"
+    if accelerator.is_main_process and state["epoch"] == 0:
+        log_path.unlink(missing_ok=True)
+    for epoch in range(state["epoch"], t.epochs):
+        set_seed(cfg.seed + 1000 * (epoch + 1))  # dropout etc.: a function of (seed, epoch) only
+        train_loader.set_epoch(epoch)
+        model.train()
+        loss_sum, seen, data_time, start = torch.zeros(2, device=accelerator.device), 0, 0.0, time.perf_counter()
+        bar = tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch",
+                   disable=not accelerator.is_local_main_process, mininterval=1.0)  # fmt: skip
+        fetch = time.perf_counter()
+        for batch in train_loader:
+            data_time += time.perf_counter() - fetch
+            with accelerator.accumulate(model):
+                scores, attention = model(**model_inputs(batch))  # [b, 4], [b, 4, G, H, W]
+                loss = F.cross_entropy(scores, batch["label"])
+                if t.attention_supervision > 0 and cfg.model.variant == "attention":
+                    loss = loss + t.attention_supervision * attention_loss(attention, batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), t.clip_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            loss_sum += torch.stack([loss.detach() * len(batch["label"]), torch.tensor(len(batch["label"]))])
+            seen += len(batch["label"])
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            fetch = time.perf_counter()
+        bar.close()
+        train_seconds = time.perf_counter() - start
+        totals = accelerator.reduce(loss_sum, reduction="sum")
+        val = accuracy_of(predict_pass(model, val_loader, accelerator))
+        state.update(epoch=epoch + 1, step=state["step"] + steps_per_epoch)
+        improved = val["accuracy"] > state["best_accuracy"]
+        if improved:
+            state.update(best_accuracy=val["accuracy"], best_epoch=epoch + 1)
+            if accelerator.is_main_process:
+                save_best(accelerator.unwrap_model(model), checkpoints_dir(cfg),
+                          {"epoch": epoch + 1, "val_accuracy": val["accuracy"], "val_per_type": val["per_type"],
+                           "features": reader.manifest["fingerprint"], "seed": cfg.seed})  # fmt: skip
+        _save_checkpoint(cfg, accelerator, state)
+        row = {"epoch": epoch + 1, "train_loss": float(totals[0] / totals[1]), "val_accuracy": val["accuracy"],
+               "val_per_type": val["per_type"], "lr": scheduler.get_last_lr()[0],
+               "questions_per_s": float(totals[1]) / train_seconds, "data_wait": data_time / train_seconds,
+               "seconds": round(train_seconds, 2), "best": improved}  # fmt: skip
+        if accelerator.is_main_process:
+            old = log_path.read_text() if log_path.exists() else ""
+            atomic_write_text(log_path, old + json.dumps(row) + "\n")
+        best = " (best)" if improved else ""
+        log(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  val acc {val['accuracy']:.4f}{best}  "
+            f"{row['questions_per_s']:.0f} q/s, data wait {row['data_wait']:.1%}")
+    if accelerator.is_main_process and log_path.exists():
+        curves(log_path, run / "curves.png")
+    accelerator.wait_for_everyone()
+    return state
