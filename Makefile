@@ -17,7 +17,7 @@ LAUNCH := env $$($(PY) -c 'import torch; print("" if torch.cuda.is_available() e
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data features train eval baselines bench-features demo test lint clean
+.PHONY: help setup data features train eval inspect baselines bench-features demo test lint clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ train: setup ## Train the model on the train split, keep the best epoch on val (
 eval: setup ## Score eval.split (default test) in the official protocol -> <run.dir>/eval/<split>/
 	$(LAUNCH) pipelines/evaluate.py --config $(CONFIG) $(ARGS)
 
+inspect: setup ## Attention maps: one PNG per question (+ index.html) in <run.dir>/inspect/
+	$(PY) pipelines/inspect.py --config $(CONFIG) $(ARGS)
+
 baselines: setup ## Train + eval the no_attention and blind variants in <run.dir>_<variant> (honest baselines)
 	@run_dir=$$($(PY) -c 'import sys; from vqa.config import load_config; print(load_config(sys.argv[1], sys.argv[2:]).run.dir)' $(CONFIG) $(ARGS)); \
 	for v in no_attention blind; do \
@@ -50,12 +53,13 @@ baselines: setup ## Train + eval the no_attention and blind variants in <run.dir
 bench-features: setup ## Extraction speed: end to end vs pure forward (efficientnet_lite0@224, resnet152@448)
 	$(PY) pipelines/bench.py --config $(CONFIG) $(ARGS)
 
-demo: setup ## The whole offline demo: data -> features -> train -> eval (val, test) -> baselines
+demo: setup ## The whole offline demo: data -> features -> train -> eval (val, test) -> baselines -> inspect
 	$(MAKE) --no-print-directory data CONFIG=$(CONFIG)
 	$(MAKE) --no-print-directory features train CONFIG=$(CONFIG) ARGS="$(ARGS)"
 	$(MAKE) --no-print-directory eval CONFIG=$(CONFIG) ARGS="$(ARGS) eval.split=val"
 	$(MAKE) --no-print-directory baselines CONFIG=$(CONFIG) ARGS="$(ARGS)"
 	$(MAKE) --no-print-directory eval CONFIG=$(CONFIG) ARGS="$(ARGS) eval.split=test"
+	$(MAKE) --no-print-directory inspect CONFIG=$(CONFIG) ARGS="$(ARGS)"
 
 test: setup ## Run the test suite
 	$(PY) -m pytest -q

@@ -5,8 +5,14 @@
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
+
+# pipelines/inspect.py shares its name with the standard library's `inspect` (imported by torch, numpy, ...):
+# take this folder off the import path before anything else is imported.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+import argparse
 import time
 from collections import Counter
 from collections.abc import Sequence

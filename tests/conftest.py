@@ -36,3 +36,23 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Config:
     cfg = tiny_config(tmp_path_factory.mktemp("synth7w"))
     write_dataset(cfg)
     return cfg
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_dataset, tmp_path_factory) -> list[str]:
+    """The tiny dataset, its features (96 px: a 3x3 grid) and a 1-epoch attention model: the overrides to use it."""
+    from accelerate import Accelerator
+
+    from vqa.data import load_telling
+    from vqa.extract import extract_features
+    from vqa.train import train
+
+    d = tiny_dataset.data
+    overrides = [f"data.annotations={d.annotations}", f"data.images={d.images}", f"data.grounding={d.grounding}",
+                 f"run.dir={tmp_path_factory.mktemp('trained')}", "features.image_size=96", "features.num_workers=0",
+                 "model.embed_dim=16", "model.hidden_dim=32", "model.attention_dim=32", "train.epochs=1",
+                 "train.batch_size=8"]  # fmt: skip
+    cfg = load_config(None, overrides)
+    extract_features(cfg, load_telling(d.annotations, d.images), Accelerator(cpu=True))
+    train(cfg, Accelerator(cpu=True))
+    return overrides

@@ -116,6 +116,13 @@ class EvalConfig:
 
 
 @dataclass
+class InspectConfig:
+    split: Literal["train", "val", "test"] = "test"
+    n: int = _positive(24)
+    qa_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     seed: int = _non_negative(0)
     data: DataConfig = field(default_factory=DataConfig)
@@ -126,6 +133,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    inspect: InspectConfig = field(default_factory=InspectConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,0 +1,31 @@
+"""`make inspect`: one PNG per question (the image with one attention overlay per candidate) + index.html.
+
+    python pipelines/inspect.py --config configs/default.yaml [inspect.n=24] [inspect.qa_ids=[12,345]]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# pipelines/inspect.py shares its name with the standard library's `inspect` (imported by torch, numpy, ...):
+# take this folder off the import path before anything else is imported.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+from collections.abc import Sequence
+
+from vqa import cli
+from vqa.inspect import run_inspect
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cfg, _ = cli.parse(__doc__.splitlines()[0], argv)
+    if os.environ.get("RANK", "0") != "0":
+        return  # a report needs one process; under a launcher the others have nothing to do
+    out = run_inspect(cfg)
+    right = sum(it["correct"] for it in out["items"])
+    print(f"inspect: {len(out['items'])} questions ({right} correct) -> {out['index']}")
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

@@ -1,0 +1,47 @@
+"""Answer a multiple-choice question about any JPEG/PNG with a trained run, and draw where it looked.
+
+    python pipelines/predict.py --config configs/default.yaml --image photo.jpg \
+        --question "Where is the red circle?" --choices "On the left." "On the right." "At the top." "In the middle."
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# pipelines/inspect.py shares its name with the standard library's `inspect` (imported by torch, numpy, ...):
+# take this folder off the import path before anything else is imported.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from vqa import cli
+from vqa.errors import VQAError
+from vqa.inspect import predict_one, save_png
+
+
+def _flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image", required=True, type=Path, help="a JPEG or PNG file")
+    parser.add_argument("--question", required=True)
+    parser.add_argument("--choices", required=True, nargs="+", help="the candidate answers (2 or more)")
+    parser.add_argument("--out", type=Path, help="overlay PNG (default: <run.dir>/predict/<image>.png)")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cfg, args = cli.parse(__doc__.splitlines()[0], argv, _flags)
+    if len(args.choices) < 2:
+        raise VQAError("give at least 2 --choices")
+    if len({c.strip().lower() for c in args.choices}) != len(args.choices):
+        raise VQAError("--choices must differ (case-insensitively)")
+    out = predict_one(cfg, args.image, args.question, args.choices)
+    for rank, (choice, prob, score) in enumerate(out["ranked"], 1):
+        print(f"{rank}. {choice:<40} p={prob:.3f}  score={score:.3f}")
+    path = args.out or Path(cfg.run.dir) / "predict" / f"{args.image.stem}.png"
+    save_png(path, out["png"])
+    print(f"attention overlay -> {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

@@ -1,0 +1,98 @@
+"""Attention maps: cell-to-pixel mapping, the HTML report (escaped), the inspect stage and predict.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO
+from PIL import Image
+
+from vqa.config import load_config
+from vqa.data import Box, load_telling
+from vqa.errors import VQAError
+from vqa.inspect import pick, render, run_inspect, scale_box, upsample, write_index
+
+
+def test_a_one_hot_cell_lands_on_its_pixels() -> None:
+    att = np.zeros((7, 7))
+    att[2, 5] = 1.0
+    big = upsample(att, 224)  # the image as fed to the CNN: 224 x 224
+    ys, xs = np.nonzero(big)
+    assert (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1) == (64, 96, 160, 192)  # rows 2*32.., cols 5*32..
+    assert upsample(np.eye(3), 10).shape == (10, 10)
+
+
+def test_boxes_follow_the_squash_resize() -> None:
+    box = Box(1, "x", 100, 50, 200, 100)
+    assert scale_box(box, width=400, height=200, size=224) == pytest.approx((56, 56, 112, 112))
+
+
+def test_render_gives_a_png() -> None:
+    png = render(np.zeros((64, 64, 3), np.uint8), "Where?", "where", ["A.", "B.", "C.", "D."], [1, 2, 3, 0],
+                 np.random.rand(4, 2, 2), "C.", [(1, 1, 10, 10)])  # fmt: skip
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_html_escapes_every_dataset_string(tmp_path: Path) -> None:
+    evil = '<script>alert("x")</script>'
+    items = [{"qa_id": 1, "type": "what", "question": f"What is {evil}?", "answer": f"A {evil}.",
+              "candidates": [f"A {evil}.", "B.", "C.", "D."], "chosen": "B.", "png": 'qa_1.png" onerror="x',
+              "correct": False}]  # fmt: skip
+    page = write_index(tmp_path, items, title=evil, summary=evil).read_text()
+    assert evil not in page and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert 'onerror="x' not in page
+    assert page.count("<script>") == 1, "only the page's own filter script"
+
+
+def test_pick_mixes_types_and_results() -> None:
+    rows = [{"qa_id": i, "type": t, "correct": i % 5 != 0} for i, t in enumerate(["what", "where", "how"] * 20)]
+    chosen = pick(rows, 6, seed=0)
+    types = {r["type"] for r in rows if r["qa_id"] in chosen}
+    results = {r["correct"] for r in rows if r["qa_id"] in chosen}
+    assert len(chosen) == 6 and types == {"what", "where", "how"} and results == {True, False}
+
+
+def test_inspect_stage_writes_pngs_and_index(trained_run) -> None:
+    cfg = load_config(None, [*trained_run, "inspect.n=3"])
+    out = run_inspect(cfg)
+    run = Path(cfg.run.dir) / "inspect"
+    assert len(out["items"]) == 3 and len(list(run.glob("qa_*.png"))) == 3
+    page = (run / "index.html").read_text()
+    assert all(f'src="{it["png"]}"' in page for it in out["items"])
+    ds = load_telling(cfg.data.annotations, cfg.data.images)
+    test_ids = [q.qa_id for q in ds.split("test")][:2]
+    out = run_inspect(load_config(None, [*trained_run, f"inspect.qa_ids={test_ids}"]))
+    assert [it["qa_id"] for it in out["items"]] == test_ids
+    assert len(list(run.glob("qa_*.png"))) == 2, "stale PNGs of the previous report are removed"
+    with pytest.raises(VQAError, match=r"inspect\.qa_ids not in split 'test': \[999999\]"):
+        run_inspect(load_config(None, [*trained_run, "inspect.qa_ids=[999999]"]))
+    assert json.loads((run / "index.json").read_text())[0]["qa_id"] == test_ids[0]
+
+
+@pytest.mark.parametrize("kind", ["png", "grayscale-jpeg"])
+def test_predict_on_any_image(trained_run, tmp_path: Path, kind: str) -> None:
+    cfg = load_config(None, trained_run)
+    src = Image.open(load_telling(cfg.data.annotations, cfg.data.images).image_path(1))
+    image = tmp_path / ("photo.png" if kind == "png" else "photo.jpg")
+    (src.convert("RGBA") if kind == "png" else src.convert("L")).save(image)
+    p = subprocess.run([sys.executable, "pipelines/predict.py", *trained_run, "--image", str(image),
+                        "--question", "Where is the window?", "--choices", "On the left.", "On the right.",
+                        "At the top.", "In the middle.", "--out", str(tmp_path / "overlay.png")],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    lines = [ln for ln in p.stdout.splitlines() if ln[:2] in ("1.", "2.", "3.", "4.")]
+    assert len(lines) == 4 and abs(sum(float(ln.split("p=")[1].split()[0]) for ln in lines) - 1) < 0.01
+    assert Image.open(tmp_path / "overlay.png").format == "PNG"
+
+
+def test_predict_reports_a_bad_image_cleanly(trained_run, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    p = subprocess.run([sys.executable, "pipelines/predict.py", *trained_run, "--image", str(bad), "--question", "Q?",
+                        "--choices", "A.", "B."], cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "not an image" in p.stderr

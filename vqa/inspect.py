@@ -1,0 +1,278 @@
+"""Attention maps you can look at: one PNG per question (one overlay per candidate) and a static HTML index.
+
+The overlay is drawn on the image *as the CNN saw it* (squash-resized to S x S), so grid cell (i, j) of an H x W
+attention map covers exactly pixels ``[j*S/W, (j+1)*S/W) x [i*S/H, (i+1)*S/H)``; grounding boxes are mapped the same
+way. Every dataset string that reaches the HTML page is escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import random
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import Box
+from .errors import VQAError
+from .io import atomic_write_bytes, atomic_write_text
+
+
+def upsample(attention: np.ndarray, size: int) -> np.ndarray:
+    """[H, W] cell weights -> [size, size] pixels, each cell a constant block (what the model actually weighs)."""
+    h, w = attention.shape
+    rows = np.minimum((np.arange(size) * h) // size, h - 1)
+    cols = np.minimum((np.arange(size) * w) // size, w - 1)
+    return attention[rows][:, cols]
+
+
+def scale_box(box: Box, width: int, height: int, size: int) -> tuple[float, float, float, float]:
+    """A box in original pixels -> (x, y, w, h) on the size x size squash-resized image."""
+    sx, sy = size / width, size / height
+    return box.x * sx, box.y * sy, box.width * sx, box.height * sy
+
+
+def render(pixels: np.ndarray, question: str, qtype: str, candidates: Sequence[str], scores: Sequence[float],
+           attention: np.ndarray, answer: str | None, boxes: Sequence[tuple[float, float, float, float]] = (),
+           title: str = "") -> bytes:  # fmt: skip
+    """PNG bytes: the image once per candidate with its attention overlay, score and probability.
+
+    ``pixels`` [S, S, 3] uint8 as fed to the CNN; ``attention`` [K, H, W] (glimpses already averaged); the chosen
+    candidate (highest score) is framed blue, the true answer (when known) green; ✓/✗ says whether they agree.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    size = pixels.shape[0]
+    probs = torch.softmax(torch.tensor(scores, dtype=torch.float32), 0).numpy()
+    chosen = int(np.argmax(scores))
+    k = len(candidates)
+    fig, axes = plt.subplots(1, k, figsize=(3.2 * k, 4.6))
+    for j, ax in enumerate(np.atleast_1d(axes)):
+        ax.imshow(pixels)
+        ax.imshow(upsample(attention[j], size), cmap="jet", alpha=0.45, vmin=0, vmax=max(attention[j].max(), 1e-9))
+        for x, y, w, h in boxes:
+            ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="white", linewidth=1.5, linestyle="--"))
+        is_true = answer is not None and candidates[j].lower() == answer.lower()
+        marks = ("▶ chosen  " if j == chosen else "") + ("✓ answer" if is_true else "")
+        label = "\n".join(textwrap.wrap(candidates[j], 28)[:2])
+        ax.set_title(f"{label}\np={probs[j]:.2f}  score={scores[j]:.2f}\n{marks}", fontsize=9)
+        color = "tab:green" if is_true else ("tab:blue" if j == chosen else None)
+        for spine in ax.spines.values():
+            spine.set_visible(color is not None)
+            if color:
+                spine.set_edgecolor(color)
+                spine.set_linewidth(4)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    verdict = "" if answer is None else ("  ✓ correct" if candidates[chosen].lower() == answer.lower() else "  ✗ wrong")
+    fig.suptitle("\n".join(textwrap.wrap(f"[{qtype}] {question}{verdict}", 110)) + (f"\n{title}" if title else ""),
+                 fontsize=11)  # fmt: skip
+    fig.tight_layout(rect=(0, 0, 1, 0.86))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def pick(rows: Sequence[dict[str, Any]], n: int, seed: int) -> list[int]:
+    """qa_ids for the report: a mix of correct and wrong answers across types (round-robin over the groups)."""
+    rng = random.Random(seed)
+    groups: dict[tuple[str, bool], list[int]] = {}
+    for r in rows:
+        groups.setdefault((r["type"], bool(r["correct"])), []).append(r["qa_id"])
+    for ids in groups.values():
+        rng.shuffle(ids)
+    # wrong answers first within each round: they are the rare, interesting ones
+    order = sorted(groups, key=lambda g: (g[1], g[0]))
+    out: list[int] = []
+    while len(out) < n and any(groups.values()):
+        for g in order:
+            if groups[g] and len(out) < n:
+                out.append(groups[g].pop())
+    return out
+
+
+INDEX = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Attention maps: {title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em; }}
+.card {{ border: 1px solid #ccc; border-radius: 6px; margin: 1em 0; padding: .6em; }}
+.card.wrong {{ border-left: 6px solid #d33; }} .card.correct {{ border-left: 6px solid #3a3; }}
+.card img {{ max-width: 100%; }} .meta {{ color: #555; font-size: 90%; }}
+</style></head><body>
+<h1>Attention maps: {title}</h1>
+<p>{summary}</p>
+<p>Type <select id="type"><option value="">all</option>{type_options}</select>
+Result <select id="result"><option value="">all</option><option value="correct">correct</option>
+<option value="wrong">wrong</option></select> <span id="count"></span></p>
+{cards}
+<script>
+function applyFilters() {{
+  const t = document.getElementById("type").value, r = document.getElementById("result").value;
+  let shown = 0;
+  for (const card of document.querySelectorAll(".card")) {{
+    const ok = (!t || card.dataset.type === t) && (!r || card.dataset.result === r);
+    card.style.display = ok ? "" : "none";
+    if (ok) shown += 1;
+  }}
+  document.getElementById("count").textContent = shown + " shown";
+}}
+document.getElementById("type").addEventListener("change", applyFilters);
+document.getElementById("result").addEventListener("change", applyFilters);
+applyFilters();
+</script>
+</body></html>
+"""
+
+
+def write_index(out_dir: Path, items: Sequence[dict[str, Any]], title: str, summary: str) -> Path:
+    """index.html listing every PNG with its question, type and result; all dataset text escaped."""
+    e = html.escape
+    cards = []
+    for it in items:
+        result = "correct" if it["correct"] else "wrong"
+        cands = "".join(f"<li>{e(c)}{' ✓' if c.lower() == it['answer'].lower() else ''}"
+                        f"{' ◀ chosen' if c == it['chosen'] else ''}</li>" for c in it["candidates"])  # fmt: skip
+        cards.append(
+            f'<div class="card {result}" data-type="{e(it["type"])}" data-result="{result}">'
+            f'<div><b>{e(it["question"])}</b> <span class="meta">qa_id {int(it["qa_id"])} · {e(it["type"])} · '
+            f"{result}</span></div><ul>{cands}</ul>"
+            f'<img src="{e(it["png"])}" alt="attention maps for qa_id {int(it["qa_id"])}" loading="lazy"></div>'
+        )
+    types = sorted({it["type"] for it in items})
+    page = INDEX.format(title=e(title), summary=e(summary), cards="\n".join(cards),
+                        type_options="".join(f'<option value="{e(t)}">{e(t)}</option>' for t in types))  # fmt: skip
+    atomic_write_text(out_dir / "index.json", json.dumps(list(items), indent=1))
+    return atomic_write_text(out_dir / "index.html", page)
+
+
+def save_png(path: Path, png: bytes) -> Path:
+    return atomic_write_bytes(path, png)
+
+
+# ------------------------------------------------------------------------------------------------ the stage
+def _choose(cfg: Any, qas: dict[int, Any], run: Path, split: str) -> list[int]:
+    wanted = list(cfg.inspect.qa_ids)
+    if wanted:
+        unknown = [i for i in wanted if i not in qas]
+        if unknown:
+            raise VQAError(f"inspect.qa_ids not in split '{split}': {unknown[:20]}")
+        return wanted
+    per_question = run / "eval" / split / "per_question.jsonl"
+    if per_question.is_file():  # pick a mix of correct and wrong answers from the last evaluation
+        rows = [json.loads(line) for line in per_question.read_text().splitlines() if line.strip()]
+        return pick([r for r in rows if r["qa_id"] in qas], cfg.inspect.n, cfg.seed)
+    return random.Random(cfg.seed).sample(sorted(qas), min(cfg.inspect.n, len(qas)))
+
+
+def predict_one(cfg: Any, image: Path, question: str, choices: Sequence[str]) -> dict[str, Any]:
+    """Extract one image's grid with the run's own backbone and preprocessing, then score ``choices``."""
+    from .backbones import build_backbone
+    from .checkpoint import load_model, resolve
+    from .extract import forward
+    from .features import features_dir, load_manifest
+    from .images import BadImage, load_image, to_tensor
+    from .text import load_tokenizer
+
+    m = load_manifest(features_dir(cfg))
+    if not m["pretrained"]:
+        raise VQAError(f"the features in {features_dir(cfg)} come from a randomly initialised backbone, which "
+                       "cannot be rebuilt for a new image; extract with features.pretrained=true")  # fmt: skip
+    weights = m["weights"] if Path(m["weights"]).is_file() else None
+    backbone = build_backbone(m["backbone"], m["image_size"], pretrained=True, weights=weights)
+    try:
+        pixels = load_image(image, m["image_size"])
+    except BadImage as e:
+        raise VQAError(f"{image}: {e}") from None
+    grid = forward(backbone, to_tensor(pixels)[None], m["precision"], torch.device("cpu"))  # [1, C, H, W] fp16
+    path = resolve(cfg, cfg.eval.checkpoint)
+    model, _ = load_model(path)
+    tok = load_tokenizer(Path(cfg.run.dir) / "tokenizer")
+
+    def ids(texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [r or [tok.unk_token_id] for r in tok(list(texts), add_special_tokens=False, truncation=True,
+                                                      max_length=cfg.text.max_len)["input_ids"]]  # fmt: skip
+        out = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
+        for i, r in enumerate(rows):
+            out[i, : len(r)] = torch.tensor(r)
+        return out, torch.tensor([len(r) for r in rows])
+
+    q, q_len = ids([question])
+    c, c_len = ids(choices)
+    with torch.inference_mode():
+        scores, attention = model(torch.from_numpy(grid), q, q_len, c[None], c_len[None])
+    scores_np = scores[0].numpy()
+    png = render(pixels, question, "?", list(choices), scores_np.tolist(), attention[0].mean(1).numpy(), None,
+                 title=f"{image.name} · {model.spec.variant} model from {path}")  # fmt: skip
+    probs = torch.softmax(scores[0], 0).numpy()
+    ranked = sorted(zip(choices, probs.tolist(), scores_np.tolist(), strict=True), key=lambda r: -r[2])
+    return {"ranked": ranked, "png": png}
+
+
+def run_inspect(cfg: Any) -> dict[str, Any]:
+    """Render the chosen questions of ``inspect.split`` with the ``eval.checkpoint`` model into <run.dir>/inspect/."""
+    from .checkpoint import load_model, resolve
+    from .data import load_grounding, load_telling
+    from .features import FeatureReader, features_dir
+    from .grounding import image_size
+    from .images import load_image
+    from .loader import QAExamples, collate, model_inputs
+    from .text import load_tokenizer, tokenise_qa
+
+    run, split = Path(cfg.run.dir), cfg.inspect.split
+    path = resolve(cfg, cfg.eval.checkpoint)
+    model, meta = load_model(path)
+    reader = FeatureReader(features_dir(cfg))
+    size = int(reader.manifest["image_size"])
+    dataset = load_telling(cfg.data.annotations, cfg.data.images)
+    qas = {q.qa_id: q for q in dataset.split(split) if q.image_id in reader}
+    ids = _choose(cfg, qas, run, split)
+    grounding = load_grounding(cfg.data.grounding) if cfg.data.grounding else {}
+    examples = QAExamples(tokenise_qa([qas[i] for i in ids], load_tokenizer(run / "tokenizer"), cfg.text.max_len),
+                          reader, cfg.seed, train=False)  # fmt: skip
+    out_dir = run / "inspect"
+    items = []
+    for start in range(0, len(examples), 32):
+        batch = collate([examples[i] for i in range(start, min(start + 32, len(examples)))])
+        with torch.inference_mode():
+            scores, attention = model(**model_inputs(batch))  # [b, K], [b, K, G, H, W]
+        for row in range(len(batch["qa_id"])):
+            q = qas[int(batch["qa_id"][row])]
+            order = batch["order"][row].numpy()  # position k holds file candidate order[k]
+            file_scores = np.empty(len(order))
+            file_scores[order] = scores[row].numpy()
+            file_att = np.empty((len(order), *attention.shape[-2:]), dtype=np.float32)
+            file_att[order] = attention[row].mean(1).numpy()  # glimpses averaged
+            width, height = image_size(dataset.image_path(q.image_id))
+            boxes = [scale_box(b, width, height, size) for b in grounding.get(q.qa_id, [])]
+            pixels = load_image(dataset.image_path(q.image_id), size)
+            png = render(pixels, q.question, q.type, q.candidates, file_scores.tolist(), file_att, q.answer, boxes,
+                         title=f"qa_id {q.qa_id} · image_id {q.image_id} · {model.spec.variant}")  # fmt: skip
+            name = f"qa_{q.qa_id}.png"
+            save_png(out_dir / name, png)
+            chosen = q.candidates[int(np.argmax(file_scores))]
+            unique = (file_scores == file_scores.max()).sum() == 1  # a tie is never correct
+            items.append({"qa_id": q.qa_id, "type": q.type, "question": q.question, "answer": q.answer,
+                          "candidates": list(q.candidates), "chosen": chosen, "png": name,
+                          "correct": bool(unique and chosen.lower() == q.answer.lower())})  # fmt: skip
+    n_right = sum(it["correct"] for it in items)
+    summary = (f"{len(items)} questions of split '{split}' ({n_right} answered correctly), model "
+               f"{model.spec.variant} from {path} (epoch {meta.get('epoch')}). Each panel: one candidate, its "
+               "attention over the image as the CNN saw it, its probability; green frame = true answer, "
+               "blue frame = chosen; dashed white = grounding box.")  # fmt: skip
+    index = write_index(out_dir, items, f"{run.name} / {split}", summary)
+    keep = {it["png"] for it in items}
+    for stale in out_dir.glob("qa_*.png"):
+        if stale.name not in keep:
+            stale.unlink()
+    return {"index": index, "items": items}
