@@ -26,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     cfg, _ = cli.parse(__doc__.splitlines()[0], argv)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     metrics = evaluate(cfg, accelerator)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()  # tear the process group down before exit (an abort at exit otherwise)
     if metrics is None:
         return
     out = Path(cfg.run.dir) / "eval" / cfg.eval.split

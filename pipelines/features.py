@@ -42,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"  {len(out['missing'])} image(s) skipped as unusable (listed in manifest.json 'missing'):")
             for image_id, reason in sorted(out["missing"].items())[:20]:
                 print(f"    image_id {image_id}: {reason}")
+    accelerator.end_training()  # tear the process group down before exit (an abort at exit otherwise)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     state = train(cfg, accelerator)
     accelerator.print(f"best val accuracy {state['best_accuracy']:.4f} at epoch {state['best_epoch']} "
                       f"({accelerator.num_processes} process(es)); model in {cfg.run.dir}/checkpoints/best")
+    accelerator.end_training()  # tear the process group down before exit (an abort at exit otherwise)
 
 
 if __name__ == "__main__":
