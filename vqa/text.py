@@ -88,6 +88,9 @@ def tokenise_qa(qas: Sequence[QA], tokenizer: PreTrainedTokenizerFast, max_len: 
 
 def save_qa(table: Dataset, path: str | Path) -> Dataset:
     """Save the table as Arrow and reopen it memory-mapped."""
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()  # a bar for a one-second save is noise in every training log
     _replace_dir(Path(path), table.save_to_disk)
     return load_from_disk(str(path))
 
