@@ -22,7 +22,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 
 from .errors import VQAError
-from .io import atomic_write_json
+from .io import atomic_write_dir, atomic_write_json
 from .model import ModelSpec, VQAModel
 
 EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
@@ -54,18 +54,13 @@ def finalize(tmp: Path, epoch: int, trainer_state: dict[str, Any], keep: int) ->
 
 def save_best(model: VQAModel, root: Path, meta: dict[str, Any]) -> None:
     """Weights (safetensors) + meta.json into ``best/``, swapped in atomically."""
-    tmp = root / ".tmp_best"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / "model.safetensors"))
-    atomic_write_json(tmp / "meta.json", {**meta, "spec": model.spec.to_dict()})
-    final, old = root / "best", root / ".old_best"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+
+    def write(tmp: str) -> None:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(Path(tmp) / "model.safetensors"))
+        atomic_write_json(Path(tmp) / "meta.json", {**meta, "spec": model.spec.to_dict()})
+
+    atomic_write_dir(root / "best", write)
 
 
 def resolve(cfg: Any, which: str) -> Path:

@@ -182,6 +182,7 @@ def predict_one(cfg: Any, image: Path, question: str, choices: Sequence[str]) ->
     from .extract import forward
     from .features import features_dir, load_manifest
     from .images import BadImage, load_image, to_tensor
+    from .loader import pad
     from .text import load_tokenizer
 
     m = load_manifest(features_dir(cfg))
@@ -200,12 +201,8 @@ def predict_one(cfg: Any, image: Path, question: str, choices: Sequence[str]) ->
     tok = load_tokenizer(Path(cfg.run.dir) / "tokenizer")
 
     def ids(texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = [r or [tok.unk_token_id] for r in tok(list(texts), add_special_tokens=False, truncation=True,
-                                                      max_length=cfg.text.max_len)["input_ids"]]  # fmt: skip
-        out = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
-        for i, r in enumerate(rows):
-            out[i, : len(r)] = torch.tensor(r)
-        return out, torch.tensor([len(r) for r in rows])
+        rows = tok(list(texts), add_special_tokens=False, truncation=True, max_length=cfg.text.max_len)["input_ids"]
+        return pad([r or [tok.unk_token_id] for r in rows])
 
     q, q_len = ids([question])
     c, c_len = ids(choices)

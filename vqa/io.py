@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -46,3 +47,22 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 1) -> Path:
     return atomic_write(path, lambda f: json.dump(obj, f, indent=indent, ensure_ascii=False))
+
+
+def atomic_write_dir(final: str | Path, write: Callable[[str], Any]) -> Path:
+    """Call ``write(tmp_dir)`` on a fresh folder next to ``final``, then swap it in place of ``final``."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    old = final.with_name(f".{final.name}.old")
+    try:
+        write(str(tmp))
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final

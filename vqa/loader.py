@@ -63,7 +63,8 @@ class QAExamples(Dataset):
         }
 
 
-def _pad(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+def pad(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists -> ``[S, L]`` zero-padded ids (PAD = 0) and ``[S]`` lengths."""
     lengths = torch.tensor([len(s) for s in seqs])
     out = torch.zeros(len(seqs), int(lengths.max()), dtype=torch.long)
     for i, s in enumerate(seqs):
@@ -72,8 +73,8 @@ def _pad(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    question, question_len = _pad([it["question"] for it in items])  # [B, Lq], [B]
-    cands, cand_len = _pad([c for it in items for c in it["candidates"]])  # [B*K, La], [B*K]
+    question, question_len = pad([it["question"] for it in items])  # [B, Lq], [B]
+    cands, cand_len = pad([c for it in items for c in it["candidates"]])  # [B*K, La], [B*K]
     b, k = len(items), len(items[0]["candidates"])
     return {
         "features": torch.stack([it["features"] for it in items]),  # [B, C, H, W]

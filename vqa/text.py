@@ -10,11 +10,8 @@ instead of each re-tokenising.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +21,7 @@ from transformers import PreTrainedTokenizerFast
 
 from .data import QA, QUESTION_TYPES
 from .errors import VQAError
+from .io import atomic_write_dir
 
 PAD, UNK = "[PAD]", "[UNK]"
 
@@ -40,7 +38,7 @@ def build_tokenizer(train: Sequence[QA], min_freq: int) -> PreTrainedTokenizerFa
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerFast, path: str | Path) -> None:
     """``save_pretrained`` into a temp folder, then rename: a crash never leaves half a tokenizer."""
-    _replace_dir(Path(path), tokenizer.save_pretrained)
+    atomic_write_dir(path, tokenizer.save_pretrained)
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
@@ -48,22 +46,6 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     if not (path / "tokenizer.json").is_file():
         raise VQAError(f"no tokenizer in {path}: train a model first (`make train`)")
     return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
-
-
-def _replace_dir(final: Path, write: Any) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        write(str(tmp))
-        old = final.with_name(f".{final.name}.old")
-        if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def tokenise_qa(qas: Sequence[QA], tokenizer: PreTrainedTokenizerFast, max_len: int,
@@ -91,7 +73,7 @@ def save_qa(table: Dataset, path: str | Path) -> Dataset:
     from datasets.utils.logging import disable_progress_bar
 
     disable_progress_bar()  # a bar for a one-second save is noise in every training log
-    _replace_dir(Path(path), table.save_to_disk)
+    atomic_write_dir(path, table.save_to_disk)
     return load_from_disk(str(path))
 
 
