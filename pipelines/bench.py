@@ -7,14 +7,12 @@ Needs the config's dataset (`make data`). Backbones use random weights: speed do
 
 from __future__ import annotations
 
-import os
-import sys
+import vqa.entry  # noqa: F401  (first: takes pipelines/ off sys.path, see vqa/entry.py)
 
-# pipelines/inspect.py shares its name with the standard library's `inspect` (imported by torch, numpy, ...):
-# take this folder off the import path before anything else is imported.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+# isort: split
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 import torch

@@ -76,10 +76,11 @@ def grounding_scores(attention: np.ndarray, boxes: list[Box], width: int, height
     return hit, mass
 
 
-def _file_order_scores(scores: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """Scores indexed like the file's candidates (answer first): file candidate order[k] got scores[k]."""
-    out = np.empty_like(scores)
-    out[order] = scores
+def to_file_order(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Per-candidate values (scores, attention maps) re-indexed like the file's candidates (answer first):
+    the model saw file candidate ``order[k]`` in position k."""
+    out = np.empty_like(values)
+    out[order] = values
     return out
 
 
@@ -106,7 +107,7 @@ def evaluate(cfg: Config, accelerator: Accelerator) -> dict[str, Any] | None:
     entries, per_question, hits, masses = [], [], [], []
     for n, qa_id in enumerate(out["qa_id"].tolist()):
         q = by_id[qa_id]
-        scores = _file_order_scores(out["scores"][n], out["order"][n])
+        scores = to_file_order(out["scores"][n], out["order"][n])
         ranked = rank_candidates(q.candidates, scores.tolist(), q.answer)
         entries.append(result_entry(q, ranked))
         chosen = q.candidates.index(ranked[0])

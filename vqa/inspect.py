@@ -220,6 +220,7 @@ def run_inspect(cfg: Any) -> dict[str, Any]:
     """Render the chosen questions of ``inspect.split`` with the ``eval.checkpoint`` model into <run.dir>/inspect/."""
     from .checkpoint import load_model, resolve
     from .data import load_grounding, load_telling
+    from .evaluate import to_file_order
     from .features import FeatureReader, features_dir
     from .grounding import image_size
     from .images import load_image
@@ -246,10 +247,8 @@ def run_inspect(cfg: Any) -> dict[str, Any]:
         for row in range(len(batch["qa_id"])):
             q = qas[int(batch["qa_id"][row])]
             order = batch["order"][row].numpy()  # position k holds file candidate order[k]
-            file_scores = np.empty(len(order))
-            file_scores[order] = scores[row].numpy()
-            file_att = np.empty((len(order), *attention.shape[-2:]), dtype=np.float32)
-            file_att[order] = attention[row].mean(1).numpy()  # glimpses averaged
+            file_scores = to_file_order(scores[row].numpy(), order)
+            file_att = to_file_order(attention[row].mean(1).numpy(), order)  # [K, H, W], glimpses averaged
             width, height = image_size(dataset.image_path(q.image_id))
             boxes = [scale_box(b, width, height, size) for b in grounding.get(q.qa_id, [])]
             pixels = load_image(dataset.image_path(q.image_id), size)
