@@ -128,3 +128,71 @@ def test_examples_shuffle_per_epoch(tiny_dataset, features_root, tmp_path) -> No
     assert first != second
     item = ex[0]
     assert item["candidates"][item["label"]] == table[0]["candidate_ids"][0], "the label points at the answer"
+
+
+def test_sigint_mid_epoch_saves_and_resumes_exactly(tiny_dataset, features_root, tmp_path, monkeypatch) -> None:
+    """Ctrl-C in epoch 2 saves a mid-epoch checkpoint; the resumed run ends bit-identical to an uninterrupted one."""
+    import os
+    import signal
+
+    import vqa.train as train_module
+    from vqa.errors import Stopped
+
+    full = with_features(setup_run(tiny_dataset, tmp_path / "full"), features_root)
+    train(full, Accelerator(cpu=True))
+    stopped = with_features(setup_run(tiny_dataset, tmp_path / "stopped"), features_root)
+    real, calls = train_module.model_inputs, []
+
+    def signal_in_epoch_2(batch):
+        calls.append(1)
+        if len(calls) == 13:  # 10 train batches per epoch here, so batch 3 of epoch 2
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(batch)
+
+    monkeypatch.setattr(train_module, "model_inputs", signal_in_epoch_2)
+    with pytest.raises(Stopped, match=r"SIGINT: stopped in epoch 2 of 2 after batch 3 of 10") as e:
+        train(stopped, Accelerator(cpu=True))
+    assert e.value.exit_code == 130
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the handler is removed on exit"
+    names = sorted(p.name for p in (tmp_path / "stopped" / "checkpoints").iterdir())
+    assert names == ["best", "epoch_001", "epoch_001_batch_00003"]
+    monkeypatch.setattr(train_module, "model_inputs", real)
+    assert train(stopped, Accelerator(cpu=True))["epoch"] == 2
+    names = sorted(p.name for p in (tmp_path / "stopped" / "checkpoints").iterdir())
+    assert names == ["best", "epoch_001", "epoch_002"], "the mid-epoch checkpoint is superseded"
+    a = load_file(str(tmp_path / "full" / "checkpoints" / "epoch_002" / "model.safetensors"))
+    b = load_file(str(tmp_path / "stopped" / "checkpoints" / "epoch_002" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a), "same batches, same dropout masks, same weights"
+    log_a = [json.loads(x) for x in (tmp_path / "full" / "train_log.jsonl").read_text().splitlines()]
+    log_b = [json.loads(x) for x in (tmp_path / "stopped" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["val_accuracy"] for r in log_a] == [r["val_accuracy"] for r in log_b]
+    assert log_a[1]["train_loss"] == pytest.approx(log_b[1]["train_loss"], rel=1e-6), "the epoch loss spans the stop"
+
+
+@pytest.mark.parametrize("damage", ["pickle that runs code", "other model", "truncated"])
+def test_a_bad_checkpoint_is_refused_on_resume(tiny_dataset, features_root, tmp_path, damage) -> None:
+    import os
+    import shutil
+
+    from vqa.errors import VQAError
+
+    cfg = with_features(setup_run(tiny_dataset, tmp_path / "run", "train.epochs=1"), features_root)
+    train(cfg, Accelerator(cpu=True))
+    ckpt = tmp_path / "run" / "checkpoints" / "epoch_001"
+    if damage == "pickle that runs code":
+
+        class Evil:
+            def __reduce__(self):
+                return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+        torch.save({"state": {}, "param_groups": [Evil()]}, ckpt / "optimizer.bin")
+    elif damage == "other model":
+        shutil.rmtree(tmp_path / "run" / "checkpoints" / "best")
+        cfg = setup_run(tiny_dataset, tmp_path / "run", "train.epochs=2", "model.hidden_dim=48")
+    else:
+        (ckpt / "model.safetensors").write_bytes((ckpt / "model.safetensors").read_bytes()[:100])
+    with pytest.raises(VQAError, match=rf"cannot resume from {ckpt}") as e:
+        train(setup_run(tiny_dataset, tmp_path / "run", "train.epochs=2") if damage != "other model" else cfg,
+              Accelerator(cpu=True))  # fmt: skip
+    assert "train.resume=never" in e.value.render()
+    assert not (tmp_path / "pwned").exists(), "weights_only loading must refuse code in a pickle"

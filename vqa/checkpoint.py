@@ -2,7 +2,11 @@
 
 ``<run.dir>/checkpoints/``:
   epoch_003/        full training state after epoch 3 (Accelerate ``save_state``: model, optimizer, scheduler,
-                    RNG) + trainer_state.json; written to ``.tmp_epoch_003`` and renamed when complete
+                    RNG) + meta.json (model spec) + trainer_state.json; written to ``.tmp_epoch_003`` and renamed
+                    when complete
+  epoch_003_batch_00017/
+                    the same, saved when training was stopped (Ctrl-C, SIGTERM) 17 batches into epoch 4;
+                    resuming skips those batches. Superseded (deleted) by the next end-of-epoch checkpoint
   best/             the best-on-val weights (model.safetensors) + meta.json (epoch, val accuracy, model spec,
                     feature store fingerprint): what evaluation and inspection load
 
@@ -25,7 +29,7 @@ from .errors import VQAError
 from .io import atomic_write_dir, atomic_write_json
 from .model import ModelSpec, VQAModel
 
-EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
+EPOCH_DIR = re.compile(r"^epoch_(\d+)(?:_batch_(\d+))?$")
 
 
 def checkpoints_dir(cfg: Any) -> Path:
@@ -36,17 +40,37 @@ def complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
     """``[(epoch, path)]`` of the finished epoch checkpoints, oldest first."""
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := EPOCH_DIR.match(p.name)) and p.is_dir()]
-    return sorted(f for f in found if (f[1] / "trainer_state.json").is_file())
+    found = [((int(m.group(1)), int(m.group(2) or 0)), p) for p in root.iterdir()
+             if (m := EPOCH_DIR.match(p.name)) and p.is_dir() and (p / "trainer_state.json").is_file()]  # fmt: skip
+    return [(key[0], p) for key, p in sorted(found)]
 
 
-def finalize(tmp: Path, epoch: int, trainer_state: dict[str, Any], keep: int) -> Path:
-    """Main process: mark a fully written ``save_state`` folder complete, rename it into place, prune old ones."""
+def checkpoint_name(epoch: int, batch: int = 0) -> str:
+    """``epoch_003`` after 3 full epochs; ``epoch_003_batch_00017`` when stopped 17 batches into the next one."""
+    return f"epoch_{epoch:03d}" + (f"_batch_{batch:05d}" if batch else "")
+
+
+def remove_stale(root: Path) -> None:
+    """Main process, at start: delete temp folders a killed run left behind (never trusted, never resumed)."""
+    if root.is_dir():
+        for p in root.glob(".tmp_*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def finalize(tmp: Path, name: str, trainer_state: dict[str, Any], meta: dict[str, Any], keep: int) -> Path:
+    """Main process: mark a fully written ``save_state`` folder complete, rename it into place, prune old ones.
+
+    ``trainer_state.json`` is written last: a folder without it is incomplete and never resumed from.
+    """
+    atomic_write_json(tmp / "meta.json", meta)
     atomic_write_json(tmp / "trainer_state.json", trainer_state)
-    final = tmp.parent / f"epoch_{epoch:03d}"
+    final = tmp.parent / name
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
+    for _, old in complete_checkpoints(tmp.parent)[:-1]:
+        if "_batch_" in old.name:  # a stopped run's checkpoint, superseded by this later one
+            shutil.rmtree(old, ignore_errors=True)
     for _, old in complete_checkpoints(tmp.parent)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -83,11 +107,17 @@ def resolve(cfg: Any, which: str) -> Path:
 def load_model(path: Path, spec: ModelSpec | None = None) -> tuple[VQAModel, dict[str, Any]]:
     """Rebuild the model from ``meta.json`` (or ``spec``) and load its safetensors weights."""
     meta_path = path / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    except (ValueError, UnicodeDecodeError) as e:
+        raise VQAError(f"{meta_path}: not valid JSON ({e})") from None
     if spec is None:
-        if "spec" not in meta:
+        if not isinstance(meta, dict) or "spec" not in meta:
             raise VQAError(f"{path} has no meta.json describing the model")
-        spec = ModelSpec(**{**meta["spec"], "grid": tuple(meta["spec"]["grid"])})
+        try:
+            spec = ModelSpec(**{**meta["spec"], "grid": tuple(meta["spec"]["grid"])})
+        except (KeyError, TypeError, ValueError) as e:
+            raise VQAError(f"{meta_path}: 'spec' does not describe a model ({type(e).__name__}: {e})") from None
     model = VQAModel(spec)
     try:
         state = load_file(str(path / "model.safetensors"))
@@ -96,9 +126,29 @@ def load_model(path: Path, spec: ModelSpec | None = None) -> tuple[VQAModel, dic
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # same names, other shapes
-        raise VQAError(f"{path} holds weights of another model: {str(e).splitlines()[1:2]}") from None
+        detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+        raise VQAError(f"{path} holds weights of another model: {detail}") from None
     if missing or unexpected:
         raise VQAError(f"{path} holds weights of another model ({len(missing)} missing, {len(unexpected)} "
                        f"unexpected tensors, e.g. {(missing + unexpected)[:3]}); check model.* settings")  # fmt: skip
     return model.eval(), meta
 
+
+def load_trained(cfg: Any) -> tuple[VQAModel, dict[str, Any], Path, Any]:
+    """``eval.checkpoint`` of this run with its tokenizer: (model, meta, checkpoint path, tokenizer).
+
+    The checkpoint's embedding must fit the run's tokenizer: a model copied from another run would otherwise
+    index past its embedding table in the middle of evaluation.
+    """
+    from .text import load_tokenizer
+
+    path = resolve(cfg, cfg.eval.checkpoint)
+    model, meta = load_model(path)
+    tokenizer_dir = Path(cfg.run.dir) / "tokenizer"
+    if not (tokenizer_dir / "tokenizer.json").is_file():
+        raise VQAError(f"no tokenizer in {tokenizer_dir}: train first (`make train`)")
+    tokenizer = load_tokenizer(tokenizer_dir)
+    if model.spec.vocab_size != len(tokenizer):
+        raise VQAError(f"{path} was trained with a {model.spec.vocab_size}-word vocabulary, {tokenizer_dir} has "
+                       f"{len(tokenizer)}: the checkpoint belongs to another run (check eval.checkpoint)")  # fmt: skip
+    return model, meta, path, tokenizer

@@ -1,7 +1,8 @@
 """Shared command-line plumbing for ``pipelines/*.py``.
 
 Every stage takes ``--config FILE`` plus ``section.key=value`` overrides, and every stage reports user errors the
-same way: one line per problem on stderr, exit code 2, no traceback (``--debug`` shows it).
+same way: one line per problem on stderr, exit code 2, no traceback (``--debug`` shows it). A training run stopped
+by Ctrl-C/SIGTERM exits with 130 after saving its checkpoint.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections.abc import Callable, Sequence
 from .config import DEFAULT_CONFIG, Config, load_config
 from .errors import VQAError
 
-EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
@@ -42,8 +42,8 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
     except VQAError as e:
         if debug:
             raise
-        print(f"error: {e.render()}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        print(f"{e.label}: {e.render()}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         if debug:
             raise

@@ -15,6 +15,9 @@ MAX_LINES = 50  # beyond this a list of problems stops being readable; the rest 
 class VQAError(Exception):
     """An error the user can act on; ``problems`` holds one self-contained line per problem."""
 
+    exit_code = 2
+    label = "error"
+
     def __init__(self, headline: str, problems: Iterable[str] = ()) -> None:
         self.headline = headline
         self.problems = list(problems)
@@ -39,3 +42,10 @@ class DatasetError(VQAError):
 
 class ScoringError(VQAError):
     """A results file cannot be scored against the dataset."""
+
+
+class Stopped(VQAError):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint: not a failure, but not finished either."""
+
+    exit_code = 130
+    label = "stopped"

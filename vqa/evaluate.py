@@ -19,16 +19,16 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from .checkpoint import load_model, resolve
+from .checkpoint import load_trained
 from .config import Config
 from .data import QUESTION_TYPES, Box, load_grounding, load_telling
 from .errors import VQAError
 from .features import FeatureReader, features_dir
 from .grounding import box_coverage, image_size
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_dir, atomic_write_json, atomic_write_text
 from .loader import QAExamples, collate, model_inputs, split_rows
 from .scoring import per_type_table, rank_candidates, result_entry, score_results, write_results
-from .text import load_tokenizer, tokenise_qa
+from .text import tokenise_qa
 
 
 def predict_pass(model: Any, loader: Any, accelerator: Any, keep_attention: bool = False) -> dict[str, Any]:
@@ -87,14 +87,13 @@ def to_file_order(values: np.ndarray, order: np.ndarray) -> np.ndarray:
 def evaluate(cfg: Config, accelerator: Accelerator) -> dict[str, Any] | None:
     """Run the eval stage; returns the metrics on the main process (None elsewhere)."""
     split, run = cfg.eval.split, Path(cfg.run.dir)
-    path = resolve(cfg, cfg.eval.checkpoint)
-    model, meta = load_model(path)
+    model, meta, path, tokenizer = load_trained(cfg)
     reader = FeatureReader(features_dir(cfg))
     if tuple(reader.grid) != tuple(model.spec.grid):
         raise VQAError(f"{path} was trained on {model.spec.grid} features, {reader.root} holds {reader.grid}")
     dataset = load_telling(cfg.data.annotations, cfg.data.images)
     qas = dataset.split(split)
-    table = tokenise_qa(qas, load_tokenizer(run / "tokenizer"), cfg.text.max_len)
+    table = tokenise_qa(qas, tokenizer, cfg.text.max_len)
     rows, skipped = split_rows(table, split, reader)
     loader = DataLoader(QAExamples(rows, reader, cfg.seed, train=False), batch_size=cfg.eval.batch_size,
                         collate_fn=collate)  # fmt: skip
@@ -133,10 +132,13 @@ def evaluate(cfg: Config, accelerator: Accelerator) -> dict[str, Any] | None:
     if grounding is not None:
         metrics["grounding"] = {"n": len(hits), "pointing": float(np.mean(hits)) if hits else None,
                                 "mass": float(np.mean(masses)) if masses else None}  # fmt: skip
-    out_dir = run / "eval" / split
-    write_results(out_dir / "predictions.json", entries)
-    atomic_write_text(out_dir / "per_question.jsonl", "".join(json.dumps(r) + "\n" for r in per_question))
-    atomic_write_json(out_dir / "metrics.json", metrics)
+
+    def write(tmp: str) -> None:  # the three files are swapped in together: never metrics of another model
+        write_results(Path(tmp) / "predictions.json", entries)
+        atomic_write_text(Path(tmp) / "per_question.jsonl", "".join(json.dumps(r) + "\n" for r in per_question))
+        atomic_write_json(Path(tmp) / "metrics.json", metrics)
+
+    atomic_write_dir(run / "eval" / split, write)
     return metrics
 
 

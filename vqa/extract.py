@@ -248,6 +248,8 @@ def extract_features(cfg: Any, dataset: Visual7W, accelerator: Accelerator) -> d
     """Extract the grid of every image the dataset references; returns a summary for the entry point."""
     start = time.perf_counter()
     f, root = cfg.features, features_dir(cfg)
+    if not Path(cfg.data.images).is_dir():  # one line, not one "missing file" per image
+        raise VQAError(f"image folder not found: {cfg.data.images} (data.images)")
     image_ids = dataset.image_ids()
     paths = {i: dataset.image_path(i) for i in image_ids}
     backbone = build(cfg)

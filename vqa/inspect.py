@@ -178,12 +178,11 @@ def _choose(cfg: Any, qas: dict[int, Any], run: Path, split: str) -> list[int]:
 def predict_one(cfg: Any, image: Path, question: str, choices: Sequence[str]) -> dict[str, Any]:
     """Extract one image's grid with the run's own backbone and preprocessing, then score ``choices``."""
     from .backbones import build_backbone
-    from .checkpoint import load_model, resolve
+    from .checkpoint import load_trained
     from .extract import forward
     from .features import features_dir, load_manifest
     from .images import BadImage, load_image, to_tensor
     from .loader import pad
-    from .text import load_tokenizer
 
     m = load_manifest(features_dir(cfg))
     if not m["pretrained"]:
@@ -196,9 +195,7 @@ def predict_one(cfg: Any, image: Path, question: str, choices: Sequence[str]) ->
     except BadImage as e:
         raise VQAError(f"{image}: {e}") from None
     grid = forward(backbone, to_tensor(pixels)[None], m["precision"], torch.device("cpu"))  # [1, C, H, W] fp16
-    path = resolve(cfg, cfg.eval.checkpoint)
-    model, _ = load_model(path)
-    tok = load_tokenizer(Path(cfg.run.dir) / "tokenizer")
+    model, _, path, tok = load_trained(cfg)
 
     def ids(texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         rows = tok(list(texts), add_special_tokens=False, truncation=True, max_length=cfg.text.max_len)["input_ids"]
@@ -218,57 +215,57 @@ def predict_one(cfg: Any, image: Path, question: str, choices: Sequence[str]) ->
 
 def run_inspect(cfg: Any) -> dict[str, Any]:
     """Render the chosen questions of ``inspect.split`` with the ``eval.checkpoint`` model into <run.dir>/inspect/."""
-    from .checkpoint import load_model, resolve
+    from .checkpoint import load_trained
     from .data import load_grounding, load_telling
     from .evaluate import to_file_order
     from .features import FeatureReader, features_dir
     from .grounding import image_size
     from .images import load_image
+    from .io import atomic_write_dir
     from .loader import QAExamples, collate, model_inputs
-    from .text import load_tokenizer, tokenise_qa
+    from .text import tokenise_qa
 
     run, split = Path(cfg.run.dir), cfg.inspect.split
-    path = resolve(cfg, cfg.eval.checkpoint)
-    model, meta = load_model(path)
+    model, meta, path, tokenizer = load_trained(cfg)
     reader = FeatureReader(features_dir(cfg))
     size = int(reader.manifest["image_size"])
     dataset = load_telling(cfg.data.annotations, cfg.data.images)
     qas = {q.qa_id: q for q in dataset.split(split) if q.image_id in reader}
     ids = _choose(cfg, qas, run, split)
     grounding = load_grounding(cfg.data.grounding) if cfg.data.grounding else {}
-    examples = QAExamples(tokenise_qa([qas[i] for i in ids], load_tokenizer(run / "tokenizer"), cfg.text.max_len),
+    examples = QAExamples(tokenise_qa([qas[i] for i in ids], tokenizer, cfg.text.max_len),
                           reader, cfg.seed, train=False)  # fmt: skip
     out_dir = run / "inspect"
-    items = []
-    for start in range(0, len(examples), 32):
-        batch = collate([examples[i] for i in range(start, min(start + 32, len(examples)))])
-        with torch.inference_mode():
-            scores, attention = model(**model_inputs(batch))  # [b, K], [b, K, G, H, W]
-        for row in range(len(batch["qa_id"])):
-            q = qas[int(batch["qa_id"][row])]
-            order = batch["order"][row].numpy()  # position k holds file candidate order[k]
-            file_scores = to_file_order(scores[row].numpy(), order)
-            file_att = to_file_order(attention[row].mean(1).numpy(), order)  # [K, H, W], glimpses averaged
-            width, height = image_size(dataset.image_path(q.image_id))
-            boxes = [scale_box(b, width, height, size) for b in grounding.get(q.qa_id, [])]
-            pixels = load_image(dataset.image_path(q.image_id), size)
-            png = render(pixels, q.question, q.type, q.candidates, file_scores.tolist(), file_att, q.answer, boxes,
-                         title=f"qa_id {q.qa_id} · image_id {q.image_id} · {model.spec.variant}")  # fmt: skip
-            name = f"qa_{q.qa_id}.png"
-            save_png(out_dir / name, png)
-            chosen = q.candidates[int(np.argmax(file_scores))]
-            unique = (file_scores == file_scores.max()).sum() == 1  # a tie is never correct
-            items.append({"qa_id": q.qa_id, "type": q.type, "question": q.question, "answer": q.answer,
-                          "candidates": list(q.candidates), "chosen": chosen, "png": name,
-                          "correct": bool(unique and chosen.lower() == q.answer.lower())})  # fmt: skip
-    n_right = sum(it["correct"] for it in items)
-    summary = (f"{len(items)} questions of split '{split}' ({n_right} answered correctly), model "
-               f"{model.spec.variant} from {path} (epoch {meta.get('epoch')}). Each panel: one candidate, its "
-               "attention over the image as the CNN saw it, its probability; green frame = true answer, "
-               "blue frame = chosen; dashed white = grounding box.")  # fmt: skip
-    index = write_index(out_dir, items, f"{run.name} / {split}", summary)
-    keep = {it["png"] for it in items}
-    for stale in out_dir.glob("qa_*.png"):
-        if stale.name not in keep:
-            stale.unlink()
-    return {"index": index, "items": items}
+    items: list[dict[str, Any]] = []
+
+    def write(tmp: str) -> None:  # every PNG and the index into a fresh folder, swapped in whole
+        for start in range(0, len(examples), 32):
+            batch = collate([examples[i] for i in range(start, min(start + 32, len(examples)))])
+            with torch.inference_mode():
+                scores, attention = model(**model_inputs(batch))  # [b, K], [b, K, G, H, W]
+            for row in range(len(batch["qa_id"])):
+                q = qas[int(batch["qa_id"][row])]
+                order = batch["order"][row].numpy()  # position k holds file candidate order[k]
+                file_scores = to_file_order(scores[row].numpy(), order)
+                file_att = to_file_order(attention[row].mean(1).numpy(), order)  # [K, H, W], glimpses averaged
+                width, height = image_size(dataset.image_path(q.image_id))
+                boxes = [scale_box(b, width, height, size) for b in grounding.get(q.qa_id, [])]
+                pixels = load_image(dataset.image_path(q.image_id), size)
+                png = render(pixels, q.question, q.type, q.candidates, file_scores.tolist(), file_att, q.answer, boxes,
+                             title=f"qa_id {q.qa_id} · image_id {q.image_id} · {model.spec.variant}")  # fmt: skip
+                name = f"qa_{q.qa_id}.png"
+                save_png(Path(tmp) / name, png)
+                chosen = q.candidates[int(np.argmax(file_scores))]
+                unique = (file_scores == file_scores.max()).sum() == 1  # a tie is never correct
+                items.append({"qa_id": q.qa_id, "type": q.type, "question": q.question, "answer": q.answer,
+                              "candidates": list(q.candidates), "chosen": chosen, "png": name,
+                              "correct": bool(unique and chosen.lower() == q.answer.lower())})  # fmt: skip
+        n_right = sum(it["correct"] for it in items)
+        summary = (f"{len(items)} questions of split '{split}' ({n_right} answered correctly), model "
+                   f"{model.spec.variant} from {path} (epoch {meta.get('epoch')}). Each panel: one candidate, its "
+                   "attention over the image as the CNN saw it, its probability; green frame = true answer, "
+                   "blue frame = chosen; dashed white = grounding box.")  # fmt: skip
+        write_index(Path(tmp), items, f"{run.name} / {split}", summary)
+
+    atomic_write_dir(out_dir, write)
+    return {"index": out_dir / "index.html", "items": items}

@@ -50,9 +50,15 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 1) -> Pat
 
 
 def atomic_write_dir(final: str | Path, write: Callable[[str], Any]) -> Path:
-    """Call ``write(tmp_dir)`` on a fresh folder next to ``final``, then swap it in place of ``final``."""
+    """Call ``write(tmp_dir)`` on a fresh folder next to ``final``, then swap it in place of ``final``.
+
+    For outputs made of several files (eval's predictions + metrics, inspect's PNGs + index): a reader sees the
+    old set or the new set, never a mix. Temp folders a killed run left (``.<name>.*``) are removed first.
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     old = final.with_name(f".{final.name}.old")
     try:

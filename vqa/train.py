@@ -5,7 +5,8 @@ each of N processes gets batch_size / N examples of the same global batch, the s
 step, and 1 and N processes follow the same schedule over the same batches.
 Resume: every epoch ends with a full checkpoint (``checkpoint.py``); ``train.resume=auto`` continues from the last
 complete one. Randomness is drawn from ``(seed, epoch)`` at the start of each epoch, so a resumed run repeats
-exactly what an uninterrupted one does.
+exactly what an uninterrupted one does. Ctrl-C or SIGTERM finishes the current optimizer step, saves a mid-epoch
+checkpoint (RNG state included) and exits 130; resuming skips the batches already done (``StopSignal``).
 Selection: the best epoch is chosen on *val* only; test is never looked at here.
 """
 
@@ -14,6 +15,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,10 +29,10 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .checkpoint import checkpoints_dir, complete_checkpoints, finalize, save_best
+from .checkpoint import checkpoint_name, checkpoints_dir, complete_checkpoints, finalize, remove_stale, save_best
 from .config import Config
 from .data import load_grounding, load_telling
-from .errors import VQAError
+from .errors import Stopped, VQAError
 from .evaluate import accuracy_of, predict_pass
 from .features import FeatureReader, features_dir
 from .grounding import box_coverage, image_size
@@ -152,28 +156,88 @@ def curves(log_path: Path, out: Path) -> None:
     tmp.replace(out)
 
 
+class StopSignal:
+    """SIGINT/SIGTERM -> finish the current optimizer step, save a checkpoint, exit 130; a second signal aborts.
+
+    Why the trigger: the flag goes through ``accelerator.set_trigger``/``check_trigger`` (a sum over processes),
+    so every process stops at the same step even when only one got the signal; a collective ``save_state`` at
+    different steps would hang.
+    """
+
+    def __init__(self, accelerator: Accelerator) -> None:
+        self.accelerator, self.name, self._old = accelerator, "", {}
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.name = signal.Signals(signum).name
+        self.accelerator.set_trigger()
+        self._restore()  # a second signal acts at once (KeyboardInterrupt / termination)
+        print(f"\n{self.name}: saving a checkpoint after this step, then stopping (again to abort now)",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    def _restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._restore()
+
+    def requested(self) -> bool:
+        return self.accelerator.check_trigger()
+
+
+def _keep_rng(loader: Any) -> Any:
+    """Iterate a resumed mid-epoch loader without letting its start move the restored RNG.
+
+    Why: a DataLoader iterator draws a base seed from the global generator when it starts. The interrupted run
+    drew it at the start of the epoch, before the state that ``load_state`` restored; drawing it again would
+    shift every later dropout mask.
+    """
+    state = torch.get_rng_state()
+    for n, batch in enumerate(loader):
+        if n == 0:
+            torch.set_rng_state(state)
+        yield batch
+
+
 def _resume_point(cfg: Config, accelerator: Accelerator, log: Any) -> dict[str, Any]:
-    state = {"epoch": 0, "step": 0, "best_accuracy": -1.0, "best_epoch": 0}
+    """The trainer state of the last complete checkpoint (restored into the prepared objects), or a fresh one."""
+    state = {"epoch": 0, "batch": 0, "step": 0, "best_accuracy": -1.0, "best_epoch": 0}
     done = complete_checkpoints(checkpoints_dir(cfg))
     if cfg.train.resume == "auto" and done:
-        epoch, path = done[-1]
-        accelerator.load_state(str(path))
-        state = json.loads((path / "trainer_state.json").read_text())
-        log(f"resuming from {path} (epoch {epoch} of {cfg.train.epochs} done)")
+        path = done[-1][1]
+        try:
+            accelerator.load_state(str(path))
+        except Exception as e:  # other model/config, truncated file, a pickle that is not plain tensors
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise VQAError(f"cannot resume from {path}: {first[:300]}",
+                           [f"delete {path} to resume from an earlier checkpoint, or set train.resume=never "
+                            "to start over"]) from None  # fmt: skip
+        state = {**state, **json.loads((path / "trainer_state.json").read_text())}
+        more = f" + {state['batch']} batches" if state["batch"] else ""
+        log(f"resuming from {path} ({state['epoch']} of {cfg.train.epochs} epochs{more} done)")
     return state
 
 
-def _save_checkpoint(cfg: Config, accelerator: Accelerator, state: dict[str, Any]) -> None:
+def _save_checkpoint(cfg: Config, accelerator: Accelerator, state: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """A full ``save_state`` of every process into a temp folder, renamed into place once complete."""
     root = checkpoints_dir(cfg)
-    tmp = root / f".tmp_epoch_{state['epoch']:03d}"
+    name = checkpoint_name(state["epoch"], state["batch"])
+    tmp = root / f".tmp_{name}"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        finalize(tmp, state["epoch"], state, cfg.train.keep_checkpoints)
+        finalize(tmp, name, state, meta, cfg.train.keep_checkpoints)
     accelerator.wait_for_everyone()
+    return root / name
 
 
 def train(cfg: Config, accelerator: Accelerator | None = None) -> dict[str, Any]:
@@ -184,6 +248,8 @@ def train(cfg: Config, accelerator: Accelerator | None = None) -> dict[str, Any]
     t = cfg.train
     if t.batch_size % accelerator.num_processes:
         raise VQAError(f"train.batch_size={t.batch_size} must divide by the {accelerator.num_processes} processes")
+    if accelerator.is_main_process:
+        remove_stale(checkpoints_dir(cfg))
     resume = t.resume == "auto" and bool(complete_checkpoints(checkpoints_dir(cfg)))
     reader = FeatureReader(features_dir(cfg))
     check_store(cfg, reader)
@@ -193,11 +259,15 @@ def train(cfg: Config, accelerator: Accelerator | None = None) -> dict[str, Any]
     val_rows, _ = split_rows(table, "val", reader)
     if dropped:
         log(f"{dropped} train questions skipped: their image has no features (see the manifest's 'missing')")
+    if len(train_rows) < t.batch_size:
+        raise VQAError(f"{len(train_rows)} train questions is less than one batch (train.batch_size={t.batch_size})")
     set_seed(cfg.seed)
     model = build_model(cfg, tokenizer, reader.grid, log)
     train_ds = QAExamples(train_rows, use_reader, cfg.seed, train=True)
+    # drop_last: every optimizer step sees a full global batch, so 1 and N processes take the same steps
+    # (Accelerate would pad an uneven last batch with repeated examples on N processes only).
     train_loader = DataLoader(train_ds, batch_size=t.batch_size, sampler=EpochSampler(len(train_ds), cfg.seed),
-                              collate_fn=collate, num_workers=t.num_workers)  # fmt: skip
+                              collate_fn=collate, num_workers=t.num_workers, drop_last=True)  # fmt: skip
     val_loader = DataLoader(QAExamples(val_rows, use_reader, cfg.seed, train=False), batch_size=t.batch_size,
                             collate_fn=collate, num_workers=t.num_workers)  # fmt: skip
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
@@ -208,58 +278,80 @@ def train(cfg: Config, accelerator: Accelerator | None = None) -> dict[str, Any]
         model, optimizer, train_loader, val_loader, scheduler
     )
     state = _resume_point(cfg, accelerator, log)
+    meta = {"spec": accelerator.unwrap_model(model).spec.to_dict(), "features": reader.manifest["fingerprint"],
+            "seed": cfg.seed}  # fmt: skip
     log_path = run / "train_log.jsonl"
-    if accelerator.is_main_process and state["epoch"] == 0:
+    if accelerator.is_main_process and state["epoch"] == 0 and state["batch"] == 0:
         log_path.unlink(missing_ok=True)
-    for epoch in range(state["epoch"], t.epochs):
-        set_seed(cfg.seed + 1000 * (epoch + 1))  # dropout etc.: a function of (seed, epoch) only
-        train_loader.set_epoch(epoch)
-        model.train()
-        loss_sum, seen, data_time, start = torch.zeros(2, device=accelerator.device), 0, 0.0, time.perf_counter()
-        bar = tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch",
-                   disable=not accelerator.is_local_main_process, mininterval=1.0)  # fmt: skip
-        fetch = time.perf_counter()
-        for batch in train_loader:
-            data_time += time.perf_counter() - fetch
-            with accelerator.accumulate(model):
-                scores, attention = model(**model_inputs(batch))  # [b, 4], [b, 4, G, H, W]
-                loss = F.cross_entropy(scores, batch["label"])
-                if t.attention_supervision > 0 and cfg.model.variant == "attention":
-                    loss = loss + t.attention_supervision * attention_loss(attention, batch)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), t.clip_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            loss_sum += torch.stack([loss.detach() * len(batch["label"]), torch.tensor(len(batch["label"]))])
-            seen += len(batch["label"])
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    with StopSignal(accelerator) as stop:
+        for epoch in range(state["epoch"], t.epochs):
+            skip = state["batch"]  # > 0: resuming a run stopped inside this epoch
+            if not skip:
+                set_seed(cfg.seed + 1000 * (epoch + 1))  # dropout etc.: a function of (seed, epoch) only
+            # (a stopped run's RNG state was restored by load_state instead)
+            loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
+            loader.set_epoch(epoch)
+            batches = _keep_rng(loader) if skip else loader
+            train_ds.set_epoch(epoch)  # candidate order; Accelerate skips the dataset's set_epoch when sharded
+            model.train()
+            loss_sum = torch.tensor(state.get("loss_sum", [0.0, 0.0]) if skip and accelerator.is_main_process
+                                    else [0.0, 0.0], device=accelerator.device)  # fmt: skip
+            seen, data_time, start = 0, 0.0, time.perf_counter()
+            bar = tqdm(total=len(train_loader), initial=skip, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch",
+                       disable=not accelerator.is_local_main_process, mininterval=1.0)  # fmt: skip
             fetch = time.perf_counter()
-        bar.close()
-        train_seconds = time.perf_counter() - start
-        totals = accelerator.reduce(loss_sum, reduction="sum")
-        val = accuracy_of(predict_pass(model, val_loader, accelerator))
-        state.update(epoch=epoch + 1, step=state["step"] + steps_per_epoch)
-        improved = val["accuracy"] > state["best_accuracy"]
-        if improved:
-            state.update(best_accuracy=val["accuracy"], best_epoch=epoch + 1)
+            for i, batch in enumerate(batches, start=skip + 1):
+                data_time += time.perf_counter() - fetch
+                with accelerator.accumulate(model):
+                    scores, attention = model(**model_inputs(batch))  # [b, 4], [b, 4, G, H, W]
+                    loss = F.cross_entropy(scores, batch["label"])
+                    if t.attention_supervision > 0 and cfg.model.variant == "attention":
+                        loss = loss + t.attention_supervision * attention_loss(attention, batch)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(model.parameters(), t.clip_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                loss_sum += torch.stack([loss.detach() * len(batch["label"]), torch.tensor(len(batch["label"]))])
+                seen += len(batch["label"])
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+                if accelerator.sync_gradients and i < len(train_loader) and stop.requested():
+                    bar.close()
+                    totals = accelerator.reduce(loss_sum.clone(), reduction="sum")
+                    state.update(batch=i, step=epoch * steps_per_epoch + i // t.grad_accum, loss_sum=totals.tolist())
+                    saved = _save_checkpoint(cfg, accelerator, state, {**meta, "epoch": epoch, "batch": i})
+                    raise Stopped(f"{stop.name}: stopped in epoch {epoch + 1} of {t.epochs} after batch {i} of "
+                                  f"{len(train_loader)}; checkpoint {saved}", ["rerun the same command to resume"])
+                fetch = time.perf_counter()
+            bar.close()
+            train_seconds = time.perf_counter() - start
+            totals = accelerator.reduce(loss_sum, reduction="sum")
+            val = accuracy_of(predict_pass(model, val_loader, accelerator))
+            state.update(epoch=epoch + 1, batch=0, step=(epoch + 1) * steps_per_epoch)
+            state.pop("loss_sum", None)
+            improved = val["accuracy"] > state["best_accuracy"]
+            if improved:
+                state.update(best_accuracy=val["accuracy"], best_epoch=epoch + 1)
+                if accelerator.is_main_process:
+                    save_best(accelerator.unwrap_model(model), checkpoints_dir(cfg),
+                              {"epoch": epoch + 1, "val_accuracy": val["accuracy"], "val_per_type": val["per_type"],
+                               "features": reader.manifest["fingerprint"], "seed": cfg.seed})  # fmt: skip
+            saved = _save_checkpoint(cfg, accelerator, state, {**meta, "epoch": epoch + 1})
+            row = {"epoch": epoch + 1, "train_loss": float(totals[0] / totals[1]), "val_accuracy": val["accuracy"],
+                   "val_per_type": val["per_type"], "lr": scheduler.get_last_lr()[0],
+                   "questions_per_s": seen / train_seconds, "data_wait": data_time / train_seconds,
+                   "seconds": round(train_seconds, 2), "best": improved}  # fmt: skip
             if accelerator.is_main_process:
-                save_best(accelerator.unwrap_model(model), checkpoints_dir(cfg),
-                          {"epoch": epoch + 1, "val_accuracy": val["accuracy"], "val_per_type": val["per_type"],
-                           "features": reader.manifest["fingerprint"], "seed": cfg.seed})  # fmt: skip
-        _save_checkpoint(cfg, accelerator, state)
-        row = {"epoch": epoch + 1, "train_loss": float(totals[0] / totals[1]), "val_accuracy": val["accuracy"],
-               "val_per_type": val["per_type"], "lr": scheduler.get_last_lr()[0],
-               "questions_per_s": float(totals[1]) / train_seconds, "data_wait": data_time / train_seconds,
-               "seconds": round(train_seconds, 2), "best": improved}  # fmt: skip
-        if accelerator.is_main_process:
-            old = log_path.read_text() if log_path.exists() else ""
-            atomic_write_text(log_path, old + json.dumps(row) + "\n")
-        best = " (best)" if improved else ""
-        log(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  val acc {val['accuracy']:.4f}{best}  "
-            f"{row['questions_per_s']:.0f} q/s, data wait {row['data_wait']:.1%}")
+                old = log_path.read_text() if log_path.exists() else ""
+                atomic_write_text(log_path, old + json.dumps(row) + "\n")
+            best = " (best)" if improved else ""
+            log(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  val acc {val['accuracy']:.4f}{best}  "
+                f"{row['questions_per_s']:.0f} q/s, data wait {row['data_wait']:.1%}")
+            if epoch + 1 < t.epochs and stop.requested():
+                raise Stopped(f"{stop.name}: stopped after epoch {epoch + 1} of {t.epochs}; checkpoint {saved}",
+                              ["rerun the same command to resume from it"])  # fmt: skip
     if accelerator.is_main_process and log_path.exists():
         curves(log_path, run / "curves.png")
     accelerator.wait_for_everyone()
