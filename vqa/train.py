@@ -109,7 +109,9 @@ def attention_loss(attention: torch.Tensor, batch: dict[str, torch.Tensor]) -> t
     has = target.sum(1) > 0
     if not has.any():
         return attention.sum() * 0.0
-    return -(target[has] * torch.log(true[has] + 1e-8)).sum(1).mean()
+    # per example of the batch (no box: 0), not per boxed example: a mean over each process's own boxed rows
+    # would weigh examples differently on 1 and N processes
+    return -(target[has] * torch.log(true[has] + 1e-8)).sum() / b
 
 
 def lr_lambda(total: int, warmup: int) -> Any:
@@ -280,9 +282,8 @@ def train(cfg: Config, accelerator: Accelerator | None = None) -> dict[str, Any]
     state = _resume_point(cfg, accelerator, log)
     meta = {"spec": accelerator.unwrap_model(model).spec.to_dict(), "features": reader.manifest["fingerprint"],
             "seed": cfg.seed}  # fmt: skip
-    log_path = run / "train_log.jsonl"
-    if accelerator.is_main_process and state["epoch"] == 0 and state["batch"] == 0:
-        log_path.unlink(missing_ok=True)
+    log_path = run / "train_log.jsonl"  # rewritten from the checkpointed history: a kill never loses a row
+    state.setdefault("history", [])
     with StopSignal(accelerator) as stop:
         for epoch in range(state["epoch"], t.epochs):
             skip = state["batch"]  # > 0: resuming a run stopped inside this epoch
@@ -338,14 +339,14 @@ def train(cfg: Config, accelerator: Accelerator | None = None) -> dict[str, Any]
                     save_best(accelerator.unwrap_model(model), checkpoints_dir(cfg),
                               {"epoch": epoch + 1, "val_accuracy": val["accuracy"], "val_per_type": val["per_type"],
                                "features": reader.manifest["fingerprint"], "seed": cfg.seed})  # fmt: skip
-            saved = _save_checkpoint(cfg, accelerator, state, {**meta, "epoch": epoch + 1})
             row = {"epoch": epoch + 1, "train_loss": float(totals[0] / totals[1]), "val_accuracy": val["accuracy"],
                    "val_per_type": val["per_type"], "lr": scheduler.get_last_lr()[0],
                    "questions_per_s": seen / train_seconds, "data_wait": data_time / train_seconds,
                    "seconds": round(train_seconds, 2), "best": improved}  # fmt: skip
+            state["history"].append(row)
+            saved = _save_checkpoint(cfg, accelerator, state, {**meta, "epoch": epoch + 1})
             if accelerator.is_main_process:
-                old = log_path.read_text() if log_path.exists() else ""
-                atomic_write_text(log_path, old + json.dumps(row) + "\n")
+                atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in state["history"]))
             best = " (best)" if improved else ""
             log(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  val acc {val['accuracy']:.4f}{best}  "
                 f"{row['questions_per_s']:.0f} q/s, data wait {row['data_wait']:.1%}")

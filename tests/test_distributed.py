@@ -1,0 +1,88 @@
+"""1 process vs 2 real processes (``torchrun --nproc_per_node 2``, gloo on CPU): evaluation gives identical
+predictions, training with the same global batch gives the same model within float tolerance.
+
+Both sides run with one thread per process (torchrun's default), so differences come only from the process split.
+(Feature extraction has its own 1-vs-2 test in test_features_cli.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+from conftest import REPO
+
+from vqa.config import load_config
+from vqa.evaluate import evaluate
+
+pytestmark = pytest.mark.slow
+TORCHRUN = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+
+
+def stage(name: str, *args: str, two: bool = False) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, *(TORCHRUN if two else ()), f"pipelines/{name}.py", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
+def private_copy(trained_run: list[str], dest: Path) -> list[str]:
+    src = Path(next(o for o in trained_run if o.startswith("run.dir=")).partition("=")[2])
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("eval", "inspect", "predict"))
+    return [*(o for o in trained_run if not o.startswith("run.dir=")), f"run.dir={dest}"]
+
+
+def test_eval_on_two_processes_equals_one(trained_run, tmp_path: Path) -> None:
+    args = [*private_copy(trained_run, tmp_path / "run"), "eval.split=test", "eval.batch_size=3"]
+    out = tmp_path / "run" / "eval" / "test"
+    stage("evaluate", *args)
+    one = {name: (out / name).read_text() for name in ("predictions.json", "per_question.jsonl", "metrics.json")}
+    stage("evaluate", *args, two=True)
+    two = {name: (out / name).read_text() for name in one}
+    m1, m2 = json.loads(one.pop("metrics.json")), json.loads(two.pop("metrics.json"))
+    assert (m1["processes"], m2["processes"]) == (1, 2), "the second run really had world size 2"
+    n = m1["n"]
+    assert n % 6, f"{n} questions: the last batch must be uneven across 2 x 3 to test padding"
+    ids = [json.loads(line)["qa_id"] for line in two["per_question.jsonl"].splitlines()]
+    assert len(ids) == len(set(ids)) == n, "no qa_id duplicated or dropped by the uneven last batch"
+    assert one == two, "predictions and per-question scores are identical"
+    assert {k: v for k, v in m1.items() if k != "processes"} == {k: v for k, v in m2.items() if k != "processes"}
+
+
+def test_training_on_two_processes_matches_one(trained_run, tmp_path: Path) -> None:
+    """Same global batch (train.batch_size=8 = 2 x 4): the same optimizer steps on the same examples.
+
+    Tolerance: per-epoch train loss within 1e-5 (relative), identical val accuracy, and the final model's
+    answer probabilities on test within 1e-4. Gradients are averaged over 2 processes instead of taken over one
+    batch, so only float rounding differs. (Raw weights are not compared: the scorer's output bias and the
+    attention logits' bias get zero gradient by construction, softmax being shift-invariant, and Adam turns that
+    float noise into lr-sized steps that change no output.) Dropout is off here: with dropout on, each process
+    draws its own masks, which is statistically but not numerically the same run.
+    """
+    common = ["train.epochs=2", "train.batch_size=8", "model.dropout=0.0"]
+    one_args = [*private_copy(trained_run, tmp_path / "one"), *common]
+    two_args = [*private_copy(trained_run, tmp_path / "two"), *common]
+    for run in ("one", "two"):
+        shutil.rmtree(tmp_path / run / "checkpoints")
+    stage("train", *one_args)
+    p = stage("train", *two_args, two=True)
+    assert "(2 process(es))" in p.stdout
+    logs = [[json.loads(line) for line in (tmp_path / r / "train_log.jsonl").read_text().splitlines()]
+            for r in ("one", "two")]  # fmt: skip
+    assert [r["val_accuracy"] for r in logs[0]] == [r["val_accuracy"] for r in logs[1]]
+    for r1, r2 in zip(*logs, strict=True):
+        torch.testing.assert_close(r1["train_loss"], r2["train_loss"], rtol=1e-5, atol=0)
+    scores = {}
+    for run, args in (("one", one_args), ("two", two_args)):
+        evaluate(load_config(None, [*args, "eval.split=test", "eval.checkpoint=last"]), Accelerator(cpu=True))
+        rows = (tmp_path / run / "eval" / "test" / "per_question.jsonl").read_text().splitlines()
+        scores[run] = torch.tensor([[c["score"] for c in json.loads(r)["candidates"]] for r in rows]).softmax(1)
+    torch.testing.assert_close(scores["one"], scores["two"], rtol=0, atol=1e-4)  # the probability of each answer
