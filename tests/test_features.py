@@ -195,3 +195,18 @@ def test_weights_files_load_safely(tmp_path) -> None:
     with pytest.raises(VQAError, match=r"cannot load weights from .*evil\.pth"):
         build_backbone("resnet50", 64, weights=str(tmp_path / "evil.pth"))
     assert not (tmp_path / "pwned").exists(), "weights_only=True must refuse code in a pickle"
+
+
+def test_a_disk_too_small_is_refused_before_any_work(tiny_dataset, tmp_path, monkeypatch) -> None:
+    """The store size (images x C x H x W x 2 bytes) is checked against free space before the first forward."""
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(extract_mod.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10_000, 10_000))
+    cfg = with_run_dir(tiny_dataset, tmp_path / "run")
+    n = len(load_telling(cfg.data.annotations, cfg.data.images).image_ids())
+    need = n * 1280 * 2 * 2 * 2  # Lite0 at 64 px: a 1280 x 2 x 2 fp16 grid per image
+    with pytest.raises(VQAError, match=rf"not enough disk .*needs {need / 1e9:.2f} GB more, 0.00 GB free "
+                                       rf"\({n} images x 1280x2x2 fp16\)"):  # fmt: skip
+        run_features(cfg)
+    assert not list((tmp_path / "run" / "features").glob("shard_*")), "refused before the first shard"
