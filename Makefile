@@ -17,7 +17,7 @@ LAUNCH := env $$($(PY) -c 'import torch; print("" if torch.cuda.is_available() e
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data features train eval inspect baselines bench-features demo test lint clean
+.PHONY: help setup data features train eval inspect baselines bench bench-features demo test lint clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,8 +50,13 @@ baselines: setup ## Train + eval the no_attention and blind variants in <run.dir
 	  $(MAKE) --no-print-directory features train eval CONFIG=$(CONFIG) ARGS="$(ARGS) run.dir=$${run_dir}_$$v model.variant=$$v" || exit 1; \
 	done
 
-bench-features: setup ## Extraction speed: end to end vs pure forward (efficientnet_lite0@224, resnet152@448)
+bench: setup ## Speed + memory ratios of this machine -> <run.dir>/bench/bench.json, bench.png (ARGS="--only training")
+	@ann=$$($(PY) -c 'import sys; from vqa.config import load_config; print(load_config(sys.argv[1], [a for a in sys.argv[2:] if "=" in a and not a.startswith("-")]).data.annotations)' $(CONFIG) $(ARGS)); \
+	test -f "$$ann" || $(MAKE) --no-print-directory data CONFIG=$(CONFIG)
 	$(PY) pipelines/bench.py --config $(CONFIG) $(ARGS)
+
+bench-features: setup ## Only the extraction part of `make bench`
+	$(MAKE) --no-print-directory bench CONFIG=$(CONFIG) ARGS="$(ARGS) --only extraction"
 
 demo: setup ## The whole offline demo: data -> features -> train -> eval (val, test) -> baselines -> inspect
 	$(MAKE) --no-print-directory data CONFIG=$(CONFIG)

@@ -84,9 +84,9 @@ def test_reader_is_lazy_and_picklable(store) -> None:
     reader = FeatureReader(features_dir(store))
     image_id = next(iter(reader.index))
     first = reader[image_id]
-    assert reader._open, "a shard is mapped on first use"
+    assert reader._open, "a shard is opened on first use"
     clone = pickle.loads(pickle.dumps(reader))
-    assert clone._open == {}, "open maps are not pickled into DataLoader workers"
+    assert clone._open == {}, "open files are not pickled into DataLoader workers"
     assert torch.equal(clone[image_id], first)
 
 
@@ -210,3 +210,20 @@ def test_a_disk_too_small_is_refused_before_any_work(tiny_dataset, tmp_path, mon
                                        rf"\({n} images x 1280x2x2 fp16\)"):  # fmt: skip
         run_features(cfg)
     assert not list((tmp_path / "run" / "features").glob("shard_*")), "refused before the first shard"
+
+
+@pytest.mark.slow
+def test_compiled_backbone_gives_the_same_features(store, tmp_path) -> None:
+    """features.compile=true (inductor, frozen weights): the same grid up to float rounding, recorded in settings."""
+    from vqa.config import load_config
+
+    d = store.data
+    cfg = load_config(None, [f"data.annotations={d.annotations}", f"data.images={d.images}", f"run.dir={tmp_path}",
+                             *FAST, "features.compile=true"])  # fmt: skip
+    run_features(cfg)
+    settings = json.loads((tmp_path / "features" / "settings.json").read_text())
+    assert settings["compile"] is True and "compile" not in json.loads(
+        (features_dir(store) / "settings.json").read_text()), "a store without compile keeps its old fingerprint"
+    eager, compiled = FeatureReader(features_dir(store)), FeatureReader(tmp_path / "features")
+    for image_id in list(eager.index)[:8]:
+        torch.testing.assert_close(compiled[image_id].float(), eager[image_id].float(), rtol=0.02, atol=0.02)

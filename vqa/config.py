@@ -64,6 +64,7 @@ class FeaturesConfig:
     pretrained: bool = True
     weights: str | None = None
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    compile: bool = False
     batch_size: int = _positive(32)
     num_workers: int | Literal["auto"] = field(default="auto", metadata={"min": 0})
     shard_size: int = _positive(1024)

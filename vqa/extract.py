@@ -6,7 +6,7 @@ Order of work, chosen so that nothing finished is ever lost and nothing half-don
   2. every process: list the shards still to do (before anyone writes), take its part with
      ``split_between_processes``, pre-flight its images (header only, seconds), share the problems;
   3. every process: extract its shards (decode + resize in DataLoader workers, channels_last forward under
-     ``inference_mode`` and bf16 autocast where supported, fp16 memmap rows), each shard finished on its own;
+     ``inference_mode`` and bf16 weights where supported, fp16 memmap rows), each shard finished on its own;
   4. main process: gather the shard markers into manifest.json. Unusable images stop the run with the full list
      (path + reason), unless ``features.on_error=skip``, which records them in the manifest as missing.
 """
@@ -92,20 +92,30 @@ def store_settings(cfg: Any, backbone: Backbone, precision: str, image_ids: Sequ
         "shard_size": f.shard_size,
         "images_sha1": hashlib.sha1(",".join(map(str, image_ids)).encode()).hexdigest(),
         "n_images": len(image_ids),
+        **({"compile": True} if f.compile else {}),  # fused kernels round differently; absent when off (old stores)
     }
 
 
 def build(cfg: Any) -> Backbone:
     f = cfg.features
-    return build_backbone(f.backbone, f.image_size, f.pretrained, f.weights)
+    backbone = build_backbone(f.backbone, f.image_size, f.pretrained, f.weights)
+    backbone.compiled = f.compile
+    return backbone
 
 
 def forward(backbone: Backbone, pixels: torch.Tensor, precision: str, device: torch.device) -> np.ndarray:
     """``[b, 3, S, S]`` uint8 -> ``[b, C, H, W]`` fp16 numpy."""
     x = normalize(pixels.to(device, non_blocking=True), backbone.mean, backbone.std)  # [b, 3, S, S] float
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        y = backbone.module(x)  # [b, C, H, W]
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    with torch.inference_mode():
+        try:
+            y = backbone.in_dtype(dtype)(x.to(dtype))  # [b, C, H, W]
+        except Exception as e:
+            if not backbone.compiled:
+                raise
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise VQAError(f"features.compile=true: torch.compile failed ({first}); it needs a working C++ "
+                           "compiler (g++). Set features.compile=false to run without it.") from None  # fmt: skip
     return y.to(torch.float16).contiguous().cpu().numpy()
 
 

@@ -161,11 +161,14 @@ def load_manifest(root: str | Path) -> dict[str, Any]:
 
 
 class FeatureReader:
-    """``reader[image_id] -> [C, H, W]`` float16 tensor, read lazily from memory-mapped shards.
+    """``reader[image_id] -> [C, H, W]`` float16 tensor, read lazily from the shard files.
 
-    Shards are opened on first use in each process (not in ``__init__``) and dropped when pickled, so the reader
-    is safe to hand to DataLoader workers, forked or spawned: each maps the files itself, and the OS page cache
-    is shared between them. Resident memory therefore does not grow with the size of the store.
+    Why positioned reads (``os.preadv`` of one row into a fresh tensor) and not a memory map: pages of a mapped
+    file count in the process's resident memory once touched, so an epoch over a memory-mapped store makes RSS
+    grow with the store (measured by ``make bench``). Read into private memory, a row costs one copy, the OS page
+    cache (shared by every process, evictable) holds the file, and RSS stays flat whatever the store's size.
+    Files are opened on first use in each process and dropped when pickled, so the reader is safe to hand to
+    DataLoader workers, forked or spawned.
     """
 
     def __init__(self, root: str | Path) -> None:
@@ -175,7 +178,8 @@ class FeatureReader:
         self.missing = {int(k): v for k, v in self.manifest["missing"].items()}
         self.grid = tuple(self.manifest["grid"])  # (C, H, W)
         self._files = [self.root / s["file"] for s in self.manifest["shards"]]
-        self._open: dict[int, np.ndarray] = {}
+        self._row_bytes = int(np.prod(self.grid)) * np.dtype(DTYPE).itemsize
+        self._open: dict[int, tuple[int, int]] = {}  # shard -> (fd, offset of row 0)
         self._pid = os.getpid()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -183,17 +187,34 @@ class FeatureReader:
         state["_open"] = {}
         return state
 
+    def __del__(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if getattr(self, "_pid", None) == os.getpid():
+            for fd, _ in self._open.values():
+                os.close(fd)
+        self._open = {}
+
     def __len__(self) -> int:
         return len(self.index)
 
     def __contains__(self, image_id: object) -> bool:
         return image_id in self.index
 
-    def _shard(self, shard: int) -> np.ndarray:
-        if os.getpid() != self._pid:  # forked: never share an open map across processes
+    def _shard(self, shard: int) -> tuple[int, int]:
+        if os.getpid() != self._pid:  # forked: never share a file offset table across processes
             self._open, self._pid = {}, os.getpid()
         if shard not in self._open:
-            self._open[shard] = np.load(self._files[shard], mmap_mode="r")
+            with open(self._files[shard], "rb") as fh:  # the .npy header says where row 0 starts
+                fmt = np.lib.format
+                major, _ = fmt.read_magic(fh)
+                shape, _, dtype = (fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0)(fh)
+                offset = fh.tell()
+            if tuple(shape[1:]) != self.grid or np.dtype(dtype) != np.dtype(DTYPE):
+                raise VQAError(f"{self._files[shard]} holds {dtype} {shape}, the manifest says {self.grid} "
+                               f"{DTYPE}: rerun `make features` with features.overwrite=true")  # fmt: skip
+            self._open[shard] = (os.open(self._files[shard], os.O_RDONLY), offset)
         return self._open[shard]
 
     def __getitem__(self, image_id: int) -> torch.Tensor:
@@ -201,4 +222,10 @@ class FeatureReader:
             why = self.missing.get(image_id, "not in the dataset the store was built from")
             raise VQAError(f"image_id {image_id} has no features in {self.root}: {why}")
         shard, row = self.index[image_id]
-        return torch.from_numpy(np.array(self._shard(shard)[row]))  # copy: [C, H, W] float16
+        fd, offset = self._shard(shard)
+        out = np.empty(self.grid, dtype=DTYPE)  # [C, H, W] float16, private memory
+        got = os.preadv(fd, [memoryview(out).cast("B")], offset + row * self._row_bytes)
+        if got != self._row_bytes:
+            raise VQAError(f"{self._files[shard]} is truncated (row {row} of image_id {image_id}): rerun "
+                           "`make features` with features.overwrite=true")  # fmt: skip
+        return torch.from_numpy(out)

@@ -1,0 +1,79 @@
+"""`make bench` code paths on a tiny size: every part runs and reports what it should (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO
+
+from vqa import bench, cli
+from vqa.backbones import build_backbone
+
+
+def test_flop_count_matches_the_published_figure() -> None:
+    """ResNet-50 at 224: 4.1 GMAC (torchvision's model card), i.e. ~8.2 GFLOP; the roofline ratio rests on it."""
+    backbone = build_backbone("resnet50", 224, pretrained=False)
+    assert 7.6 < bench.backbone_gflop(backbone, 224) < 8.4  # the grid extractor drops only pool + fc
+
+
+def test_matmul_peak_is_a_positive_rate() -> None:
+    peak = bench.matmul_peak("fp32", torch.device("cpu"), n=64, repeats=1)
+    assert peak["peak"] == max(peak["matmul"], peak["conv1x1"]) > 0
+
+
+def test_synthetic_store_reads_like_a_real_one(tmp_path: Path) -> None:
+    reader = bench.synthetic_store(tmp_path, 10, grid=(8, 2, 2), shard_size=4)
+    assert len(reader) == 10 and reader.grid == (8, 2, 2) and sorted(reader.index) == list(range(1, 11))
+    assert reader[10].dtype == torch.float16 and reader[10].shape == (8, 2, 2)
+    assert reader[10].abs().sum() > 0
+    table = bench.synthetic_qa(sorted(reader.index), vocab=50)
+    assert len(table) == 10 and all(len(c) == 4 for c in table["candidate_ids"])
+    assert all(2 <= t < 50 for q in table["question_ids"] for t in q), "no PAD/UNK ids in synthetic questions"
+
+
+def test_reader_keeps_resident_memory_flat(tmp_path: Path) -> None:
+    """Reading every row of a store leaves the process's RSS where it was (page cache, not private memory)."""
+    reader = bench.synthetic_store(tmp_path, 256, grid=(256, 14, 14), shard_size=64)  # 25 MB
+    before = _rss_mb()
+    total = sum(float(reader[i][0, 0, 0]) for i in reader.index)
+    assert np.isfinite(total)
+    assert _rss_mb() - before < 15, "rows are read into private buffers that are freed, not mapped"
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    pytest.skip("no /proc/self/status")
+
+
+def test_bench_cli_runs_every_part_on_a_tiny_size(tiny_dataset, tmp_path: Path, capsys) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_entry", REPO / "pipelines" / "bench.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    d = tiny_dataset.data
+    argv = [f"data.annotations={d.annotations}", f"data.images={d.images}", f"run.dir={tmp_path / 'run'}",
+            "model.embed_dim=8", "model.hidden_dim=16", "model.attention_dim=16", "features.batch_size=2",
+            "--images", "2", "--heavy-images", "1", "--repeats", "1", "--questions", "8", "--batch-size", "4",
+            "--store-images", "8", "--grid", "16", "2", "2", "--profile", "--no-compile"]  # fmt: skip
+    assert cli.run(entry.main, argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "matmul peak" in out and "loader overhead" in out and "peak RSS" in out
+    results = json.loads((tmp_path / "run" / "bench" / "bench.json").read_text())
+    ext = {(r["backbone"], r["precision"]) for r in results["extraction"]}
+    assert {("efficientnet_lite0", "fp32"), ("resnet152", "fp32")} <= ext
+    for r in results["extraction"]:
+        assert r["ratio"] > 0 and r["roofline_ratio"] > 0 and r["gflop_per_image"] > 0
+    assert results["training"]["questions"] == 8 and results["training"]["grid"] == [16, 2, 2]
+    assert [m["images"] for m in results["memory"]] == [8, 32], "S and 4 S"
+    assert all(m["peak_rss_mb"] > 50 for m in results["memory"])
+    assert {"training_loader_overhead", "rss_4S_over_S"} <= set(results["targets"])
+    assert (tmp_path / "run" / "bench" / "bench.png").stat().st_size > 5000
+    assert "self cpu" in (tmp_path / "run" / "bench" / "profile_training.txt").read_text().lower()
+    assert not [p for p in (tmp_path / "run" / "bench").iterdir() if p.is_dir()], "synthetic stores are removed"
