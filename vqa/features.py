@@ -188,7 +188,10 @@ class FeatureReader:
         return state
 
     def __del__(self) -> None:
-        self.close()
+        try:
+            self.close()
+        except Exception:  # at interpreter exit module globals may be gone; the OS closes the files anyway
+            pass
 
     def close(self) -> None:
         if getattr(self, "_pid", None) == os.getpid():
