@@ -288,8 +288,9 @@ def chart(results: dict[str, Any], out: Path) -> Path:
         x = np.arange(len(ext))
         axes[0].bar(x - 0.2, [r["forward_img_s"] for r in ext], 0.4, label="pure forward")
         axes[0].bar(x + 0.2, [r["end_to_end_img_s"] for r in ext], 0.4, label="end to end")
-        axes[0].set_xticks(x, [f"{r['backbone'].replace('efficientnet_', '')}@{r['image_size']}\n{r['precision']}"
-                               for r in ext], fontsize=7)  # fmt: skip
+        short = {"efficientnet_lite0": "lite0", "resnet152": "r152"}
+        axes[0].set_xticks(x, [f"{short.get(r['backbone'], r['backbone'])}@{r['image_size']}\n{r['precision']}"
+                               + ("\ncompiled" if r.get("compiled") else "") for r in ext], fontsize=7)  # fmt: skip
         axes[0].set(yscale="log", ylabel="images/s", title="feature extraction")
         axes[0].legend(fontsize=7)
     tr = results.get("training")
@@ -299,7 +300,9 @@ def chart(results: dict[str, Any], out: Path) -> Path:
         axes[1].set(ylabel="questions/s", title=f"training (grid {'x'.join(map(str, tr['grid']))})")
     mem = results.get("memory", [])
     if mem:
-        axes[2].bar([f"S: {m['store_gb']:.1f} GB" for m in mem], [m["peak_rss_mb"] for m in mem], color="C3")
+        labels = [f"{name}: {m['images']} images\n{m['store_gb']:.2f} GB"
+                  for name, m in zip(("S", "4 S"), mem, strict=True)]  # fmt: skip
+        axes[2].bar(labels, [m["peak_rss_mb"] for m in mem], color="C3")
         axes[2].set(ylabel="peak RSS (MB)", title="training epoch: RSS vs store size")
     for ax in axes:
         if not ax.has_data():

@@ -188,15 +188,13 @@ class FeatureReader:
         return state
 
     def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # at interpreter exit module globals may be gone; the OS closes the files anyway
-            pass
+        self.close()
 
-    def close(self) -> None:
-        if getattr(self, "_pid", None) == os.getpid():
+    def close(self, _getpid: Any = os.getpid, _close: Any = os.close) -> None:
+        """Close this process's files (``os`` bound at definition: ``__del__`` may run after module teardown)."""
+        if getattr(self, "_pid", None) == _getpid():
             for fd, _ in self._open.values():
-                os.close(fd)
+                _close(fd)
         self._open = {}
 
     def __len__(self) -> int:
