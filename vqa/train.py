@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
 import sys
@@ -167,7 +168,7 @@ class StopSignal:
     """
 
     def __init__(self, accelerator: Accelerator) -> None:
-        self.accelerator, self.name, self._old = accelerator, "", {}
+        self.accelerator, self.name, self._old, self._pid = accelerator, "", {}, os.getpid()
 
     def __enter__(self) -> StopSignal:
         if threading.current_thread() is threading.main_thread():
@@ -176,6 +177,8 @@ class StopSignal:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:  # a forked DataLoader worker (Ctrl-C reaches the whole process group)
+            return
         self.name = signal.Signals(signum).name
         self.accelerator.set_trigger()
         self._restore()  # a second signal acts at once (KeyboardInterrupt / termination)
