@@ -344,7 +344,8 @@ def train(cfg: Config, accelerator: Accelerator | None = None) -> dict[str, Any]
                                "features": reader.manifest["fingerprint"], "seed": cfg.seed})  # fmt: skip
             row = {"epoch": epoch + 1, "train_loss": float(totals[0] / totals[1]), "val_accuracy": val["accuracy"],
                    "val_per_type": val["per_type"], "lr": scheduler.get_last_lr()[0],
-                   "questions_per_s": seen / train_seconds, "data_wait": data_time / train_seconds,
+                   "questions_per_s": seen * accelerator.num_processes / train_seconds,  # all processes
+                   "data_wait": data_time / train_seconds,
                    "seconds": round(train_seconds, 2), "best": improved}  # fmt: skip
             state["history"].append(row)
             saved = _save_checkpoint(cfg, accelerator, state, {**meta, "epoch": epoch + 1})
