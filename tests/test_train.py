@@ -150,10 +150,14 @@ def test_sigint_mid_epoch_saves_and_resumes_exactly(tiny_dataset, features_root,
         return real(batch)
 
     monkeypatch.setattr(train_module, "model_inputs", signal_in_epoch_2)
-    with pytest.raises(Stopped, match=r"SIGINT: stopped in epoch 2 of 2 after batch 3 of 10") as e:
-        train(stopped, Accelerator(cpu=True))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (`cmd &` ignores it)
+    try:
+        with pytest.raises(Stopped, match=r"SIGINT: stopped in epoch 2 of 2 after batch 3 of 10") as e:
+            train(stopped, Accelerator(cpu=True))
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the handler is removed on exit"
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert e.value.exit_code == 130
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the handler is removed on exit"
     names = sorted(p.name for p in (tmp_path / "stopped" / "checkpoints").iterdir())
     assert names == ["best", "epoch_001", "epoch_001_batch_00003"]
     monkeypatch.setattr(train_module, "model_inputs", real)
