@@ -211,6 +211,17 @@ def _keep_rng(loader: Any) -> Any:
         yield batch
 
 
+def _load_problem(e: Exception) -> str:
+    """The one line of a ``load_state`` failure a user can act on."""
+    import pickle
+
+    if isinstance(e, pickle.UnpicklingError):  # torch's own text would suggest weights_only=False: never
+        return "a file in it holds pickled objects that are not plain tensors (refused: weights-only loading)"
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    keys = ("size mismatch", "Missing key", "Unexpected key")
+    return next((ln for ln in lines if ln.startswith(keys)), lines[0] if lines else type(e).__name__)[:300]
+
+
 def _resume_point(cfg: Config, accelerator: Accelerator, log: Any) -> dict[str, Any]:
     """The trainer state of the last complete checkpoint (restored into the prepared objects), or a fresh one."""
     state = {"epoch": 0, "batch": 0, "step": 0, "best_accuracy": -1.0, "best_epoch": 0}
@@ -220,8 +231,7 @@ def _resume_point(cfg: Config, accelerator: Accelerator, log: Any) -> dict[str, 
         try:
             accelerator.load_state(str(path))
         except Exception as e:  # other model/config, truncated file, a pickle that is not plain tensors
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise VQAError(f"cannot resume from {path}: {first[:300]}",
+            raise VQAError(f"cannot resume from {path}: {_load_problem(e)}",
                            [f"delete {path} to resume from an earlier checkpoint, or set train.resume=never "
                             "to start over"]) from None  # fmt: skip
         state = {**state, **json.loads((path / "trainer_state.json").read_text())}
