@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from .errors import VQAError
+from .errors import VQAError, summary
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -93,7 +93,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated file, a pickle that wants to run code, ...
-        raise VQAError(f"cannot load weights from {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        raise VQAError(f"cannot load weights from {path}: {type(e).__name__}: {summary(e)}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -39,17 +39,6 @@ from .model import ModelSpec, VQAModel
 VISUAL7W_GRID = (2048, 14, 14)  # ResNet-152 at 448: what the real store holds per image
 
 
-def median_rate(fn: Callable[[], Any], n: int, repeats: int) -> float:
-    """Median items/s of ``fn()`` (which processes ``n`` items) over ``repeats`` runs, after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return n / statistics.median(times)
-
-
 def fastest(fns: Sequence[Callable[[], Any]], repeats: int) -> list[float]:
     """Seconds of the fastest of ``repeats`` runs of each ``fn``, run interleaved after one warm-up each.
 
@@ -237,11 +226,11 @@ def bench_training(cfg: Config, reader: FeatureReader, n_questions: int, batch_s
     in_memory = list(t.loader())  # the very batches the loader makes, collated once
     waits: list[float] = []
     best_real, best_memory = fastest([lambda: waits.append(t.epoch()), lambda: t.epoch(in_memory)], repeats)
-    evaluation = median_rate(t.evaluate, t.n, repeats)
+    (evaluation,) = fastest([t.evaluate], repeats)
     return {"questions": t.n, "batch_size": batch_size, "grid": list(reader.grid), "num_workers": t.workers,
             "loader_q_s": t.n / best_real, "in_memory_q_s": t.n / best_memory,
             "loader_overhead": 1 - best_memory / best_real, "data_wait": statistics.median(waits) / best_real,
-            "eval_q_s": evaluation}  # fmt: skip
+            "eval_q_s": t.n / evaluation}  # fmt: skip
 
 
 def _peak_rss_mb() -> float:

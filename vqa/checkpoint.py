@@ -25,10 +25,11 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from .errors import VQAError
+from .errors import VQAError, summary
 from .io import atomic_write_dir, atomic_write_json
 from .model import ModelSpec, VQAModel
 
+STATE_DICT_PROBLEMS = ("size mismatch", "Missing key", "Unexpected key")  # the informative lines of load errors
 EPOCH_DIR = re.compile(r"^epoch_(\d+)(?:_batch_(\d+))?$")
 
 
@@ -126,8 +127,7 @@ def load_model(path: Path, spec: ModelSpec | None = None) -> tuple[VQAModel, dic
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # same names, other shapes
-        detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
-        raise VQAError(f"{path} holds weights of another model: {detail}") from None
+        raise VQAError(f"{path} holds weights of another model: {summary(e, STATE_DICT_PROBLEMS)}") from None
     if missing or unexpected:
         raise VQAError(f"{path} holds weights of another model ({len(missing)} missing, {len(unexpected)} "
                        f"unexpected tensors, e.g. {(missing + unexpected)[:3]}); check model.* settings")  # fmt: skip

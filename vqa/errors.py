@@ -32,6 +32,17 @@ class VQAError(Exception):
         return "\n".join(lines)
 
 
+def summary(e: BaseException, prefer: tuple[str, ...] = ()) -> str:
+    """The one line of a library exception worth showing: the first starting with ``prefer``, else the first.
+
+    Library errors (torch, safetensors, Accelerate) often open with a generic line ("Error(s) in loading
+    state_dict") and put the fact a user can act on ("size mismatch for ...") further down.
+    """
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    line = next((ln for ln in lines if prefer and ln.startswith(prefer)), lines[0] if lines else type(e).__name__)
+    return line[:300]
+
+
 class ConfigError(VQAError):
     """A config file or command-line override is wrong."""
 

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from .backbones import Backbone, build_backbone
 from .data import Visual7W
-from .errors import VQAError
+from .errors import VQAError, summary
 from .features import (
     DTYPE,
     FORMAT,
@@ -113,8 +113,7 @@ def forward(backbone: Backbone, pixels: torch.Tensor, precision: str, device: to
         except Exception as e:
             if not backbone.compiled:
                 raise
-            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise VQAError(f"features.compile=true: torch.compile failed ({first}); it needs a working C++ "
+            raise VQAError(f"features.compile=true: torch.compile failed ({summary(e)}); it needs a working C++ "
                            "compiler (g++). Set features.compile=false to run without it.") from None  # fmt: skip
     return y.to(torch.float16).contiguous().cpu().numpy()
 

@@ -30,10 +30,18 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .checkpoint import checkpoint_name, checkpoints_dir, complete_checkpoints, finalize, remove_stale, save_best
+from .checkpoint import (
+    STATE_DICT_PROBLEMS,
+    checkpoint_name,
+    checkpoints_dir,
+    complete_checkpoints,
+    finalize,
+    remove_stale,
+    save_best,
+)
 from .config import Config
 from .data import load_grounding, load_telling
-from .errors import Stopped, VQAError
+from .errors import Stopped, VQAError, summary
 from .evaluate import accuracy_of, predict_pass
 from .features import FeatureReader, features_dir
 from .grounding import box_coverage, image_size
@@ -217,9 +225,7 @@ def _load_problem(e: Exception) -> str:
 
     if isinstance(e, pickle.UnpicklingError):  # torch's own text would suggest weights_only=False: never
         return "a file in it holds pickled objects that are not plain tensors (refused: weights-only loading)"
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    keys = ("size mismatch", "Missing key", "Unexpected key")
-    return next((ln for ln in lines if ln.startswith(keys)), lines[0] if lines else type(e).__name__)[:300]
+    return summary(e, STATE_DICT_PROBLEMS)
 
 
 def _resume_point(cfg: Config, accelerator: Accelerator, log: Any) -> dict[str, Any]:
