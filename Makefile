@@ -44,10 +44,14 @@ eval: setup ## Score eval.split (default test) in the official protocol -> <run.
 inspect: setup ## Attention maps: one PNG per question (+ index.html) in <run.dir>/inspect/
 	$(PY) pipelines/inspect.py --config $(CONFIG) $(ARGS)
 
-baselines: setup ## Train + eval the no_attention and blind variants in <run.dir>_<variant> (honest baselines)
-	@run_dir=$$($(PY) -c 'import sys; from vqa.config import load_config; print(load_config(sys.argv[1], sys.argv[2:]).run.dir)' $(CONFIG) $(ARGS)); \
-	for v in no_attention blind; do \
-	  $(MAKE) --no-print-directory features train eval CONFIG=$(CONFIG) ARGS="$(ARGS) run.dir=$${run_dir}_$$v model.variant=$$v" || exit 1; \
+baselines: setup ## Train + eval the honest baselines in <run.dir>_<name>, sharing the main run's feature store
+	@dirs=$$($(PY) -c 'import sys; from vqa.config import load_config; from vqa.features import features_dir; c = load_config(sys.argv[1], sys.argv[2:]); print(c.run.dir, features_dir(c))' $(CONFIG) $(ARGS)); \
+	set -- $$dirs; run_dir=$$1; store=$$2; \
+	for b in "no_supervision model.variant=attention train.attention_supervision=0" "no_attention model.variant=no_attention" \
+	         "image_only model.variant=image_only" "blind model.variant=blind"; do \
+	  set -- $$b; name=$$1; shift; \
+	  $(MAKE) --no-print-directory features train eval CONFIG=$(CONFIG) \
+	    ARGS="$(ARGS) run.dir=$${run_dir}_$$name features.dir=$$store $$*" || exit 1; \
 	done
 
 bench: setup ## Speed + memory ratios of this machine -> <run.dir>/bench/bench.json, bench.png (ARGS="--only training")
@@ -73,4 +77,4 @@ lint: setup ## ruff check
 	$(VENV)/bin/ruff check .
 
 clean: ## Remove generated data and runs (keeps .venv)
-	rm -rf data/synth7w runs/default runs/default_no_attention runs/default_blind
+	rm -rf data/synth7w runs/default runs/default_no_supervision runs/default_no_attention runs/default_image_only runs/default_blind

@@ -17,7 +17,7 @@ import torch
 from accelerate import Accelerator
 
 from vqa import cli
-from vqa.evaluate import comparison_table, evaluate
+from vqa.evaluate import comparison_table, evaluate, grounding_line, skipped_line
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -30,10 +30,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     out = Path(cfg.run.dir) / "eval" / cfg.eval.split
     print(f"{cfg.eval.split}: accuracy {metrics['accuracy']:.4f} on {metrics['n']} questions -> {out}/")
-    print(comparison_table(cfg, metrics))
-    g = metrics.get("grounding")
-    if g and g["n"]:
-        print(f"grounding ({g['n']} questions): pointing {g['pointing']:.3f}, attention mass in boxes {g['mass']:.3f}")
+    lines = [skipped_line(metrics), comparison_table(cfg, metrics), grounding_line(metrics.get("grounding"))]
+    print("\n".join(line for line in lines if line))
 
 
 if __name__ == "__main__":

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from accelerate import Accelerator
 
+import vqa.evaluate
+from vqa.checkpoint import load_trained
 from vqa.config import load_config
-from vqa.data import Box, load_telling
-from vqa.evaluate import evaluate, grounding_scores
+from vqa.data import Box, load_grounding, load_telling
+from vqa.evaluate import (
+    comparison_table,
+    evaluate,
+    grounding_line,
+    grounding_scores,
+    grounding_summary,
+    run_label,
+    skipped_line,
+)
+from vqa.model import VQAModel
+from vqa.scoring import question_family
 
 
 def toolkit_score(results: list[dict], answers: dict[int, tuple[str, str]]) -> tuple[float, dict[str, float]]:
@@ -42,9 +57,18 @@ def test_predictions_scored_independently_equal_metrics(trained_run) -> None:
     assert saved == metrics
     assert accuracy == pytest.approx(saved["accuracy"]) and per_type == pytest.approx(saved["per_type"])
     assert saved["n"] == len(test) and saved["model_variant"] == "attention" and saved["split"] == "test"
-    assert set(saved["grounding"]) == {"n", "pointing", "mass"} and saved["grounding"]["n"] == len(test)
+    grounded = [q for q in test if q.qa_id in load_grounding(cfg.data.grounding)]  # counting questions have none
+    assert set(saved["grounding"]) == {"n", "pointing", "mass"} and saved["grounding"]["n"] == len(grounded) > 0
+    assert 0.0 <= saved["grounding"]["pointing"] <= 1.0, "an attending model gets a pointing score"
+    families = Counter(question_family(q.question) for q in test)
+    assert saved["per_question_type_n"] == dict(families) and sum(families.values()) == len(test)
+    assert set(saved["per_question_type"]) == set(families) and {"when was", "when is"} & set(families)
+    assert not {"what", "how", "when", "where"} & set(families), "families are finer than the W types"
     rows = [json.loads(line) for line in (out / "per_question.jsonl").read_text().splitlines()]
     assert len(rows) == len(test) and sum(r["correct"] for r in rows) / len(rows) == pytest.approx(accuracy)
+    for family, acc in saved["per_question_type"].items():  # recomputed from the per-question rows
+        mine = [r["correct"] for r in rows if r["question_type"] == family]
+        assert acc == pytest.approx(sum(mine) / len(mine))
     assert all(len(r["candidates"]) == 4 and r["chosen"] == results[i]["candidates"][0]["answer"]
                for i, r in enumerate(rows))  # fmt: skip
 
@@ -59,3 +83,74 @@ def test_grounding_metrics_on_hand_made_maps() -> None:
     assert both == (True, pytest.approx(0.7))
     # a non-square image: cells are 40 x 10 pixels; the peak cell's centre is (60, 5)
     assert grounding_scores(att, [Box(1, "c", 55, 0, 10, 8)], 80, 20)[0] is True
+
+
+def test_uniform_maps_get_no_pointing_but_keep_mass() -> None:
+    box = Box(1, "a", 0, 0, 50, 50)  # the top-left cell of a 2 x 2 grid: a uniform map's argmax lands in it
+    hit, mass = grounding_scores(np.full((2, 2), 0.25), [box], 100, 100)
+    assert hit is None and mass == pytest.approx(0.25)
+    peaked = np.array([[0.7, 0.1], [0.1, 0.1]])
+    assert grounding_scores(peaked, [box], 100, 100)[0] is True
+    assert grounding_scores(peaked, [box], 100, 100, uniform=True)[0] is None, "a non-attending variant never points"
+    assert grounding_summary([None, None], [0.25, 0.5]) == {"n": 2, "pointing": None, "mass": pytest.approx(0.375)}
+    assert grounding_summary([True, None, False], [1.0, 0.0, 0.5])["pointing"] == 0.5, "only maps with a peak count"
+
+
+def copied_run(overrides: list[str], dest: Path) -> list[str]:
+    """The trained run copied to ``dest``, so a test can write its eval/inspect outputs without touching the
+    session's shared run: the overrides pointing at the copy."""
+    src = Path(next(o for o in overrides if o.startswith("run.dir=")).split("=", 1)[1])
+    shutil.copytree(src, dest)
+    return [o for o in overrides if not o.startswith("run.dir=")] + [f"run.dir={dest}"]
+
+
+def test_a_uniform_variant_has_null_pointing(trained_run, tmp_path, monkeypatch) -> None:
+    """A real no_attention model (untrained: its attention is uniform by construction) through the eval stage."""
+
+    def no_attention(cfg):
+        model, meta, path, tokenizer = load_trained(cfg)
+        return VQAModel(dataclasses.replace(model.spec, variant="no_attention")), meta, path, tokenizer
+
+    monkeypatch.setattr(vqa.evaluate, "load_trained", no_attention)
+    cfg = load_config(None, [*copied_run(trained_run, tmp_path / "run"), "eval.split=test"])
+    metrics = evaluate(cfg, Accelerator(cpu=True))
+    assert metrics["model_variant"] == "no_attention"
+    g = metrics["grounding"]
+    assert g["n"] > 0 and g["pointing"] is None and 0.0 < g["mass"] < 1.0
+    assert json.loads((tmp_path / "run" / "eval" / "test" / "metrics.json").read_text())["grounding"] == g
+
+
+def test_comparison_table_reads_every_baseline(tmp_path) -> None:
+    run = tmp_path / "exp"
+    metrics = {"split": "test", "n": 4, "accuracy": 0.75, "model_variant": "attention", "per_type": {"what": 0.75},
+               "per_question_type": {"what shape is": 0.75}, "per_question_type_n": {"what shape is": 4}}  # fmt: skip
+    baselines = {"no_supervision": {**metrics, "accuracy": 0.5, "per_question_type": {"what shape is": 0.5}},
+                 "image_only": {**metrics, "accuracy": 0.4, "per_question_type": {"what shape is": 0.4}},
+                 "blind": {"n": 4, "accuracy": 0.25, "per_type": {"what": 0.25}}}  # fmt: skip
+    for suffix, m in baselines.items():
+        path = Path(f"{run}_{suffix}") / "eval" / "test" / "metrics.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(m))
+    broken = Path(f"{run}_no_attention") / "eval" / "test" / "metrics.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("{not json")
+    table = comparison_table(SimpleNamespace(run=SimpleNamespace(dir=str(run))), metrics)
+    by_name = {line.split()[0]: line.split() for line in table.splitlines()[1:5]}
+    assert set(by_name) == {"attention", "no_supervision", "image_only", "blind"}, table
+    assert by_name["no_supervision"][2] == "0.500" and by_name["blind"][2] == "0.250"
+    family = next(line.split() for line in table.splitlines() if line.startswith("what shape is"))
+    assert family == ["what", "shape", "is", "4", "0.750", "0.500", "0.400", "-"], table
+    assert run_label("runs/default_no_attention", "no_attention") == "no_attention"
+    assert run_label("runs/default_no_supervision", "attention") == "no_supervision"
+    assert run_label("runs/default", "attention") == "attention"
+
+
+def test_eval_report_lines() -> None:
+    assert skipped_line({"skipped_no_features": 3}) == "skipped 3 questions: their image has no features (see the " \
+        "feature manifest)"  # fmt: skip
+    assert skipped_line({"skipped_no_features": 1}).startswith("skipped 1 question:")
+    assert skipped_line({"skipped_no_features": 0}) is None and skipped_line({}) is None
+    assert grounding_line({"n": 5, "pointing": None, "mass": 0.125}) == (
+        "grounding (5 questions): pointing n/a (uniform attention), attention mass in boxes 0.125")
+    assert "pointing 0.600," in grounding_line({"n": 5, "pointing": 0.6, "mass": 0.5})
+    assert grounding_line({"n": 0, "pointing": None, "mass": None}) is None and grounding_line(None) is None

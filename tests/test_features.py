@@ -157,6 +157,25 @@ def test_inference_optimisations_keep_the_numbers() -> None:
         assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
 
 
+@pytest.mark.parametrize(("name", "channels", "extra"), [("efficientnet_lite0", 1280, 24 + 40),
+                                                      ("resnet50", 2048, 256 + 512)])  # fmt: skip
+def test_hypercolumn_appends_pooled_earlier_stages(name: str, channels: int, extra: int) -> None:
+    """features.hypercolumn=[4, 8]: the head grid is unchanged, and the early stages are pooled onto its cells."""
+    x = torch.rand(2, 3, 96, 96)
+    torch.manual_seed(0)
+    plain = build_backbone(name, 96, pretrained=False)
+    torch.manual_seed(0)
+    hyper = build_backbone(name, 96, pretrained=False, hypercolumn=[4, 8])
+    assert hyper.channels == channels + extra
+    with torch.inference_mode():
+        want, got = plain.module(x), hyper.module(x)
+    assert got.shape == (2, channels + extra, 3, 3)
+    torch.testing.assert_close(got[:, :channels], want)
+    assert got[:, channels:].abs().sum() > 0
+    with pytest.raises(VQAError, match="no earlier stage of stride"):
+        build_backbone(name, 96, pretrained=False, hypercolumn=[2])
+
+
 # ------------------------------------------------------------------------------------------------ weights
 def test_resnet_without_local_weights_says_how_to_get_them(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from accelerate import Accelerator
 from conftest import REPO
 from PIL import Image
 
+import vqa.checkpoint
+import vqa.evaluate
+import vqa.inspect
 from vqa.config import load_config
 from vqa.data import Box, load_telling
 from vqa.errors import VQAError
-from vqa.inspect import pick, render, run_inspect, scale_box, upsample, write_index
+from vqa.evaluate import accuracy_of, evaluate
+from vqa.inspect import panel_marks, pick, render, run_inspect, scale_box, upsample, verdict, write_index
+from vqa.scoring import choose, rank_candidates
 
 
 def test_a_one_hot_cell_lands_on_its_pixels() -> None:
@@ -96,3 +104,62 @@ def test_predict_reports_a_bad_image_cleanly(trained_run, tmp_path: Path) -> Non
     p = subprocess.run([sys.executable, "pipelines/predict.py", *trained_run, "--image", str(bad), "--question", "Q?",
                         "--choices", "A.", "B."], cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert p.returncode == 2 and "Traceback" not in p.stderr and "not an image" in p.stderr
+
+
+def test_the_picture_follows_the_tie_rule() -> None:
+    cands, answer = ["A.", "B.", "C.", "D."], "A."
+    tied = choose(cands, [1.0, 1.0, 1.0, 1.0], answer)
+    assert tied != 0 and verdict(cands, tied, answer) == "  ✗ wrong"
+    marks = panel_marks(cands, tied, answer)
+    assert marks[0] == ("✓ answer", "tab:green") and marks[tied] == ("▶ chosen  ", "tab:blue"), "blue = chosen"
+    right = choose(cands, [2.0, 1.0, 1.0, 1.0], answer)
+    assert right == 0 and verdict(cands, right, answer) == "  ✓ correct"
+    assert panel_marks(cands, right, answer)[0] == ("▶ chosen  ✓ answer", "tab:green")
+    assert verdict(cands, 0, None) == "", "no answer known (predict.py): no verdict"
+
+
+class Tied(torch.nn.Module):
+    """A trained model whose scores are all equal: every question is a 4-way tie at the top."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.spec = inner, inner.spec
+
+    def forward(self, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        scores, attention = self.inner(*args, **kwargs)  # [B, K], [B, K, G, H, W]
+        return torch.zeros_like(scores), attention
+
+
+def test_eval_metrics_and_inspect_agree_on_a_tie(trained_run, tmp_path, monkeypatch) -> None:
+    """All four scores equal: accuracy_of, rank_candidates/choose, the eval stage and the inspect report all say
+    wrong, and the PNG frames a wrong candidate as chosen."""
+    src = Path(next(o for o in trained_run if o.startswith("run.dir=")).split("=", 1)[1])
+    shutil.copytree(src, tmp_path / "run")  # the session's shared run stays untouched
+    overrides = [o for o in trained_run if not o.startswith("run.dir=")] + [f"run.dir={tmp_path / 'run'}"]
+    real = vqa.checkpoint.load_trained
+
+    def tied(cfg):
+        model, meta, path, tokenizer = real(cfg)
+        return Tied(model), meta, path, tokenizer
+
+    monkeypatch.setattr(vqa.checkpoint, "load_trained", tied)  # run_inspect imports it from here
+    monkeypatch.setattr(vqa.evaluate, "load_trained", tied)
+    drawn: dict[str, int] = {}
+    real_render = vqa.inspect.render
+
+    def spy(pixels, question, *args, chosen=None, **kwargs) -> bytes:
+        drawn[question] = chosen
+        return real_render(pixels, question, *args, chosen=chosen, **kwargs)
+
+    monkeypatch.setattr(vqa.inspect, "render", spy)
+
+    metrics = evaluate(load_config(None, [*overrides, "eval.split=test"]), Accelerator(cpu=True))
+    assert metrics["accuracy"] == 0.0 and set(metrics["per_question_type"].values()) == {0.0}
+    out = run_inspect(load_config(None, [*overrides, "inspect.n=4"]))
+    assert len(out["items"]) == 4
+    for it in out["items"]:
+        assert it["correct"] is False and it["chosen"] != it["answer"]
+        assert it["candidates"][drawn[it["question"]]] == it["chosen"], "the PNG frames what the index lists"
+        assert rank_candidates(it["candidates"], [0.0] * 4, it["answer"])[0] == it["chosen"]
+    order = np.tile(np.arange(4), (5, 1))  # [5, 4]: the answer in slot 0
+    assert accuracy_of({"scores": np.zeros((5, 4)), "order": order, "type": np.zeros(5, dtype=int)})["accuracy"] == 0

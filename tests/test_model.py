@@ -19,17 +19,19 @@ def batch(b: int = 3, c: int = 16, h: int = 3, w: int = 4) -> dict[str, torch.Te
     }
 
 
-@pytest.mark.parametrize("variant", ["attention", "no_attention", "blind"])
+@pytest.mark.parametrize("count", [False, True])
+@pytest.mark.parametrize("variant", ["attention", "no_attention", "image_only", "blind"])
 @pytest.mark.parametrize(("rnn", "bidirectional", "answer_encoder"), [("lstm", False, "rnn"), ("gru", True, "mean")])
-def test_shapes_of_every_variant(variant: str, rnn: str, bidirectional: bool, answer_encoder: str) -> None:
+def test_shapes_of_every_variant(variant: str, rnn: str, bidirectional: bool, answer_encoder: str,
+                                 count: bool) -> None:  # fmt: skip
     dims = {"embed_dim": 8, "hidden_dim": 12, "attention_dim": 10, "glimpses": 2}
     spec = ModelSpec(20, (16, 3, 4), variant=variant, rnn=rnn, bidirectional=bidirectional,
-                     answer_encoder=answer_encoder, **dims)  # fmt: skip
+                     answer_encoder=answer_encoder, count=count, **dims)  # fmt: skip
     model = VQAModel(spec).eval()
     scores, attention = model(**batch())
     assert scores.shape == (3, 4) and attention.shape == (3, 4, 2, 3, 4)
     assert torch.allclose(attention.sum((-2, -1)), torch.ones(3, 4, 2), atol=1e-5)
-    if variant != "attention":
+    if variant in ("no_attention", "blind"):
         assert torch.allclose(attention, torch.full_like(attention, 1 / 12))
     again, _ = model(**batch())
     assert torch.equal(scores, again), "eval-mode forward is a pure function of its inputs"
@@ -53,3 +55,39 @@ def test_blind_ignores_the_image() -> None:
     a, _ = model(**x)
     b, _ = model(**{**x, "features": torch.zeros_like(x["features"])})
     assert torch.equal(a, b)
+
+
+def test_image_only_never_reads_the_question() -> None:
+    model = VQAModel(ModelSpec(20, (16, 3, 4), variant="image_only", embed_dim=8, hidden_dim=12, count=True)).eval()
+    x = batch()
+    a, _ = model(**x)
+    b, _ = model(**{**x, "question": torch.randint(2, 20, x["question"].shape)})
+    assert torch.equal(a, b)
+    c, _ = model(**{**x, "features": torch.zeros_like(x["features"])})
+    assert not torch.equal(a, c), "it does see the image"
+
+
+def test_counting_path_sees_how_much_matches() -> None:
+    """Softmax attention gives the same context for one matching cell as for three; the count path does not."""
+    torch.manual_seed(0)
+    model = VQAModel(ModelSpec(20, (16, 3, 4), embed_dim=8, hidden_dim=12, attention_dim=10, count=True)).eval()
+    x = batch(b=1)
+    one = torch.zeros(1, 16, 3, 4)
+    one[0, :, 0, 0] = 5.0
+    three = one.clone()
+    three[0, :, 1, 1] = 5.0
+    three[0, :, 2, 3] = 5.0
+    model.where.weight.data.zero_()
+    model.where.bias.data.zero_()  # no position: the three bright cells look alike
+    with torch.no_grad():
+        cells = [model.grid_cells(f.half()) for f in (one, three)]
+        s = model.att_s(torch.cat([model.question(model.embed(x["question"]), x["question_len"]).unsqueeze(1)
+                                   .expand(-1, 4, -1), model.encode_answers(x["candidates"], x["candidate_len"])], -1))
+        hidden = [torch.tanh(model.att_v(v).unsqueeze(1) + s.unsqueeze(2)) for v in cells]
+        mass = [torch.sigmoid(model.count_w(h)).sum(2) for h in hidden]
+    gates = [torch.sigmoid(model.count_w(h)) for h in hidden]
+    bright = gates[0][0, 0, 0]  # the gate of one bright cell, [G]
+    assert torch.allclose(mass[1][0, 0] - mass[0][0, 0], 2 * (bright - gates[0][0, 0, 5]), atol=2e-3)
+    a, _ = model(**{**x, "features": one.half()})
+    b, _ = model(**{**x, "features": three.half()})
+    assert not torch.allclose(a, b), "one and three matching cells score differently"

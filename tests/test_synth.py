@@ -28,41 +28,97 @@ def test_output_passes_the_loader(tiny_dataset) -> None:
         for c in q.candidates:
             assert c[0].isupper() and c.endswith("."), c
     per_image = Counter(q.image_id for q in ds.qa)
-    assert set(per_image.values()) <= {2, 3, 4, 5}  # 1..4 objects + the window
+    assert set(per_image.values()) == {5}  # 3 object questions + "how many" + "when" (4..6 objects)
     for image in ds.images.values():
         with Image.open(image.path) as img:
             assert img.format == "JPEG" and img.mode == "RGB"
             assert 224 <= img.width <= 288 and 224 <= img.height <= 288
 
 
+def family_of(q) -> str:
+    words = q.question.lower().split()
+    return "count" if words[:2] == ["how", "many"] else {"what shape": "shape", "what color": "color"}.get(
+        " ".join(words[:2]), q.type)
+
+
 def test_distractors_come_from_the_answer_family(tiny_dataset) -> None:
     ds = load_telling(tiny_dataset.data.annotations, tiny_dataset.data.images)
-    families = {
-        "where": set(synth.REGIONS), "when": set(synth.TIMES.values()), "how": set(synth.FILLS.values()),
-        "what": {f"A {s}." for s in synth.SHAPES},
-    }  # fmt: skip
+    families = {**{k: set(v) for k, v in synth.FAMILIES.items()}, "what": set()}
+    seen = Counter()
     for q in ds.qa:
-        assert set(q.candidates) <= families[q.type]
+        fam = family_of(q)
+        seen[fam] += 1
+        assert set(q.candidates) <= families[fam], (q.question, q.candidates)
+    assert set(seen) == {"shape", "color", "where", "how", "count", "when"}, seen
+
+
+def test_every_family_renders_and_is_grounded(tiny_dataset) -> None:
+    """Each question family has its boxes in the grounding file; a counted object's box shows its colour."""
+    cfg = tiny_dataset
+    ds = load_telling(cfg.data.annotations, cfg.data.images)
+    boxes = load_grounding(cfg.data.grounding)
+    grounded = Counter()
+    for q in ds.qa:
+        if q.qa_id in boxes:
+            grounded[family_of(q)] += 1
+        elif family_of(q) == "count":
+            assert q.answer == "None.", "only a count of zero has no box"
+        else:
+            raise AssertionError(f"qa {q.qa_id} ({q.question}) has no grounding box")
+        if family_of(q) == "count":
+            assert len(boxes.get(q.qa_id, [])) == synth.COUNTS.index(q.answer), q.question
+    assert set(grounded) == {"shape", "color", "where", "how", "count", "when"}
+
+
+def test_counts_are_uniform_and_referring_expressions_unique() -> None:
+    cfg = load_config(REPO / "configs" / "default.yaml", ["synth.train_images=600", "synth.val_images=1",
+                                                          "synth.test_images=1"])  # fmt: skip
+    telling, _, scenes = synth.generate(cfg)
+    ds = parse_telling(telling, "/nonexistent")
+    counts = Counter(q.answer for q in ds.qa if family_of(q) == "count")
+    assert min(counts.values()) / max(counts.values()) > 0.7, counts
+    for scene in scenes.values():
+        pairs = [(o["color"], o["shape"]) for o in scene.objects if o["shape"] != "window"]
+        assert len(set(pairs)) == len(pairs), "'the red circle' must name one object"
+
+
+def test_image_alone_does_not_tell_the_answer() -> None:
+    """Distractors are other objects' values first: 'pick a candidate present in the image' stays near chance."""
+    cfg = load_config(REPO / "configs" / "default.yaml", ["synth.train_images=400", "synth.val_images=1",
+                                                          "synth.test_images=1"])  # fmt: skip
+    telling, _, scenes = synth.generate(cfg)
+    ds = parse_telling(telling, "/nonexistent")
+    right = total = 0
+    for q in ds.qa:
+        fam = family_of(q)
+        if fam not in ("color", "where"):
+            continue
+        objs = [o for o in scenes[q.image_id].objects if o["shape"] != "window"]
+        present = {synth._value(fam, o) for o in objs}
+        scores = [float(c in present) for c in q.candidates]
+        right += rank_candidates(q.candidates, scores, q.answer)[0] == q.answer
+        total += 1
+    assert total > 100 and right / total <= 0.35, right / total
 
 
 def test_every_question_is_grounded_on_its_object(tiny_dataset) -> None:
     cfg = tiny_dataset
     ds = load_telling(cfg.data.annotations, cfg.data.images)
     boxes = load_grounding(cfg.data.grounding)
-    assert set(boxes) == {q.qa_id for q in ds.qa}
     checked = 0
     for q in ds.qa:
-        (box,) = boxes[q.qa_id]
         with Image.open(ds.image_path(q.image_id)) as img:
-            assert box.x + box.width <= img.width and box.y + box.height <= img.height
+            for box in boxes.get(q.qa_id, []):
+                assert box.x + box.width <= img.width and box.y + box.height <= img.height
             if q.type == "how" and q.answer == "Solid.":
                 # the centre of the grounded object is inside its shape; solid ones show their colour there
                 colour = synth.COLORS[q.question.split()[3]]  # "How is the <colour> <shape> painted?"
+                (box,) = boxes[q.qa_id]
                 cx, cy = int(box.x + box.width / 2), int(box.y + box.height / 2)
                 pixel = np.asarray(img)[cy - 1 : cy + 2, cx - 1 : cx + 2].reshape(-1, 3).mean(0)
                 if np.abs(pixel - colour).max() < 40:
                     checked += 1
-    assert checked >= 3, "solid objects must show their colour at the centre of their grounding box"
+    assert checked >= 2, "solid objects must show their colour at the centre of their grounding box"
 
 
 def test_deterministic_for_a_seed(tmp_path: Path) -> None:
@@ -80,12 +136,16 @@ def test_deterministic_for_a_seed(tmp_path: Path) -> None:
     assert files(a)[Path("dataset_v7w_telling.json")] != files(c)[Path("dataset_v7w_telling.json")]
 
 
-def test_blind_baselines_stay_near_chance() -> None:
-    """At the default size, neither the answer prior nor a question-conditioned prior beats 0.35 on test."""
+@pytest.mark.parametrize("family", ["shape", "color", "where", "how", "count", "when"])
+def test_blind_baselines_stay_near_chance(family: str) -> None:
+    """At the default size, in every family, neither the answer prior nor a question-conditioned prior beats 0.35
+    on test."""
     cfg = load_config(REPO / "configs" / "default.yaml")
     telling, _, _ = synth.generate(cfg)  # JSON only: no rendering needed
     ds = parse_telling(telling, "/nonexistent")
-    train, test = ds.split("train"), ds.split("test")
+    train = [q for q in ds.split("train") if family_of(q) == family]
+    test = [q for q in ds.split("test") if family_of(q) == family]
+    assert len(test) >= 100
     assert answer_prior_baseline(train, test)["accuracy"] <= 0.35
     joint = Counter((q.question.lower(), q.answer.lower()) for q in train)
     entries = [

@@ -200,3 +200,54 @@ def test_a_bad_checkpoint_is_refused_on_resume(tiny_dataset, features_root, tmp_
               Accelerator(cpu=True))  # fmt: skip
     assert "train.resume=never" in e.value.render()
     assert not (tmp_path / "pwned").exists(), "weights_only loading must refuse code in a pickle"
+
+
+def test_plateau_decays_the_lr_then_stops() -> None:
+    from types import SimpleNamespace
+
+    from vqa.train import plateau
+
+    t = SimpleNamespace(patience=3, lr_patience=1, lr_decay=0.5, epochs=40)
+    state = {"epoch": 1, "best_accuracy": 0.5, "best_epoch": 1, "bad_epochs": 0, "lr_scale": 1.0}
+    assert plateau(state, True, t) is None and state["lr_scale"] == 1.0
+    state["epoch"] = 2
+    assert plateau(state, False, t) is None and state["lr_scale"] == 0.5
+    state["epoch"] = 3
+    assert plateau(state, True, t) is None and state["bad_epochs"] == 0, "a new best resets the patience"
+    for epoch in (4, 5):
+        state["epoch"] = epoch
+        assert plateau(state, False, t) is None
+    state["epoch"] = 6
+    assert "early stop: val accuracy has not improved for 3 epochs" in plateau(state, False, t)
+    assert state["lr_scale"] == 0.5**4
+    state.update(epoch=40, bad_epochs=0)
+    assert "reached train.epochs=40" in plateau(state, True, t)
+
+
+def test_early_stopping_and_its_resume(tiny_dataset, features_root, tmp_path) -> None:
+    """With a learning rate too small to change anything, val accuracy stalls after epoch 1: patience 2 stops
+    training at epoch 3 of 10. A run killed mid-patience resumes to the same stop and the same weights."""
+    import shutil
+
+    args = ["train.epochs=10", "train.patience=2", "train.lr=1e-12"]
+    full = with_features(setup_run(tiny_dataset, tmp_path / "full", *args), features_root)
+    state = train(full, Accelerator(cpu=True))
+    assert state["epoch"] == 3 and state["bad_epochs"] == 2 and state["best_epoch"] == 1
+    rows = [json.loads(line) for line in (tmp_path / "full" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["stop"] for r in rows[:-1]] == [None, None]
+    assert rows[-1]["stop"].startswith("early stop: val accuracy has not improved for 2 epochs")
+    assert rows[-1]["lr"] < rows[0]["lr"], "the plateau halved the LR"
+    assert train(full, Accelerator(cpu=True))["epoch"] == 3, "a stopped run reruns to a no-op"
+
+    shutil.copytree(tmp_path / "full", tmp_path / "killed")  # killed during epoch 3: one bad epoch so far
+    shutil.rmtree(tmp_path / "killed" / "checkpoints" / "epoch_003")
+    resumed = train(setup_run(tiny_dataset, tmp_path / "killed", *args), Accelerator(cpu=True))
+    assert (resumed["epoch"], resumed["bad_epochs"], resumed["lr_scale"]) == (3, 2, state["lr_scale"])
+    a = load_file(str(tmp_path / "full" / "checkpoints" / "epoch_003" / "model.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "checkpoints" / "epoch_003" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+    more = train(setup_run(tiny_dataset, tmp_path / "full", "train.epochs=10", "train.patience=3",
+                           "train.lr=1e-12"), Accelerator(cpu=True))  # fmt: skip
+    assert more["epoch"] == 4, "more patience continues a stopped run"

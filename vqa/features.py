@@ -35,7 +35,8 @@ DTYPE = np.float16
 
 
 def features_dir(cfg: Any) -> Path:
-    return Path(cfg.run.dir) / "features"
+    """``features.dir``, or ``<run.dir>/features``: several runs (baselines, telling and pointing) share a store."""
+    return Path(cfg.features.dir) if cfg.features.dir else Path(cfg.run.dir) / "features"
 
 
 def fingerprint(settings: dict[str, Any]) -> str:

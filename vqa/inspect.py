@@ -2,7 +2,8 @@
 
 The overlay is drawn on the image *as the CNN saw it* (squash-resized to S x S), so grid cell (i, j) of an H x W
 attention map covers exactly pixels ``[j*S/W, (j+1)*S/W) x [i*S/H, (i+1)*S/H)``; grounding boxes are mapped the same
-way. Every dataset string that reaches the HTML page is escaped.
+way. Every dataset string that reaches the HTML page is escaped. "Chosen" (blue frame, ✓/✗ in the title, the
+index's result) is ``scoring.choose``: the same tie rule as the metrics, so a tie is drawn and listed as wrong.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from .data import Box
 from .errors import VQAError
 from .io import atomic_write_bytes, atomic_write_text
+from .scoring import choose, rank_order
 
 
 def upsample(attention: np.ndarray, size: int) -> np.ndarray:
@@ -38,13 +40,32 @@ def scale_box(box: Box, width: int, height: int, size: int) -> tuple[float, floa
     return box.x * sx, box.y * sy, box.width * sx, box.height * sy
 
 
+def verdict(candidates: Sequence[str], chosen: int, answer: str | None) -> str:
+    """The title's result: ✓ correct / ✗ wrong for the chosen candidate, nothing when the answer is unknown."""
+    if answer is None:
+        return ""
+    return "  ✓ correct" if candidates[chosen].lower() == answer.lower() else "  ✗ wrong"
+
+
+def panel_marks(candidates: Sequence[str], chosen: int, answer: str | None) -> list[tuple[str, str | None]]:
+    """(marks, frame colour) per panel: the true answer framed green, the chosen one blue (green wins when they
+    are the same candidate); a pure function so the tie rule of the picture is testable without reading pixels."""
+    out = []
+    for j, c in enumerate(candidates):
+        is_true = answer is not None and c.lower() == answer.lower()
+        marks = ("▶ chosen  " if j == chosen else "") + ("✓ answer" if is_true else "")
+        out.append((marks, "tab:green" if is_true else ("tab:blue" if j == chosen else None)))
+    return out
+
+
 def render(pixels: np.ndarray, question: str, qtype: str, candidates: Sequence[str], scores: Sequence[float],
            attention: np.ndarray, answer: str | None, boxes: Sequence[tuple[float, float, float, float]] = (),
-           title: str = "") -> bytes:  # fmt: skip
+           title: str = "", chosen: int | None = None) -> bytes:  # fmt: skip
     """PNG bytes: the image once per candidate with its attention overlay, score and probability.
 
     ``pixels`` [S, S, 3] uint8 as fed to the CNN; ``attention`` [K, H, W] (glimpses already averaged); the chosen
-    candidate (highest score) is framed blue, the true answer (when known) green; ✓/✗ says whether they agree.
+    candidate (``chosen``, by default ``scoring.choose``: on a top tie a wrong one) is framed blue, the true answer
+    (when known) green; ✓/✗ says whether they agree, exactly as the metrics count it.
     """
     import matplotlib
 
@@ -54,7 +75,9 @@ def render(pixels: np.ndarray, question: str, qtype: str, candidates: Sequence[s
 
     size = pixels.shape[0]
     probs = torch.softmax(torch.tensor(scores, dtype=torch.float32), 0).numpy()
-    chosen = int(np.argmax(scores))
+    if chosen is None:
+        chosen = choose(candidates, scores, answer)
+    marks = panel_marks(candidates, chosen, answer)
     k = len(candidates)
     fig, axes = plt.subplots(1, k, figsize=(3.2 * k, 4.6))
     for j, ax in enumerate(np.atleast_1d(axes)):
@@ -62,11 +85,9 @@ def render(pixels: np.ndarray, question: str, qtype: str, candidates: Sequence[s
         ax.imshow(upsample(attention[j], size), cmap="jet", alpha=0.45, vmin=0, vmax=max(attention[j].max(), 1e-9))
         for x, y, w, h in boxes:
             ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="white", linewidth=1.5, linestyle="--"))
-        is_true = answer is not None and candidates[j].lower() == answer.lower()
-        marks = ("▶ chosen  " if j == chosen else "") + ("✓ answer" if is_true else "")
         label = "\n".join(textwrap.wrap(candidates[j], 28)[:2])
-        ax.set_title(f"{label}\np={probs[j]:.2f}  score={scores[j]:.2f}\n{marks}", fontsize=9)
-        color = "tab:green" if is_true else ("tab:blue" if j == chosen else None)
+        ax.set_title(f"{label}\np={probs[j]:.2f}  score={scores[j]:.2f}\n{marks[j][0]}", fontsize=9)
+        color = marks[j][1]
         for spine in ax.spines.values():
             spine.set_visible(color is not None)
             if color:
@@ -74,8 +95,8 @@ def render(pixels: np.ndarray, question: str, qtype: str, candidates: Sequence[s
                 spine.set_linewidth(4)
         ax.set_xticks([])
         ax.set_yticks([])
-    verdict = "" if answer is None else ("  ✓ correct" if candidates[chosen].lower() == answer.lower() else "  ✗ wrong")
-    fig.suptitle("\n".join(textwrap.wrap(f"[{qtype}] {question}{verdict}", 110)) + (f"\n{title}" if title else ""),
+    result = verdict(candidates, chosen, answer)
+    fig.suptitle("\n".join(textwrap.wrap(f"[{qtype}] {question}{result}", 110)) + (f"\n{title}" if title else ""),
                  fontsize=11)  # fmt: skip
     fig.tight_layout(rect=(0, 0, 1, 0.86))
     buf = io.BytesIO()
@@ -189,7 +210,8 @@ def predict_one(cfg: Any, image: Path, question: str, choices: Sequence[str]) ->
         raise VQAError(f"the features in {features_dir(cfg)} come from a randomly initialised backbone, which "
                        "cannot be rebuilt for a new image; extract with features.pretrained=true")  # fmt: skip
     weights = m["weights"] if Path(m["weights"]).is_file() else None
-    backbone = build_backbone(m["backbone"], m["image_size"], pretrained=True, weights=weights)
+    backbone = build_backbone(m["backbone"], m["image_size"], pretrained=True, weights=weights,
+                              hypercolumn=m.get("hypercolumn", []))
     try:
         pixels = load_image(image, m["image_size"])
     except BadImage as e:
@@ -205,11 +227,12 @@ def predict_one(cfg: Any, image: Path, question: str, choices: Sequence[str]) ->
     c, c_len = ids(choices)
     with torch.inference_mode():
         scores, attention = model(torch.from_numpy(grid), q, q_len, c[None], c_len[None])
-    scores_np = scores[0].numpy()
+    scores_np = scores[0].numpy()  # [K]
+    order = rank_order(list(choices), scores_np.tolist())  # no answer known: a tie goes to the first top choice
     png = render(pixels, question, "?", list(choices), scores_np.tolist(), attention[0].mean(1).numpy(), None,
-                 title=f"{image.name} · {model.spec.variant} model from {path}")  # fmt: skip
-    probs = torch.softmax(scores[0], 0).numpy()
-    ranked = sorted(zip(choices, probs.tolist(), scores_np.tolist(), strict=True), key=lambda r: -r[2])
+                 title=f"{image.name} · {model.spec.variant} model from {path}", chosen=order[0])  # fmt: skip
+    probs = torch.softmax(scores[0], 0).numpy()  # [K]
+    ranked = [(choices[i], float(probs[i]), float(scores_np[i])) for i in order]
     return {"ranked": ranked, "png": png}
 
 
@@ -251,15 +274,15 @@ def run_inspect(cfg: Any) -> dict[str, Any]:
                 width, height = image_size(dataset.image_path(q.image_id))
                 boxes = [scale_box(b, width, height, size) for b in grounding.get(q.qa_id, [])]
                 pixels = load_image(dataset.image_path(q.image_id), size)
+                chosen = choose(q.candidates, file_scores.tolist(), q.answer)  # the metrics' rule: a tie is wrong
                 png = render(pixels, q.question, q.type, q.candidates, file_scores.tolist(), file_att, q.answer, boxes,
-                             title=f"qa_id {q.qa_id} · image_id {q.image_id} · {model.spec.variant}")  # fmt: skip
+                             title=f"qa_id {q.qa_id} · image_id {q.image_id} · {model.spec.variant}",
+                             chosen=chosen)  # fmt: skip
                 name = f"qa_{q.qa_id}.png"
                 save_png(Path(tmp) / name, png)
-                chosen = q.candidates[int(np.argmax(file_scores))]
-                unique = (file_scores == file_scores.max()).sum() == 1  # a tie is never correct
                 items.append({"qa_id": q.qa_id, "type": q.type, "question": q.question, "answer": q.answer,
-                              "candidates": list(q.candidates), "chosen": chosen, "png": name,
-                              "correct": bool(unique and chosen.lower() == q.answer.lower())})  # fmt: skip
+                              "candidates": list(q.candidates), "chosen": q.candidates[chosen], "png": name,
+                              "correct": q.candidates[chosen].lower() == q.answer.lower()})  # fmt: skip
         n_right = sum(it["correct"] for it in items)
         summary = (f"{len(items)} questions of split '{split}' ({n_right} answered correctly), model "
                    f"{model.spec.variant} from {path} (epoch {meta.get('epoch')}). Each panel: one candidate, its "

@@ -6,12 +6,16 @@ candidate) triple gets a score and the argmax wins. For candidate k:
     q      = RNN(embed(question))                      final state                        [B, Dq]
     a_k    = RNN(embed(candidate_k)) or mean(embed)                                       [B, K, Da]
     v_ij   = W_p [cnn_ij ; x_j ; y_i]                  grid cell + its normalised position [B, N, D]
-    e_ij^g = w_g . tanh(W_v v_ij + W_s [q ; a_k])      the seeds' f_att MLP, one w per glimpse
-    att^g  = softmax_ij(e^g),  c_k = [sum_ij att_ij^g v_ij]_g                              [B, K, G*D]
-    score_k = MLP([c_k ; q ; a_k])                                                         [B, K]
+    h_ij   = tanh(W_v v_ij + W_s [q ; a_k])            the seeds' f_att MLP
+    e_ij^g = w_g . h_ij,  att^g = softmax_ij(e^g),  c_k = [sum_ij att_ij^g v_ij]_g          [B, K, G*D]
+    m_k^g  = sum_ij sigmoid(u_g . h_ij)                 counting path: unnormalised mass      [B, K, G]
+    score_k = MLP([(P_c [c_k ; f(m_k)]) * (P_s [q ; a_k]) ; c_k ; f(m_k) ; q ; a_k])          [B, K]
 
-Without the (x, y) channels the grid is a bag of cells and "where" questions fall to chance. The variants
-``no_attention`` (c = mean of the cells) and ``blind`` (no image) exist to keep results honest.
+Without the (x, y) channels the grid is a bag of cells and "where" questions fall to chance. A softmax attention
+sums to 1 over the cells whatever it looks at, so its context cannot tell one circle from three: the counting path
+(``model.count``) gives the scorer how *much* of the image matches [question; candidate]. The variants
+``no_attention`` (c = mean of the cells), ``image_only`` (attention and scorer see the image and the candidate,
+never the question) and ``blind`` (no image) exist to keep results honest.
 Nothing is cached on ``self`` during ``forward``: the same module serves training, evaluation and inspection.
 """
 
@@ -41,12 +45,17 @@ class ModelSpec:
     glimpses: int = 2
     attention_dim: int = 512
     dropout: float = 0.3
+    count: bool = False  # the counting path (False in checkpoints written before it existed)
 
     @classmethod
     def from_config(cls, cfg: Any, vocab_size: int, grid: tuple[int, int, int]) -> ModelSpec:
         m = cfg.model
         return cls(vocab_size, tuple(grid), m.variant, m.rnn, m.bidirectional, m.embed_dim, m.hidden_dim,
-                   m.answer_encoder, m.glimpses, m.attention_dim, m.dropout)  # fmt: skip
+                   m.answer_encoder, m.glimpses, m.attention_dim, m.dropout, m.count)  # fmt: skip
+
+    @property
+    def attends(self) -> bool:
+        return self.variant in ("attention", "image_only")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,22 +89,30 @@ class VQAModel(nn.Module):
         self.spec = spec
         c, _, _ = spec.grid
         self.embed = nn.Embedding(spec.vocab_size, spec.embed_dim, padding_idx=0)
-        self.question = TextEncoder(spec.rnn, spec.embed_dim, spec.hidden_dim, spec.bidirectional)
+        # image_only never reads the question: no encoder at all (an unused one would also upset DDP)
+        self.question = (TextEncoder(spec.rnn, spec.embed_dim, spec.hidden_dim, spec.bidirectional)
+                         if spec.variant != "image_only" else None)  # fmt: skip
         self.answer = (TextEncoder(spec.rnn, spec.embed_dim, spec.hidden_dim, spec.bidirectional)
                        if spec.answer_encoder == "rnn" else None)  # fmt: skip
-        q_dim = self.question.out_dim
+        q_dim = self.question.out_dim if self.question is not None else 0
         a_dim = self.answer.out_dim if self.answer is not None else spec.embed_dim
+        self.q_dim = q_dim
         d = spec.attention_dim
         ctx_dim = 0
         if spec.variant != "blind":
             self.cells = nn.Sequential(nn.Linear(c, d), nn.LayerNorm(d))  # cell features -> [.., D]
             self.where = nn.Linear(2, d)  # (x, y) -> [.., D], added: position on the same scale as content
             ctx_dim = d
-        if spec.variant == "attention":
+        if spec.attends:
             self.att_v = nn.Linear(d, d, bias=False)
             self.att_s = nn.Linear(q_dim + a_dim, d)
             self.att_w = nn.Linear(d, spec.glimpses)
             ctx_dim = d * spec.glimpses
+        self.counter = None
+        if spec.attends and spec.count:
+            self.count_w = nn.Linear(d, spec.glimpses)  # per-cell "this cell matches" logits, one per glimpse
+            self.counter = nn.Sequential(nn.Linear(2 * spec.glimpses, d), nn.ReLU(), nn.Linear(d, d))  # f(m)
+            ctx_dim += d
         self.drop = nn.Dropout(spec.dropout)
         # the fused term (P_c c) * (P_s [q; a]) lets the scorer *compare* what it saw with what the candidate says;
         # an MLP over the concatenation alone has to learn that product from ReLUs and learns it very slowly
@@ -136,27 +153,41 @@ class VQAModel(nn.Module):
         b, k = candidates.shape[:2]
         _, h, w = self.spec.grid
         g = self.spec.glimpses
-        q = self.drop(self.question(self.embed(question), question_len))  # [B, Dq]
+        if self.question is not None:
+            q = self.drop(self.question(self.embed(question), question_len))  # [B, Dq]
+        else:  # image_only: the question is never read
+            q = candidates.new_zeros(b, 0, dtype=torch.float32)  # [B, 0]
         a = self.drop(self.encode_answers(candidates, candidate_len))  # [B, K, Da]
         qk = q.unsqueeze(1).expand(-1, k, -1)  # [B, K, Dq]
-        att = torch.full((b, k, h * w, g), 1.0 / (h * w), device=q.device)  # [B, K, N, G]
+        att = torch.full((b, k, h * w, g), 1.0 / (h * w), device=a.device)  # [B, K, N, G]
         if self.spec.variant == "blind":
-            ctx = q.new_zeros(b, k, 0)
+            ctx = a.new_zeros(b, k, 0)
         else:
             v = self.grid_cells(features)  # [B, N, D]
             if self.spec.variant == "no_attention":
                 ctx = v.mean(1, keepdim=True).expand(-1, k, -1)  # [B, K, D]
             else:
                 s = self.att_s(torch.cat([qk, a], dim=-1))  # [B, K, D]
-                e = self.att_w(torch.tanh(self.att_v(v).unsqueeze(1) + s.unsqueeze(2)))  # [B, K, N, G]
-                att = F.softmax(e.float(), dim=2)  # over the N cells
+                hidden = torch.tanh(self.att_v(v).unsqueeze(1) + s.unsqueeze(2))  # [B, K, N, D]
+                att = F.softmax(self.att_w(hidden).float(), dim=2)  # [B, K, N, G], over the N cells
                 ctx = torch.einsum("bkng,bnd->bkgd", att.to(v.dtype), v).flatten(2)  # [B, K, G*D]
+                if self.counter is not None:
+                    ctx = torch.cat([ctx, self.count_features(hidden)], dim=-1)  # [B, K, G*D + D]
         parts = [ctx, qk, a]
         if self.fuse_c is not None:
             qa = torch.cat([qk, a], dim=-1)  # [B, K, Dq+Da]
             parts.insert(0, torch.tanh(self.fuse_c(ctx)) * torch.tanh(self.fuse_s(qa)))  # [B, K, hidden]
         scores = self.scorer(torch.cat(parts, dim=-1)).squeeze(-1)  # [B, K]
         return scores.float(), att.permute(0, 1, 3, 2).reshape(b, k, g, h, w).float()
+
+    def count_features(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[B, K, N, D] attention hidden states -> [B, K, D]: f(m), m = sum over cells of sigmoid gates.
+
+        Unlike the softmax, the sigmoid gates are not normalised: two matching objects light twice the cells of
+        one, and m says so. Fed as (m / 4, log(1 + m)) so small and large counts are both on a usable scale.
+        """
+        mass = torch.sigmoid(self.count_w(hidden).float()).sum(2)  # [B, K, G]
+        return self.counter(torch.cat([mass / 4, torch.log1p(mass)], dim=-1).to(hidden.dtype))  # [B, K, D]
 
 
 def init_embedding(model: VQAModel, vectors: torch.Tensor, found: torch.Tensor) -> None:

@@ -1,15 +1,20 @@
 """Synthetic "7W world": an offline dataset in the exact Visual7W telling layout.
 
 Why it exists: this project must run end to end without internet, and every stage must be tested on the official
-file format. The world is built so that *attention is needed*: each image holds several objects (distinct shape and
-colour) and a window showing the time of day; each question refers to one of them; answers are drawn uniformly from
-their family, so a blind model (question + candidates, no image) stays near 25 %.
+file format. The world asks what real Visual7W asks, and is built so that *attention is needed*: each image holds
+4-6 objects (shapes of several colours, fill patterns and sizes, small ones included) and a window showing the time
+of day; each question refers to one object (or counts some of them). Answers are drawn uniformly from their family,
+so a blind model (question + candidates, no image) stays near 25 %, and distractors are taken from *other objects in
+the same image* first, so an image-only model (image + candidates, no question) cannot pick "what is present".
 
-Question types (Visual7W-style answers: capitalised, trailing period, 3 distractors from the same family):
-  what   "What shape is the striped object?" -> "A circle."
-  where  "Where is the red circle?"  -> "In the top left corner."   (3x3 layout: needs grid position)
-  how    "How is the red circle painted?" -> "With stripes."       (fill pattern)
-  when   "When was this picture taken?"   -> "At sunset."           (the window's sky)
+Question families (Visual7W-style answers: capitalised, trailing period, 3 distractors from the same family):
+  what shape  "What shape is the striped object?"   -> "A circle."          (shape of a referred object)
+  what color  "What color is the dotted star?"      -> "Yellow."            (colour, objects of every size)
+  where       "Where is the red circle?"            -> "In the top left corner."  (3x3 layout: grid position)
+  how (fill)  "How is the red circle painted?"      -> "With stripes."      (fill pattern)
+  how many    "How many circles are there?"         -> "Two."               (0-4: counting, not locating)
+  when        "When was this picture taken?"        -> "At sunset."         (the window's sky)
+Every referring expression ("the red circle", "the striped object") names exactly one object of its image.
 """
 
 from __future__ import annotations
@@ -46,27 +51,66 @@ REGIONS = (  # row-major 3x3 layout
 )  # fmt: skip
 TIMES = {"night": "At night.", "day": "During the day.", "sunset": "At sunset.", "dawn": "At dawn."}
 SKY = {"night": (18, 24, 70), "day": (120, 190, 245), "sunset": (235, 95, 35), "dawn": (240, 175, 200)}
+COUNTS = ("None.", "One.", "Two.", "Three.", "Four.")
+MAX_COUNT = len(COUNTS) - 1
+SIZE_RANGE = (0.4, 0.85)  # object side as a share of its layout cell: the small end is under one 7x7 grid cell
+WINDOW_SIZE = (0.62, 0.82)
 
+# per question kind: templates, and the attribute sets that may describe the object (tried in random order;
+# one that names a single object of the image is used)
 TEMPLATES = {
-    "shape": ("What shape is the {fill} object?", "What is the shape of the {fill} object?"),
-    "where": ("Where is the {color} {shape}?", "Where is the {color} {shape} located?"),
-    "how": ("How is the {color} {shape} painted?", "How is the {color} {shape} filled?"),
-    "when": ("When was this picture taken?", "When is it in this picture?"),
+    "shape": ("What shape is the {desc} object?", "What shape is the {desc} object in the picture?"),
+    "color": ("What color is the {desc}?", "What color is the {desc} in the picture?"),
+    "where": ("Where is the {desc}?", "Where is the {desc} located?"),
+    "how": ("How is the {desc} painted?", "How is the {desc} filled?"),
+    "count_shape": ("How many {shape}s are there?", "How many {shape}s are in the picture?"),
+    "count_color": ("How many {color} objects are there?", "How many {color} shapes are in the picture?"),
+    "when": ("When was this picture taken?", "When was this photo taken?"),
 }
-QTYPE = {"shape": "what", "where": "where", "how": "how", "when": "when"}
+DESCRIPTIONS = {
+    "shape": (("color",), ("fill",), ("fill", "color")),
+    "color": (("shape",), ("fill", "shape")),
+    "where": (("color", "shape"), ("fill", "shape"), ("fill", "color", "shape")),
+    "how": (("color", "shape"),),
+}
+OBJECT_KINDS = tuple(DESCRIPTIONS)
+QTYPE = {"shape": "what", "color": "what", "where": "where", "how": "how", "count_shape": "how",
+         "count_color": "how", "when": "when"}  # fmt: skip
 FILL_WORDS = {"solid": "solid", "striped": "striped", "dotted": "dotted", "outlined": "outlined"}
-SYNTH_VERSION = 2  # bump when the rendering or the questions change, so stale datasets are regenerated
+SYNTH_VERSION = 3  # bump when the rendering or the questions change, so stale datasets are regenerated
 
 
-def _answer(kind: str, obj: dict[str, Any]) -> tuple[str, list[str]]:
-    """The true answer and its family for one question kind about ``obj``."""
+def _value(kind: str, obj: dict[str, Any]) -> str:
+    """The answer string of an object-question ``kind`` about ``obj``."""
     if kind == "shape":
-        return f"A {obj['shape']}.", [f"A {s}." for s in SHAPES]
+        return f"A {obj['shape']}."
+    if kind == "color":
+        return f"{obj['color'].capitalize()}."
     if kind == "where":
-        return REGIONS[obj["region"]], list(REGIONS)
+        return REGIONS[obj["region"]]
     if kind == "how":
-        return FILLS[obj["fill"]], list(FILLS.values())
-    return TIMES[obj["time"]], list(TIMES.values())
+        return FILLS[obj["fill"]]
+    return TIMES[obj["time"]]
+
+
+FAMILIES = {
+    "shape": [f"A {s}." for s in SHAPES],
+    "color": [f"{c.capitalize()}." for c in COLORS],
+    "where": list(REGIONS),
+    "how": list(FILLS.values()),
+    "when": list(TIMES.values()),
+    "count": list(COUNTS),
+}
+
+
+def _distractors(rng: random.Random, answer: str, in_image: list[str], family: list[str]) -> list[str]:
+    """3 wrong answers: values other objects of the image have first (so the image alone does not tell which
+    candidate is 'present'), then the rest of the family."""
+    near = sorted({v for v in in_image if v != answer})
+    rng.shuffle(near)
+    rest = [v for v in family if v != answer and v not in near]
+    rng.shuffle(rest)
+    return (near + rest)[:3]
 
 
 # ------------------------------------------------------------------------------------------------ rendering
@@ -148,27 +192,49 @@ class Scene:
     width: int
     height: int
     objects: list[dict[str, Any]]  # shape, color, fill, region, box (x, y, w, h); the window has time instead
+    count: dict[str, Any]  # what the count question asks: {"attr": "shape" | "color", "value", "n"}
+
+
+def _attributes(rng: random.Random, n: int, attr: str, value: str, count: int) -> list[dict[str, str]]:
+    """n objects, exactly ``count`` of them with ``attr == value``; (colour, shape) pairs are all distinct, so
+    "the red circle" always names one object."""
+    pool = {"shape": list(SHAPES), "color": list(COLORS)}
+    other = "color" if attr == "shape" else "shape"
+    objs: list[dict[str, str]] = []
+
+    def free(own: str) -> list[str]:  # values of the other attribute not yet paired with ``own``
+        return [v for v in pool[other] if not any(o[attr] == own and o[other] == v for o in objs)]
+
+    for i in range(n):
+        own = value if i < count else rng.choice([v for v in pool[attr] if v != value and free(v)])
+        objs.append({attr: own, other: rng.choice(free(own)), "fill": rng.choice(list(FILLS))})
+    rng.shuffle(objs)
+    return objs
 
 
 def make_scene(rng: random.Random, min_objects: int, max_objects: int, min_side: int, max_side: int) -> Scene:
-    """Sample a layout: distinct shapes, colours and fills, one object or the window per 3x3 region."""
+    """Sample a layout: n objects and the window, one per 3x3 region, and what the count question counts.
+
+    The count is drawn uniformly in 0..4 independently of n (when min_objects >= 4), so neither the number of
+    objects nor the question gives it away.
+    """
     width, height = rng.randint(min_side, max_side), rng.randint(min_side, max_side)
     n = rng.randint(min_objects, max_objects)
+    attr = rng.choice(("shape", "color"))
+    value = rng.choice(SHAPES if attr == "shape" else list(COLORS))
+    count = rng.randint(0, min(MAX_COUNT, n))
+    attrs = _attributes(rng, n, attr, value, count)
     regions = rng.sample(range(9), n + 1)
-    shapes, colors, fills = rng.sample(SHAPES, n), rng.sample(list(COLORS), n), rng.sample(list(FILLS), n)
     cell_w, cell_h = width / 3, height / 3
     objects = []
     for i, region in enumerate(regions):
-        size = int(min(cell_w, cell_h) * rng.uniform(0.62, 0.82))
+        size = int(min(cell_w, cell_h) * rng.uniform(*(SIZE_RANGE if i < n else WINDOW_SIZE)))
         row, col = divmod(region, 3)
         x = int(col * cell_w + rng.uniform(0, cell_w - size))
         y = int(row * cell_h + rng.uniform(0, cell_h - size))
-        if i < n:
-            obj = {"shape": shapes[i], "color": colors[i], "fill": fills[i]}
-        else:
-            obj = {"shape": "window", "time": rng.choice(list(TIMES))}
+        obj = attrs[i] if i < n else {"shape": "window", "time": rng.choice(list(TIMES))}
         objects.append({**obj, "region": region, "box": (x, y, size, size)})
-    return Scene(width, height, objects)
+    return Scene(width, height, objects, {"attr": attr, "value": value, "n": count})
 
 
 def render(scene: Scene, seed: int) -> Image.Image:
@@ -191,18 +257,58 @@ def render(scene: Scene, seed: int) -> Image.Image:
     return img
 
 
-def make_questions(scene: Scene, rng: random.Random) -> list[dict[str, Any]]:
-    """One question per object (kind drawn uniformly) plus the 'when' question about the window."""
-    out = []
-    for obj in scene.objects:
-        kind = "when" if obj["shape"] == "window" else rng.choice(("shape", "where", "how"))
-        answer, family = _answer(kind, obj)
-        distractors = rng.sample([a for a in family if a != answer], 3)
-        fill = FILL_WORDS.get(obj.get("fill", ""), "")
-        question = rng.choice(TEMPLATES[kind]).format(shape=obj["shape"], color=obj.get("color", ""), fill=fill)
-        name = "window" if kind == "when" else f"{obj['color']} {obj['shape']}"
-        out.append({"type": QTYPE[kind], "question": question, "answer": answer,
-                    "multiple_choices": distractors, "name": name, "box": obj["box"]})  # fmt: skip
+def _describe(rng: random.Random, kind: str, obj: dict[str, Any], others: list[dict[str, Any]]) -> str | None:
+    """A referring expression for ``obj`` that fits no other object ("striped circle"), or None."""
+    options = list(DESCRIPTIONS[kind])
+    rng.shuffle(options)
+    for fields in options:
+        if not any(all(o[f] == obj[f] for f in fields) for o in others):
+            words = [FILL_WORDS[obj[f]] if f == "fill" else obj[f] for f in fields]
+            return " ".join(words)
+    return None
+
+
+def _object_question(rng: random.Random, obj: dict[str, Any], scene: Scene) -> dict[str, Any]:
+    shapes = [o for o in scene.objects if o["shape"] != "window"]
+    others = [o for o in shapes if o is not obj]
+    kinds = list(OBJECT_KINDS)
+    rng.shuffle(kinds)
+    for kind in kinds:  # the first kind (random) whose object can be named uniquely
+        desc = _describe(rng, kind, obj, others)
+        if desc is not None:
+            break
+    answer = _value(kind, obj)
+    distractors = _distractors(rng, answer, [_value(kind, o) for o in others], FAMILIES[kind])
+    return {"type": QTYPE[kind], "question": rng.choice(TEMPLATES[kind]).format(desc=desc), "answer": answer,
+            "multiple_choices": distractors, "name": f"{obj['color']} {obj['shape']}",
+            "boxes": [obj["box"]]}  # fmt: skip
+
+
+def _count_question(rng: random.Random, scene: Scene) -> dict[str, Any]:
+    """'How many circles are there?': distractors are the counts of the other shapes (colours) first."""
+    attr, value, n = scene.count["attr"], scene.count["value"], scene.count["n"]
+    shapes = [o for o in scene.objects if o["shape"] != "window"]
+    values = SHAPES if attr == "shape" else list(COLORS)
+    other_counts = [COUNTS[min(MAX_COUNT, sum(o[attr] == v for o in shapes))] for v in values if v != value]
+    answer = COUNTS[n]
+    question = rng.choice(TEMPLATES[f"count_{attr}"]).format(**{attr: value})
+    return {"type": "how", "question": question, "answer": answer,
+            "multiple_choices": _distractors(rng, answer, other_counts, FAMILIES["count"]),
+            "name": f"{value} {'objects' if attr == 'color' else 'shapes'}",
+            "boxes": [o["box"] for o in shapes if o[attr] == value]}  # fmt: skip
+
+
+def make_questions(scene: Scene, rng: random.Random, object_questions: int = 3) -> list[dict[str, Any]]:
+    """Questions about up to ``object_questions`` objects (kind drawn uniformly), the count question and the
+    'when' question about the window."""
+    shapes = [o for o in scene.objects if o["shape"] != "window"]
+    window = next(o for o in scene.objects if o["shape"] == "window")
+    out = [_object_question(rng, obj, scene) for obj in rng.sample(shapes, min(object_questions, len(shapes)))]
+    out.append(_count_question(rng, scene))
+    answer = _value("when", window)
+    out.append({"type": "when", "question": rng.choice(TEMPLATES["when"]), "answer": answer,
+                "multiple_choices": _distractors(rng, answer, [], FAMILIES["when"]), "name": "window",
+                "boxes": [window["box"]]})  # fmt: skip
     rng.shuffle(out)
     return out
 
@@ -223,10 +329,11 @@ def generate(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[int, Scene]
             rng = image_rng(cfg.seed, image_id)
             scene = make_scene(rng, s.min_objects, s.max_objects, s.min_side, s.max_side)
             qa_pairs = []
-            for q in make_questions(scene, rng):
-                x, y, w, h = q.pop("box")
-                boxes.append({"box_id": len(boxes) + 1, "qa_id": qa_id, "name": q.pop("name"),
-                              "x": x, "y": y, "width": w, "height": h})  # fmt: skip
+            for q in make_questions(scene, rng, s.object_questions):
+                name = q.pop("name")
+                for x, y, w, h in q.pop("boxes"):  # none for "How many ... ?" when the answer is "None."
+                    boxes.append({"box_id": len(boxes) + 1, "qa_id": qa_id, "name": name,
+                                  "x": x, "y": y, "width": w, "height": h})  # fmt: skip
                 qa_pairs.append({"qa_id": qa_id, "image_id": image_id, **q})
                 qa_id += 1
             images.append({"image_id": image_id, "filename": f"v7w_{image_id}.jpg", "split": split,

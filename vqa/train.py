@@ -123,24 +123,48 @@ def attention_loss(attention: torch.Tensor, batch: dict[str, torch.Tensor]) -> t
     return -(target[has] * torch.log(true[has] + 1e-8)).sum() / b
 
 
-def lr_lambda(total: int, warmup: int) -> Any:
-    """Linear warmup, then cosine decay to 10 % of the peak."""
+class WarmupPlateau:
+    """LR multiplier: linear warmup over ``warmup`` steps, then ``scale``, which ``plateau`` lowers on stalls.
 
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+    Why not cosine over ``train.epochs``: with early stopping, ``epochs`` is only a ceiling, and a schedule laid
+    out over the ceiling would still be at its peak when training stops. The LR instead halves (``train.lr_decay``)
+    every ``train.lr_patience`` epochs without a new best val accuracy, and training stops after ``train.patience``
+    such epochs. A callable object, not a closure, so ``LambdaLR.state_dict`` (and ``save_state``) keeps ``scale``.
+    """
 
-    return f
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.scale = warmup, 1.0
+
+    def __call__(self, step: int) -> float:
+        return self.scale * min(1.0, (step + 1) / max(1, self.warmup))
+
+
+def plateau(state: dict[str, Any], improved: bool, t: Any) -> str | None:
+    """Update the patience counters in ``state`` after an epoch; returns why training stops now, or None."""
+    state["bad_epochs"] = 0 if improved else state.get("bad_epochs", 0) + 1
+    if not improved and state["bad_epochs"] % t.lr_patience == 0:
+        state["lr_scale"] = state.get("lr_scale", 1.0) * t.lr_decay
+    return plateau_reason(state, t)
+
+
+def plateau_reason(state: dict[str, Any], t: Any) -> str | None:
+    """Why training is over at this state (early stop, or the epoch ceiling), or None to go on."""
+    if state.get("bad_epochs", 0) >= t.patience:
+        return (f"early stop: val accuracy has not improved for {t.patience} epochs "
+                f"(best {state['best_accuracy']:.4f} at epoch {state['best_epoch']})")  # fmt: skip
+    if state["epoch"] >= t.epochs:
+        return (f"reached train.epochs={t.epochs} before val accuracy stopped improving "
+                f"(best {state['best_accuracy']:.4f} at epoch {state['best_epoch']}): raise train.epochs")  # fmt: skip
+    return None
 
 
 def check_store(cfg: Config, reader: FeatureReader) -> None:
-    m = reader.manifest
-    if (m["backbone"], m["image_size"]) != (cfg.features.backbone, cfg.features.image_size):
-        raise VQAError(f"the features in {reader.root} were extracted with {m['backbone']}@{m['image_size']}, "
-                       f"but the config says {cfg.features.backbone}@{cfg.features.image_size}: rerun "
-                       "`make features` or fix features.*")  # fmt: skip
+    m, f = reader.manifest, cfg.features
+    there = (m["backbone"], m["image_size"], m.get("hypercolumn", []))
+    if there != (f.backbone, f.image_size, list(f.hypercolumn)):
+        raise VQAError(f"the features in {reader.root} were extracted with {m['backbone']}@{m['image_size']} "
+                       f"hypercolumn={there[2]}, but the config says {f.backbone}@{f.image_size} "
+                       f"hypercolumn={list(f.hypercolumn)}: rerun `make features` or fix features.*")  # fmt: skip
 
 
 def curves(log_path: Path, out: Path) -> None:
@@ -230,7 +254,8 @@ def _load_problem(e: Exception) -> str:
 
 def _resume_point(cfg: Config, accelerator: Accelerator, log: Any) -> dict[str, Any]:
     """The trainer state of the last complete checkpoint (restored into the prepared objects), or a fresh one."""
-    state = {"epoch": 0, "batch": 0, "step": 0, "best_accuracy": -1.0, "best_epoch": 0}
+    state = {"epoch": 0, "batch": 0, "step": 0, "best_accuracy": -1.0, "best_epoch": 0, "bad_epochs": 0,
+             "lr_scale": 1.0}  # fmt: skip
     done = complete_checkpoints(checkpoints_dir(cfg))
     if cfg.train.resume == "auto" and done:
         path = done[-1][1]
@@ -294,18 +319,22 @@ def train(cfg: Config, accelerator: Accelerator | None = None) -> dict[str, Any]
                             collate_fn=collate, num_workers=t.num_workers)  # fmt: skip
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     steps_per_epoch = math.ceil(len(train_loader) / t.grad_accum)  # global batches per optimizer step
-    total = steps_per_epoch * t.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, max(1, int(t.warmup * total))))
+    schedule = WarmupPlateau(int(t.warmup * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, scheduler
     )
     state = _resume_point(cfg, accelerator, log)
+    schedule.scale = state["lr_scale"]  # also restored by load_state; the trainer state is the one we log
     meta = {"spec": accelerator.unwrap_model(model).spec.to_dict(), "features": reader.manifest["fingerprint"],
             "seed": cfg.seed}  # fmt: skip
     log_path = run / "train_log.jsonl"  # rewritten from the checkpointed history: a kill never loses a row
     state.setdefault("history", [])
+    reason = plateau_reason(state, t)
+    if reason:
+        log(f"nothing to do: {reason}")
     with StopSignal(accelerator) as stop:
-        for epoch in range(state["epoch"], t.epochs):
+        for epoch in range(state["epoch"], t.epochs if not reason else state["epoch"]):
             skip = state["batch"]  # > 0: resuming a run stopped inside this epoch
             if not skip:
                 set_seed(cfg.seed + 1000 * (epoch + 1))  # dropout etc.: a function of (seed, epoch) only
@@ -353,6 +382,8 @@ def train(cfg: Config, accelerator: Accelerator | None = None) -> dict[str, Any]
             state.update(epoch=epoch + 1, batch=0, step=(epoch + 1) * steps_per_epoch)
             state.pop("loss_sum", None)
             improved = val["accuracy"] > state["best_accuracy"]
+            reason = plateau(state, improved, t)
+            schedule.scale = state["lr_scale"]
             if improved:
                 state.update(best_accuracy=val["accuracy"], best_epoch=epoch + 1)
                 if accelerator.is_main_process:
@@ -363,15 +394,18 @@ def train(cfg: Config, accelerator: Accelerator | None = None) -> dict[str, Any]
                    "val_per_type": val["per_type"], "lr": scheduler.get_last_lr()[0],
                    "questions_per_s": seen * accelerator.num_processes / train_seconds,  # all processes
                    "data_wait": data_time / train_seconds,
-                   "seconds": round(train_seconds, 2), "best": improved}  # fmt: skip
+                   "seconds": round(train_seconds, 2), "best": improved, "stop": reason}  # fmt: skip
             state["history"].append(row)
             saved = _save_checkpoint(cfg, accelerator, state, {**meta, "epoch": epoch + 1})
             if accelerator.is_main_process:
                 atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in state["history"]))
-            best = " (best)" if improved else ""
+            best = " (best)" if improved else f" (no gain for {state['bad_epochs']}/{t.patience})"
             log(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  val acc {val['accuracy']:.4f}{best}  "
-                f"{row['questions_per_s']:.0f} q/s, data wait {row['data_wait']:.1%}")
-            if epoch + 1 < t.epochs and stop.requested():
+                f"lr {row['lr']:.2e}  {row['questions_per_s']:.0f} q/s, data wait {row['data_wait']:.1%}")
+            if reason:
+                log(reason)
+                break
+            if stop.requested():
                 raise Stopped(f"{stop.name}: stopped after epoch {epoch + 1} of {t.epochs}; checkpoint {saved}",
                               ["rerun the same command to resume from it"])  # fmt: skip
     if accelerator.is_main_process and log_path.exists():
