@@ -83,7 +83,8 @@ def test_every_problem_is_listed_at_once() -> None:
         load_config(None, ["train.epochs=0", "model.variant=transformer", "nope=1"])
     assert len(e.value.problems) == 3
     assert any("train.epochs must be >= 1, got 0" in p for p in e.value.problems)
-    assert any("'model.variant' must be 'attention' | 'no_attention' | 'blind'" in p for p in e.value.problems)
+    variants = "'attention' | 'no_attention' | 'image_only' | 'blind'"
+    assert any(f"'model.variant' must be {variants}" in p for p in e.value.problems)
 
 
 @pytest.mark.parametrize(
@@ -110,6 +111,9 @@ def test_missing_file_and_bad_override() -> None:
 def test_inconsistent_ranges() -> None:
     with pytest.raises(ConfigError, match=r"synth.min_objects \(4\) > synth.max_objects \(3\)"):
         load_config(None, ["synth.min_objects=4", "synth.max_objects=3"])
+    with pytest.raises(ConfigError, match=r"hypercolumn must list distinct strides among 4, 8, 16, got \[4, 3\]"):
+        load_config(None, ["features.hypercolumn=[4, 3]"])
+    assert load_config(None, ["features.hypercolumn=[8, 4]"]).features.hypercolumn == [8, 4]
 
 
 def test_resolved_config_round_trips(tmp_path: Path) -> None:
