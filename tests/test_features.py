@@ -50,7 +50,7 @@ def store(tiny_dataset, tmp_path_factory):
 def test_store_shapes_dtype_and_manifest(store) -> None:
     manifest = json.loads((features_dir(store) / "manifest.json").read_text())
     ds = load_telling(store.data.annotations, store.data.images)
-    assert manifest["grid"] == [1280, 2, 2] and manifest["dtype"] == "float16"
+    assert manifest["grid"] == [1344, 2, 2] and manifest["dtype"] == "float16"
     assert manifest["backbone"] == "efficientnet_lite0" and manifest["pretrained"] is True
     assert manifest["image_size"] == 64 and manifest["precision"] == "fp32"
     assert manifest["preprocessing"]["resize"] == "squash" and manifest["preprocessing"]["size"] == [64, 64]
@@ -58,18 +58,18 @@ def test_store_shapes_dtype_and_manifest(store) -> None:
     assert sorted(map(int, manifest["images"])) == ds.image_ids()
     assert {"torch", "torchvision", "numpy", "python"} <= set(manifest["software"])
     shard0 = np.load(shard_path(features_dir(store), 0), mmap_mode="r")
-    assert shard0.dtype == np.float16 and shard0.shape == (8, 1280, 2, 2)
+    assert shard0.dtype == np.float16 and shard0.shape == (8, 1344, 2, 2)
     assert not list(features_dir(store).glob("*.partial"))
 
 
 def test_reader_round_trip(store) -> None:
     reader = FeatureReader(features_dir(store))
     ds = load_telling(store.data.annotations, store.data.images)
-    backbone = build_backbone("efficientnet_lite0", 64)
+    backbone = build_backbone("efficientnet_lite0", 64, hypercolumn=[4, 8])
     assert len(reader) == 38 and ds.image_ids()[0] in reader
     for image_id in ds.image_ids()[:3]:
         got = reader[image_id]
-        assert got.shape == (1280, 2, 2) and got.dtype == torch.float16
+        assert got.shape == (1344, 2, 2) and got.dtype == torch.float16
         pixels = to_tensor(load_image(ds.image_path(image_id), 64))[None]
         direct = forward(backbone, pixels, "fp32", torch.device("cpu"))[0]
         torch.testing.assert_close(got.float(), torch.from_numpy(direct).float(), rtol=1e-2, atol=1e-2)
@@ -224,9 +224,9 @@ def test_a_disk_too_small_is_refused_before_any_work(tiny_dataset, tmp_path, mon
     monkeypatch.setattr(extract_mod.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10_000, 10_000))
     cfg = with_run_dir(tiny_dataset, tmp_path / "run")
     n = len(load_telling(cfg.data.annotations, cfg.data.images).image_ids())
-    need = n * 1280 * 2 * 2 * 2  # Lite0 at 64 px: a 1280 x 2 x 2 fp16 grid per image
+    need = n * 1344 * 2 * 2 * 2  # Lite0 at 64 px with hypercolumn [4, 8]: a 1344 x 2 x 2 fp16 grid per image
     with pytest.raises(VQAError, match=rf"not enough disk .*needs {need / 1e9:.2f} GB more, 0.00 GB free "
-                                       rf"\({n} images x 1280x2x2 fp16\)"):  # fmt: skip
+                                       rf"\({n} images x 1344x2x2 fp16\)"):  # fmt: skip
         run_features(cfg)
     assert not list((tmp_path / "run" / "features").glob("shard_*")), "refused before the first shard"
 

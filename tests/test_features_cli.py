@@ -86,7 +86,7 @@ def test_bad_images_stop_with_the_full_list_then_skip(tiny_dataset, tmp_path: Pa
     assert manifest["counts"]["extracted"] == 38 - 5
     reader = FeatureReader(tmp_path / "run" / "features")
     for usable in (5, 6, 7, 9, 10):  # CMYK, grayscale, RGBA, large, palette: converted and extracted
-        assert reader[usable].shape == (1280, 2, 2) and reader[usable].float().abs().sum() > 0
+        assert reader[usable].shape == (1344, 2, 2) and reader[usable].float().abs().sum() > 0
     with pytest.raises(VQAError, match=r"image_id 2 has no features .*empty file"):
         reader[2]
 

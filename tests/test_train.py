@@ -54,7 +54,7 @@ def test_training_writes_every_output(tiny_dataset, features_root, tmp_path) -> 
     assert (run / "tokenizer" / "tokenizer.json").is_file() and (run / "qa" / "dataset_info.json").is_file()
     assert (run / "checkpoints" / "best" / "model.safetensors").is_file()
     meta = json.loads((run / "checkpoints" / "best" / "meta.json").read_text())
-    assert meta["spec"]["grid"] == [1280, 3, 3] and meta["epoch"] in (1, 2)
+    assert meta["spec"]["grid"] == [1344, 3, 3] and meta["epoch"] in (1, 2)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best", "epoch_001", "epoch_002"]
     rows = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
@@ -145,14 +145,14 @@ def test_sigint_mid_epoch_saves_and_resumes_exactly(tiny_dataset, features_root,
 
     def signal_in_epoch_2(batch):
         calls.append(1)
-        if len(calls) == 13:  # 10 train batches per epoch here, so batch 3 of epoch 2
+        if len(calls) == 18:  # 15 train batches per epoch here, so batch 3 of epoch 2
             os.kill(os.getpid(), signal.SIGINT)
         return real(batch)
 
     monkeypatch.setattr(train_module, "model_inputs", signal_in_epoch_2)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (`cmd &` ignores it)
     try:
-        with pytest.raises(Stopped, match=r"SIGINT: stopped in epoch 2 of 2 after batch 3 of 10") as e:
+        with pytest.raises(Stopped, match=r"SIGINT: stopped in epoch 2 of 2 after batch 3 of 15") as e:
             train(stopped, Accelerator(cpu=True))
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the handler is removed on exit"
     finally:

@@ -62,7 +62,7 @@ class RunConfig:
 class FeaturesConfig:
     backbone: Literal["efficientnet_lite0", "resnet50", "resnet101", "resnet152"] = "efficientnet_lite0"
     image_size: int = field(default=224, metadata={"min": 32})
-    hypercolumn: list[int] = field(default_factory=list)
+    hypercolumn: list[int] = field(default_factory=lambda: [4, 8])
     dir: str | None = None
     pretrained: bool = True
     weights: str | None = None

@@ -382,14 +382,14 @@ def train(cfg: Config, accelerator: Accelerator | None = None) -> dict[str, Any]
             state.update(epoch=epoch + 1, batch=0, step=(epoch + 1) * steps_per_epoch)
             state.pop("loss_sum", None)
             improved = val["accuracy"] > state["best_accuracy"]
-            reason = plateau(state, improved, t)
-            schedule.scale = state["lr_scale"]
             if improved:
                 state.update(best_accuracy=val["accuracy"], best_epoch=epoch + 1)
                 if accelerator.is_main_process:
                     save_best(accelerator.unwrap_model(model), checkpoints_dir(cfg),
                               {"epoch": epoch + 1, "val_accuracy": val["accuracy"], "val_per_type": val["per_type"],
                                "features": reader.manifest["fingerprint"], "seed": cfg.seed})  # fmt: skip
+            reason = plateau(state, improved, t)  # patience, LR scale, and whether to stop
+            schedule.scale = state["lr_scale"]
             row = {"epoch": epoch + 1, "train_loss": float(totals[0] / totals[1]), "val_accuracy": val["accuracy"],
                    "val_per_type": val["per_type"], "lr": scheduler.get_last_lr()[0],
                    "questions_per_s": seen * accelerator.num_processes / train_seconds,  # all processes
