@@ -69,10 +69,6 @@ def predict_pass(model: Any, loader: Any, accelerator: Any, keep_attention: bool
     return {k: v[order] for k, v in out.items()}
 
 
-# variants whose attention is uniform by construction (model.py): they get no pointing score
-UNIFORM_VARIANTS = frozenset({"no_attention", "blind"})
-
-
 def accuracy_of(pass_out: dict[str, Any]) -> dict[str, Any]:
     """Accuracy overall and per type from a ``predict_pass``; a tie at the top counts wrong (``strictly_best``, the
     vectorised form of ``scoring.choose``, so the val accuracy of training is the eval stage's rule)."""
@@ -165,7 +161,8 @@ def evaluate(cfg: Config, accelerator: Accelerator) -> dict[str, Any] | None:
         return None
     by_id = {q.qa_id: q for q in qas}
     variant = accelerator.unwrap_model(model).spec.variant
-    entries, per_question, hits, masses = _per_question(out, by_id, dataset, grounding, variant in UNIFORM_VARIANTS)
+    uniform = not accelerator.unwrap_model(model).spec.attends  # no pointing score for a flat map by construction
+    entries, per_question, hits, masses = _per_question(out, by_id, dataset, grounding, uniform)
     official = score_results(entries, [by_id[i] for i in out["qa_id"].tolist()], split)
     direct = accuracy_of(out)
     if abs(official["accuracy"] - direct["accuracy"]) > 1e-9:  # the results file must say what we measured

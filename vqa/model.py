@@ -96,7 +96,6 @@ class VQAModel(nn.Module):
                        if spec.answer_encoder == "rnn" else None)  # fmt: skip
         q_dim = self.question.out_dim if self.question is not None else 0
         a_dim = self.answer.out_dim if self.answer is not None else spec.embed_dim
-        self.q_dim = q_dim
         d = spec.attention_dim
         ctx_dim = 0
         if spec.variant != "blind":
