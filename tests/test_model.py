@@ -19,14 +19,15 @@ def batch(b: int = 3, c: int = 16, h: int = 3, w: int = 4) -> dict[str, torch.Te
     }
 
 
-@pytest.mark.parametrize("count", [False, True])
+@pytest.mark.parametrize("count", [False, "candidate", "question"])
 @pytest.mark.parametrize("variant", ["attention", "no_attention", "image_only", "blind"])
 @pytest.mark.parametrize(("rnn", "bidirectional", "answer_encoder"), [("lstm", False, "rnn"), ("gru", True, "mean")])
 def test_shapes_of_every_variant(variant: str, rnn: str, bidirectional: bool, answer_encoder: str,
-                                 count: bool) -> None:  # fmt: skip
+                                 count: bool | str) -> None:  # fmt: skip
     dims = {"embed_dim": 8, "hidden_dim": 12, "attention_dim": 10, "glimpses": 2}
     spec = ModelSpec(20, (16, 3, 4), variant=variant, rnn=rnn, bidirectional=bidirectional,
-                     answer_encoder=answer_encoder, count=count, **dims)  # fmt: skip
+                     answer_encoder=answer_encoder, count=bool(count), count_gate=count or "candidate",
+                     **dims)  # fmt: skip
     model = VQAModel(spec).eval()
     scores, attention = model(**batch())
     assert scores.shape == (3, 4) and attention.shape == (3, 4, 2, 3, 4)
@@ -35,6 +36,9 @@ def test_shapes_of_every_variant(variant: str, rnn: str, bidirectional: bool, an
         assert torch.allclose(attention, torch.full_like(attention, 1 / 12))
     again, _ = model(**batch())
     assert torch.equal(scores, again), "eval-mode forward is a pure function of its inputs"
+    _, _, gates = model(**batch(), with_gates=True)
+    counts = count and variant in ("attention", "image_only")
+    assert (gates.shape == (3, 4, 12, 2)) if counts else gates is None, "gate logits [B, K, H*W, G] for the loss"
     scores.sum().backward()
 
 
@@ -67,10 +71,12 @@ def test_image_only_never_reads_the_question() -> None:
     assert not torch.equal(a, c), "it does see the image"
 
 
-def test_counting_path_sees_how_much_matches() -> None:
+@pytest.mark.parametrize("gate", ["candidate", "question"])
+def test_counting_path_sees_how_much_matches(gate: str) -> None:
     """Softmax attention gives the same context for one matching cell as for three; the count path does not."""
     torch.manual_seed(0)
-    model = VQAModel(ModelSpec(20, (16, 3, 4), embed_dim=8, hidden_dim=12, attention_dim=10, count=True)).eval()
+    model = VQAModel(ModelSpec(20, (16, 3, 4), embed_dim=8, hidden_dim=12, attention_dim=10, count=True,
+                               count_gate=gate)).eval()  # fmt: skip
     x = batch(b=1)
     one = torch.zeros(1, 16, 3, 4)
     one[0, :, 0, 0] = 5.0
@@ -81,13 +87,16 @@ def test_counting_path_sees_how_much_matches() -> None:
     model.where.bias.data.zero_()  # no position: the three bright cells look alike
     with torch.no_grad():
         cells = [model.grid_cells(f.half()) for f in (one, three)]
-        s = model.att_s(torch.cat([model.question(model.embed(x["question"]), x["question_len"]).unsqueeze(1)
-                                   .expand(-1, 4, -1), model.encode_answers(x["candidates"], x["candidate_len"])], -1))
+        q = model.question(model.embed(x["question"]), x["question_len"])
+        s = model.att_s(torch.cat([q.unsqueeze(1).expand(-1, 4, -1),
+                                   model.encode_answers(x["candidates"], x["candidate_len"])], -1))  # fmt: skip
         hidden = [torch.tanh(model.att_v(v).unsqueeze(1) + s.unsqueeze(2)) for v in cells]
-        mass = [torch.sigmoid(model.count_w(h)).sum(2) for h in hidden]
-    gates = [torch.sigmoid(model.count_w(h)) for h in hidden]
-    bright = gates[0][0, 0, 0]  # the gate of one bright cell, [G]
+        gates = [torch.sigmoid(model.gate_logits(v, q, h)) for v, h in zip(cells, hidden, strict=True)]
+    mass = [gate.sum(2) for gate in gates]
+    bright = gates[0][0, 0, 0]  # the gate of one bright cell, [G]: two more bright cells add twice that much
     assert torch.allclose(mass[1][0, 0] - mass[0][0, 0], 2 * (bright - gates[0][0, 0, 5]), atol=2e-3)
+    if gate == "question":
+        assert torch.equal(gates[0][:, 0], gates[0][:, 3]), "what to count does not depend on the candidate"
     a, _ = model(**{**x, "features": one.half()})
     b, _ = model(**{**x, "features": three.half()})
     assert not torch.allclose(a, b), "one and three matching cells score differently"

@@ -156,6 +156,22 @@ def test_blind_baselines_stay_near_chance(family: str) -> None:
     assert score_results(entries, test)["accuracy"] <= 0.35
 
 
+def test_count_candidates_do_not_give_the_answer_away() -> None:
+    """Whichever count is a candidate, it is the answer about a quarter of the time ("None." included): a blind
+    model cannot learn to avoid a count that is shown mostly as a distractor."""
+    cfg = load_config(REPO / "configs" / "default.yaml")
+    telling, _, _ = synth.generate(cfg)
+    ds = parse_telling(telling, "/nonexistent")
+    shown, right = Counter(), Counter()
+    for q in ds.qa:
+        if family_of(q) == "count":
+            shown.update(q.candidates)
+            right[q.answer] += 1
+    assert set(shown) == set(synth.COUNTS)
+    for c in synth.COUNTS:
+        assert 0.2 <= right[c] / shown[c] <= 0.3, (c, right[c], shown[c])
+
+
 def test_up_to_date_dataset_is_not_rewritten(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path, "synth.train_images=2", "synth.val_images=1", "synth.test_images=1")
     assert synth.write_dataset(cfg)["written"]

@@ -8,8 +8,9 @@ candidate) triple gets a score and the argmax wins. For candidate k:
     v_ij   = W_p [cnn_ij ; x_j ; y_i]                  grid cell + its normalised position [B, N, D]
     h_ij   = tanh(W_v v_ij + W_s [q ; a_k])            the seeds' f_att MLP
     e_ij^g = w_g . h_ij,  att^g = softmax_ij(e^g),  c_k = [sum_ij att_ij^g v_ij]_g          [B, K, G*D]
-    m_k^g  = sum_ij sigmoid(u_g . h_ij)                 counting path: unnormalised mass      [B, K, G]
-    score_k = MLP([(P_c [c_k ; f(m_k)]) * (P_s [q ; a_k]) ; c_k ; f(m_k) ; q ; a_k])          [B, K]
+    m^g    = sum_ij sigmoid(u_g . tanh(U_v v_ij + U_q q))  counting path: unnormalised mass      [B, G]
+             (with grounding boxes, the gates learn each object's density: m = how many objects match)
+    score_k = MLP([(P_c [c_k ; f(m)]) * (P_s [q ; a_k]) ; c_k ; f(m) ; q ; a_k])              [B, K]
 
 Without the (x, y) channels the grid is a bag of cells and "where" questions fall to chance. A softmax attention
 sums to 1 over the cells whatever it looks at, so its context cannot tell one circle from three: the counting path
@@ -46,12 +47,13 @@ class ModelSpec:
     attention_dim: int = 512
     dropout: float = 0.3
     count: bool = False  # the counting path (False in checkpoints written before it existed)
+    count_gate: str = "candidate"  # what its gates read besides the cell ("candidate" in checkpoints from before)
 
     @classmethod
     def from_config(cls, cfg: Any, vocab_size: int, grid: tuple[int, int, int]) -> ModelSpec:
         m = cfg.model
         return cls(vocab_size, tuple(grid), m.variant, m.rnn, m.bidirectional, m.embed_dim, m.hidden_dim,
-                   m.answer_encoder, m.glimpses, m.attention_dim, m.dropout, m.count)  # fmt: skip
+                   m.answer_encoder, m.glimpses, m.attention_dim, m.dropout, m.count, m.count_gate)  # fmt: skip
 
     @property
     def attends(self) -> bool:
@@ -109,6 +111,9 @@ class VQAModel(nn.Module):
             ctx_dim = d * spec.glimpses
         self.counter = None
         if spec.attends and spec.count:
+            if spec.count_gate == "question":  # what to count depends on the question, not on the candidate
+                self.count_v = nn.Linear(d, d, bias=False)
+                self.count_s = nn.Linear(q_dim, d) if q_dim else None  # image_only: no question
             self.count_w = nn.Linear(d, spec.glimpses)  # per-cell "this cell matches" logits, one per glimpse
             self.counter = nn.Sequential(nn.Linear(2 * spec.glimpses, d), nn.ReLU(), nn.Linear(d, d))  # f(m)
             ctx_dim += d
@@ -145,10 +150,11 @@ class VQAModel(nn.Module):
     # ---------------------------------------------------------------------------------------------- forward
     def forward(
         self, features: torch.Tensor, question: torch.Tensor, question_len: torch.Tensor, candidates: torch.Tensor,
-        candidate_len: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        candidate_len: torch.Tensor, with_gates: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
         """features [B, C, H, W], question [B, Lq], question_len [B], candidates [B, K, La], candidate_len [B, K]
-        -> scores [B, K], attention [B, K, G, H, W] (uniform for the variants that do not attend)."""
+        -> scores [B, K], attention [B, K, G, H, W] (uniform for the variants that do not attend), and with
+        ``with_gates`` the counting-gate logits [B, K, H*W, G] (None without the counting path), for their loss."""
         b, k = candidates.shape[:2]
         _, h, w = self.spec.grid
         g = self.spec.glimpses
@@ -159,6 +165,7 @@ class VQAModel(nn.Module):
         a = self.drop(self.encode_answers(candidates, candidate_len))  # [B, K, Da]
         qk = q.unsqueeze(1).expand(-1, k, -1)  # [B, K, Dq]
         att = torch.full((b, k, h * w, g), 1.0 / (h * w), device=a.device)  # [B, K, N, G]
+        gates = None
         if self.spec.variant == "blind":
             ctx = a.new_zeros(b, k, 0)
         else:
@@ -171,22 +178,35 @@ class VQAModel(nn.Module):
                 att = F.softmax(self.att_w(hidden).float(), dim=2)  # [B, K, N, G], over the N cells
                 ctx = torch.einsum("bkng,bnd->bkgd", att.to(v.dtype), v).flatten(2)  # [B, K, G*D]
                 if self.counter is not None:
-                    ctx = torch.cat([ctx, self.count_features(hidden)], dim=-1)  # [B, K, G*D + D]
+                    gates = self.gate_logits(v, q, hidden)  # [B, K, N, G]
+                    ctx = torch.cat([ctx, self.count_features(gates).to(ctx.dtype)], dim=-1)  # [B, K, G*D + D]
         parts = [ctx, qk, a]
         if self.fuse_c is not None:
             qa = torch.cat([qk, a], dim=-1)  # [B, K, Dq+Da]
             parts.insert(0, torch.tanh(self.fuse_c(ctx)) * torch.tanh(self.fuse_s(qa)))  # [B, K, hidden]
         scores = self.scorer(torch.cat(parts, dim=-1)).squeeze(-1)  # [B, K]
-        return scores.float(), att.permute(0, 1, 3, 2).reshape(b, k, g, h, w).float()
+        attention = att.permute(0, 1, 3, 2).reshape(b, k, g, h, w).float()
+        return (scores.float(), attention, gates) if with_gates else (scores.float(), attention)
 
-    def count_features(self, hidden: torch.Tensor) -> torch.Tensor:
-        """[B, K, N, D] attention hidden states -> [B, K, D]: f(m), m = sum over cells of sigmoid gates.
+    def gate_logits(self, v: torch.Tensor, q: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """Counting-gate logits [B, K, N, G] from the cells v [B, N, D] and the question q [B, Dq] (the same for
+        every candidate: "how many circles" names what to count, "Three." does not), or, with
+        ``count_gate=candidate``, from the attention hidden states [B, K, N, D]."""
+        if self.spec.count_gate != "question":
+            return self.count_w(hidden).float()
+        h = self.count_v(v)  # [B, N, D]
+        h = torch.tanh(h + self.count_s(q).unsqueeze(1) if self.count_s is not None else h)
+        return self.count_w(h).float().unsqueeze(1).expand(-1, hidden.shape[1], -1, -1)  # [B, K, N, G]
+
+    def count_features(self, gates: torch.Tensor) -> torch.Tensor:
+        """[B, K, N, G] gate logits -> [B, K, D]: f(m), m = sum over cells of the sigmoid gates.
 
         Unlike the softmax, the sigmoid gates are not normalised: two matching objects light twice the cells of
-        one, and m says so. Fed as (m / 4, log(1 + m)) so small and large counts are both on a usable scale.
+        one, and m says so (with grounding boxes, training pulls each object's gates to a mass of 1). Fed as
+        (m / 4, log(1 + m)) so small and large counts are both on a usable scale.
         """
-        mass = torch.sigmoid(self.count_w(hidden).float()).sum(2)  # [B, K, G]
-        return self.counter(torch.cat([mass / 4, torch.log1p(mass)], dim=-1).to(hidden.dtype))  # [B, K, D]
+        mass = torch.sigmoid(gates).sum(2)  # [B, K, G]
+        return self.counter(torch.cat([mass / 4, torch.log1p(mass)], dim=-1))  # [B, K, D]
 
 
 def init_embedding(model: VQAModel, vectors: torch.Tensor, found: torch.Tensor) -> None:

@@ -77,7 +77,7 @@ OBJECT_KINDS = tuple(DESCRIPTIONS)
 QTYPE = {"shape": "what", "color": "what", "where": "where", "how": "how", "count_shape": "how",
          "count_color": "how", "when": "when"}  # fmt: skip
 FILL_WORDS = {"solid": "solid", "striped": "striped", "dotted": "dotted", "outlined": "outlined"}
-SYNTH_VERSION = 3  # bump when the rendering or the questions change, so stale datasets are regenerated
+SYNTH_VERSION = 4  # bump when the rendering or the questions change, so stale datasets are regenerated
 
 
 def _value(kind: str, obj: dict[str, Any]) -> str:
@@ -285,15 +285,21 @@ def _object_question(rng: random.Random, obj: dict[str, Any], scene: Scene) -> d
 
 
 def _count_question(rng: random.Random, scene: Scene) -> dict[str, Any]:
-    """'How many circles are there?': distractors are the counts of the other shapes (colours) first."""
+    """'How many circles are there?': the candidates are all counts but one, left out uniformly at random.
+
+    The family has five answers and a question shows four, so the only freedom is which count is missing. Taking
+    the counts of the image's other shapes first (as the other families do) would make "None." a distractor on
+    almost every question and a blind model would learn to avoid it; a uniformly missing count leaves the
+    candidates saying nothing about the answer (blind prior 1/4).
+    """
     attr, value, n = scene.count["attr"], scene.count["value"], scene.count["n"]
     shapes = [o for o in scene.objects if o["shape"] != "window"]
-    values = SHAPES if attr == "shape" else list(COLORS)
-    other_counts = [COUNTS[min(MAX_COUNT, sum(o[attr] == v for o in shapes))] for v in values if v != value]
     answer = COUNTS[n]
+    wrong = [c for c in COUNTS if c != answer]
+    wrong.remove(rng.choice(wrong))
+    rng.shuffle(wrong)
     question = rng.choice(TEMPLATES[f"count_{attr}"]).format(**{attr: value})
-    return {"type": "how", "question": question, "answer": answer,
-            "multiple_choices": _distractors(rng, answer, other_counts, FAMILIES["count"]),
+    return {"type": "how", "question": question, "answer": answer, "multiple_choices": wrong,
             "name": f"{value} {'objects' if attr == 'color' else 'shapes'}",
             "boxes": [o["box"] for o in shapes if o[attr] == value]}  # fmt: skip
 

@@ -40,11 +40,11 @@ from .checkpoint import (
     save_best,
 )
 from .config import Config
-from .data import load_grounding, load_telling
+from .data import load_telling
 from .errors import Stopped, VQAError, summary
 from .evaluate import accuracy_of, predict_pass
 from .features import FeatureReader, features_dir
-from .grounding import box_coverage, image_size
+from .grounding import attention_loss, gate_loss, grounding_targets
 from .io import atomic_write_text
 from .loader import EpochSampler, QAExamples, collate, model_inputs, split_rows
 from .model import ModelSpec, VQAModel, init_embedding
@@ -58,24 +58,6 @@ def make_accelerator(cfg: Config) -> Accelerator:
         gradient_accumulation_steps=cfg.train.grad_accum,
         dataloader_config=DataLoaderConfiguration(split_batches=True),
     )
-
-
-def grounding_targets(cfg: Config, dataset: Any, grid: tuple[int, int, int]) -> list[list[float]] | None:
-    """Per QA, its grounding boxes' coverage of the feature grid, normalised to sum 1 ([] without a box)."""
-    if not cfg.data.grounding:
-        return None
-    boxes = load_grounding(cfg.data.grounding)
-    sizes: dict[int, tuple[int, int]] = {}
-    out = []
-    for q in dataset.qa:
-        if q.qa_id not in boxes:
-            out.append([])
-            continue
-        if q.image_id not in sizes:
-            sizes[q.image_id] = image_size(dataset.image_path(q.image_id))
-        cover = box_coverage(boxes[q.qa_id], *sizes[q.image_id], grid[1], grid[2]).ravel()
-        out.append((cover / cover.sum()).tolist() if cover.sum() > 0 else [])
-    return out
 
 
 def prepare_text(cfg: Config, accelerator: Accelerator, resume: bool, grid: tuple[int, int, int]) -> tuple[Any, Any]:
@@ -104,23 +86,6 @@ def build_model(cfg: Config, tokenizer: Any, grid: tuple[int, int, int], log: An
         init_embedding(model, vectors, found)
         log(f"word vectors: {int(found[2:].sum())}/{len(vocab) - 2} vocabulary words found in {cfg.model.word_vectors}")
     return model
-
-
-def attention_loss(attention: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Cross-entropy between the grounding target and the true candidate's attention (glimpses averaged).
-
-    Optional weak supervision (``train.attention_supervision``): the grounding boxes say where the answer is;
-    pulling the true candidate's attention there gets attention out of its slow start on small data.
-    """
-    b = attention.shape[0]
-    true = attention[torch.arange(b), batch["label"]].mean(1).flatten(1)  # [b, H*W]
-    target = batch["target"]  # [b, H*W], zero rows where a QA has no box
-    has = target.sum(1) > 0
-    if not has.any():
-        return attention.sum() * 0.0
-    # per example of the batch (no box: 0), not per boxed example: a mean over each process's own boxed rows
-    # would weigh examples differently on 1 and N processes
-    return -(target[has] * torch.log(true[has] + 1e-8)).sum() / b
 
 
 class WarmupPlateau:
@@ -353,10 +318,12 @@ def train(cfg: Config, accelerator: Accelerator | None = None) -> dict[str, Any]
             for i, batch in enumerate(batches, start=skip + 1):
                 data_time += time.perf_counter() - fetch
                 with accelerator.accumulate(model):
-                    scores, attention = model(**model_inputs(batch))  # [b, 4], [b, 4, G, H, W]
+                    scores, attention, gates = model(**model_inputs(batch), with_gates=True)  # [b, 4], [b, 4, G, H, W]
                     loss = F.cross_entropy(scores, batch["label"])
                     if t.attention_supervision > 0 and cfg.model.variant == "attention":
                         loss = loss + t.attention_supervision * attention_loss(attention, batch)
+                        if gates is not None:  # [b, 4, H*W, G] counting-gate logits
+                            loss = loss + t.attention_supervision * gate_loss(gates, batch)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(model.parameters(), t.clip_norm)
