@@ -104,7 +104,7 @@ def test_constant_scores_count_wrong(tiny_dataset, features_root, tmp_path) -> N
 def test_a_small_run_learns_well_above_chance(tmp_path) -> None:
     data = tiny_config(tmp_path / "data", "synth.train_images=800", "synth.val_images=60", "synth.test_images=2")
     write_dataset(data)
-    cfg = setup_run(data, tmp_path / "run", "train.epochs=3", "train.attention_supervision=0.5",
+    cfg = setup_run(data, tmp_path / "run", "train.epochs=4", "train.attention_supervision=0.5",
                     "train.batch_size=16", "eval.split=val", "features.image_size=224", "features.precision=auto",
                     "model.embed_dim=128", "model.hidden_dim=256", "model.attention_dim=256")  # fmt: skip
     extract_features(cfg, load_telling(cfg.data.annotations, cfg.data.images), Accelerator(cpu=True))
