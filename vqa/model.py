@@ -8,9 +8,10 @@ candidate) triple gets a score and the argmax wins. For candidate k:
     v_ij   = W_p [cnn_ij ; x_j ; y_i]                  grid cell + its normalised position [B, N, D]
     h_ij   = tanh(W_v v_ij + W_s [q ; a_k])            the seeds' f_att MLP
     e_ij^g = w_g . h_ij,  att^g = softmax_ij(e^g),  c_k = [sum_ij att_ij^g v_ij]_g          [B, K, G*D]
-    m^g    = sum_ij sigmoid(u_g . tanh(U_v v_ij + U_q q))  counting path: unnormalised mass      [B, G]
-             (with grounding boxes, the gates learn each object's density: m = how many objects match)
-    score_k = MLP([(P_c [c_k ; f(m)]) * (P_s [q ; a_k]) ; c_k ; f(m) ; q ; a_k])              [B, K]
+    m_k^g  = sum_ij sigmoid(u_g . h_ij)                 counting path: unnormalised mass      [B, K, G]
+             (count_gate=question: u_g . tanh(U_v v_ij + U_q q), the same for every candidate; with grounding
+             boxes the gates learn each object's density, so m = how many objects match the question)
+    score_k = MLP([(P_c [c_k ; f(m_k)]) * (P_s [q ; a_k]) ; c_k ; f(m_k) ; q ; a_k])          [B, K]
 
 Without the (x, y) channels the grid is a bag of cells and "where" questions fall to chance. A softmax attention
 sums to 1 over the cells whatever it looks at, so its context cannot tell one circle from three: the counting path
