@@ -95,7 +95,6 @@ class ModelConfig:
     glimpses: int = _positive(2)
     dropout: float = field(default=0.3, metadata={"min": 0.0, "max": 0.9})
     count: bool = True
-    count_gate: Literal["candidate", "question"] = "candidate"
 
 
 @dataclass

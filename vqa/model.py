@@ -9,8 +9,7 @@ candidate) triple gets a score and the argmax wins. For candidate k:
     h_ij   = tanh(W_v v_ij + W_s [q ; a_k])            the seeds' f_att MLP
     e_ij^g = w_g . h_ij,  att^g = softmax_ij(e^g),  c_k = [sum_ij att_ij^g v_ij]_g          [B, K, G*D]
     m_k^g  = sum_ij sigmoid(u_g . h_ij)                 counting path: unnormalised mass      [B, K, G]
-             (count_gate=question: u_g . tanh(U_v v_ij + U_q q), the same for every candidate; with grounding
-             boxes the gates learn each object's density, so m = how many objects match the question)
+             (with grounding boxes the gates learn each object's density: m = how many objects match)
     score_k = MLP([(P_c [c_k ; f(m_k)]) * (P_s [q ; a_k]) ; c_k ; f(m_k) ; q ; a_k])          [B, K]
 
 Without the (x, y) channels the grid is a bag of cells and "where" questions fall to chance. A softmax attention
@@ -48,13 +47,12 @@ class ModelSpec:
     attention_dim: int = 512
     dropout: float = 0.3
     count: bool = False  # the counting path (False in checkpoints written before it existed)
-    count_gate: str = "candidate"  # what its gates read besides the cell ("candidate" in checkpoints from before)
 
     @classmethod
     def from_config(cls, cfg: Any, vocab_size: int, grid: tuple[int, int, int]) -> ModelSpec:
         m = cfg.model
         return cls(vocab_size, tuple(grid), m.variant, m.rnn, m.bidirectional, m.embed_dim, m.hidden_dim,
-                   m.answer_encoder, m.glimpses, m.attention_dim, m.dropout, m.count, m.count_gate)  # fmt: skip
+                   m.answer_encoder, m.glimpses, m.attention_dim, m.dropout, m.count)  # fmt: skip
 
     @property
     def attends(self) -> bool:
@@ -112,9 +110,6 @@ class VQAModel(nn.Module):
             ctx_dim = d * spec.glimpses
         self.counter = None
         if spec.attends and spec.count:
-            if spec.count_gate == "question":  # what to count depends on the question, not on the candidate
-                self.count_v = nn.Linear(d, d, bias=False)
-                self.count_s = nn.Linear(q_dim, d) if q_dim else None  # image_only: no question
             self.count_w = nn.Linear(d, spec.glimpses)  # per-cell "this cell matches" logits, one per glimpse
             self.counter = nn.Sequential(nn.Linear(2 * spec.glimpses, d), nn.ReLU(), nn.Linear(d, d))  # f(m)
             ctx_dim += d
@@ -179,7 +174,7 @@ class VQAModel(nn.Module):
                 att = F.softmax(self.att_w(hidden).float(), dim=2)  # [B, K, N, G], over the N cells
                 ctx = torch.einsum("bkng,bnd->bkgd", att.to(v.dtype), v).flatten(2)  # [B, K, G*D]
                 if self.counter is not None:
-                    gates = self.gate_logits(v, q, hidden)  # [B, K, N, G]
+                    gates = self.count_w(hidden).float()  # [B, K, N, G] logits
                     ctx = torch.cat([ctx, self.count_features(gates).to(ctx.dtype)], dim=-1)  # [B, K, G*D + D]
         parts = [ctx, qk, a]
         if self.fuse_c is not None:
@@ -188,16 +183,6 @@ class VQAModel(nn.Module):
         scores = self.scorer(torch.cat(parts, dim=-1)).squeeze(-1)  # [B, K]
         attention = att.permute(0, 1, 3, 2).reshape(b, k, g, h, w).float()
         return (scores.float(), attention, gates) if with_gates else (scores.float(), attention)
-
-    def gate_logits(self, v: torch.Tensor, q: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        """Counting-gate logits [B, K, N, G] from the cells v [B, N, D] and the question q [B, Dq] (the same for
-        every candidate: "how many circles" names what to count, "Three." does not), or, with
-        ``count_gate=candidate``, from the attention hidden states [B, K, N, D]."""
-        if self.spec.count_gate != "question":
-            return self.count_w(hidden).float()
-        h = self.count_v(v)  # [B, N, D]
-        h = torch.tanh(h + self.count_s(q).unsqueeze(1) if self.count_s is not None else h)
-        return self.count_w(h).float().unsqueeze(1).expand(-1, hidden.shape[1], -1, -1)  # [B, K, N, G]
 
     def count_features(self, gates: torch.Tensor) -> torch.Tensor:
         """[B, K, N, G] gate logits -> [B, K, D]: f(m), m = sum over cells of the sigmoid gates.
