@@ -104,6 +104,7 @@ class TrainConfig:
     lr_patience: int = _positive(1)
     lr_decay: float = field(default=0.5, metadata={"min_exclusive": 0.0, "max": 1.0})
     batch_size: int = _positive(64)
+    batching: Literal["image", "question"] = "image"
     lr: float = field(default=1e-3, metadata={"min_exclusive": 0.0})
     weight_decay: float = _non_negative(0.01)
     warmup: float = field(default=1.0, metadata={"min": 0.0})

@@ -46,7 +46,7 @@ from .evaluate import accuracy_of, predict_pass
 from .features import FeatureReader, features_dir
 from .grounding import attention_loss, gate_loss, grounding_targets
 from .io import atomic_write_text
-from .loader import EpochSampler, QAExamples, collate, model_inputs, split_rows
+from .loader import QAExamples, collate, make_sampler, model_inputs, split_rows
 from .model import ModelSpec, VQAModel, init_embedding
 from .text import build_tokenizer, load_tokenizer, read_word_vectors, save_qa, save_tokenizer, tokenise_qa
 
@@ -278,7 +278,7 @@ def train(cfg: Config, accelerator: Accelerator | None = None) -> dict[str, Any]
     train_ds = QAExamples(train_rows, use_reader, cfg.seed, train=True)
     # drop_last: every optimizer step sees a full global batch, so 1 and N processes take the same steps
     # (Accelerate would pad an uneven last batch with repeated examples on N processes only).
-    train_loader = DataLoader(train_ds, batch_size=t.batch_size, sampler=EpochSampler(len(train_ds), cfg.seed),
+    train_loader = DataLoader(train_ds, batch_size=t.batch_size, sampler=make_sampler(t.batching, train_rows, cfg.seed),
                               collate_fn=collate, num_workers=t.num_workers, drop_last=True)  # fmt: skip
     val_loader = DataLoader(QAExamples(val_rows, use_reader, cfg.seed, train=False), batch_size=t.batch_size,
                             collate_fn=collate, num_workers=t.num_workers)  # fmt: skip
