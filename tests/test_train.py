@@ -202,26 +202,28 @@ def test_a_bad_checkpoint_is_refused_on_resume(tiny_dataset, features_root, tmp_
     assert not (tmp_path / "pwned").exists(), "weights_only loading must refuse code in a pickle"
 
 
-def test_plateau_decays_the_lr_then_stops() -> None:
+def test_plateau_decays_the_lr_on_val_loss_and_stops_on_val_accuracy() -> None:
     from types import SimpleNamespace
 
     from vqa.train import plateau
 
     t = SimpleNamespace(patience=3, lr_patience=1, lr_decay=0.5, epochs=40)
     state = {"epoch": 1, "best_accuracy": 0.5, "best_epoch": 1, "bad_epochs": 0, "lr_scale": 1.0}
-    assert plateau(state, True, t) is None and state["lr_scale"] == 1.0
+    assert plateau(state, True, 1.0, t) is None and state["lr_scale"] == 1.0
     state["epoch"] = 2
-    assert plateau(state, False, t) is None and state["lr_scale"] == 0.5
+    assert plateau(state, False, 0.9, t) is None and state["lr_scale"] == 1.0, "the loss fell: no decay"
+    assert state["bad_epochs"] == 1, "but the accuracy did not rise: patience counts"
     state["epoch"] = 3
-    assert plateau(state, True, t) is None and state["bad_epochs"] == 0, "a new best resets the patience"
+    assert plateau(state, True, 0.95, t) is None and state["lr_scale"] == 0.5, "the loss rose: decay"
+    assert state["bad_epochs"] == 0, "a new best accuracy resets the patience"
     for epoch in (4, 5):
         state["epoch"] = epoch
-        assert plateau(state, False, t) is None
+        assert plateau(state, False, 0.95, t) is None
     state["epoch"] = 6
-    assert "early stop: val accuracy has not improved for 3 epochs" in plateau(state, False, t)
+    assert "early stop: val accuracy has not improved for 3 epochs" in plateau(state, False, 0.95, t)
     assert state["lr_scale"] == 0.5**4
     state.update(epoch=40, bad_epochs=0)
-    assert "reached train.epochs=40" in plateau(state, True, t)
+    assert "reached train.epochs=40" in plateau(state, True, 0.1, t)
 
 
 def test_early_stopping_and_its_resume(tiny_dataset, features_root, tmp_path) -> None:

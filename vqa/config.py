@@ -101,7 +101,7 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = _positive(40)
     patience: int = _positive(4)
-    lr_patience: int = _positive(1)
+    lr_patience: int = _positive(2)
     lr_decay: float = field(default=0.5, metadata={"min_exclusive": 0.0, "max": 1.0})
     batch_size: int = _positive(64)
     batching: Literal["image", "question"] = "image"

@@ -77,7 +77,11 @@ def accuracy_of(pass_out: dict[str, Any]) -> dict[str, Any]:
     correct = strictly_best(scores, true_pos)  # [N] bool
     types = np.array([QUESTION_TYPES[t] for t in pass_out["type"]])
     per_type = {t: float(correct[types == t].mean()) for t in sorted(set(types))}
-    return {"n": len(correct), "accuracy": float(correct.mean()), "per_type": per_type, "correct": correct}
+    top = scores.max(1, keepdims=True)  # [N, 1]
+    log_z = top[:, 0] + np.log(np.exp(scores - top).sum(1))  # [N]: log-sum-exp over the candidates
+    loss = float((log_z - scores[np.arange(len(scores)), true_pos]).mean()) if len(scores) else float("nan")
+    return {"n": len(correct), "accuracy": float(correct.mean()), "per_type": per_type, "correct": correct,
+            "loss": loss}  # loss: the cross-entropy of the answer, as in training (without the box losses)
 
 
 def is_uniform(attention: np.ndarray) -> bool:
