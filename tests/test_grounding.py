@@ -37,12 +37,12 @@ def test_supervised_gates_learn_to_count() -> None:
     batch = {"target": density, "label": torch.tensor([2, 0])}
     logits = torch.zeros(2, 4, 25, 2, requires_grad=True)  # [b, K, H*W, G]
     opt = torch.optim.Adam([logits], lr=0.1)
-    for _ in range(300):
+    for _ in range(600):
         opt.zero_grad()
         gate_loss(logits, batch).backward()
         opt.step()
     mass = torch.sigmoid(logits).sum(2)  # [b, K, G]
-    assert torch.allclose(mass[0], torch.full((4, 2), 3.0), atol=0.15), mass[0]
+    assert torch.allclose(mass[0], torch.full((4, 2), 3.0), atol=0.1), mass[0]
     assert logits.grad[1].abs().sum() == 0, "no box, no gradient"
     attention = torch.softmax(torch.randn(2, 4, 2, 25), -1).view(2, 4, 2, 5, 5)
     target = density[0] / 3

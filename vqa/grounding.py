@@ -87,14 +87,19 @@ def gate_loss(gates: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tens
 
     The gates should light the cells of the objects the question is about, whatever the candidate, so that their
     mass counts them: on a "how many" question, one box per counted object gives a density that sums to the count.
-    Summed over the cells (a mean over 49 mostly empty cells would barely move them), averaged over candidates and
-    glimpses, and, like ``attention_loss``, divided by the whole batch.
+    Summed over the cells (a mean over 49 mostly empty cells would barely move them), plus the squared error of the
+    gates' mass against the number of boxes, averaged over candidates and glimpses, and, like ``attention_loss``,
+    divided by the whole batch.
     """
     b = gates.shape[0]  # gates: logits [b, K, H*W, G]
     density = batch["target"]  # [b, H*W], zero rows where a QA has no box
     has = density.sum(1) > 0
     if not has.any():
         return gates.sum() * 0.0
-    target = density[has].clamp(max=1.0)[:, None, :, None].expand_as(gates[has])  # [n, K, H*W, G]
-    bce = F.binary_cross_entropy_with_logits(gates[has].float(), target, reduction="none")
-    return bce.sum(2).mean((1, 2)).sum() / b
+    logits = gates[has].float()  # [n, K, H*W, G]
+    target = density[has].clamp(max=1.0)[:, None, :, None].expand_as(logits)  # [n, K, H*W, G]
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(2)  # [n, K, G]
+    # the scorer reads the *sum* of the gates: cell errors that each look small (49 background cells at 0.02 add
+    # up to a whole object) are pulled to the box count directly, not only through each cell
+    mass_error = (torch.sigmoid(logits).sum(2) - density[has].sum(1)[:, None, None]) ** 2  # [n, K, G]
+    return (bce + mass_error).mean((1, 2)).sum() / b

@@ -111,6 +111,9 @@ class VQAModel(nn.Module):
         self.counter = None
         if spec.attends and spec.count:
             self.count_w = nn.Linear(d, spec.glimpses)  # per-cell "this cell matches" logits, one per glimpse
+            # most cells hold no object: start the gates near 0.02, not 0.5 (RetinaNet's prior), or their first
+            # mass is ~N/2 whatever the image and the first epochs go to unlearning it
+            nn.init.constant_(self.count_w.bias, -4.0)
             self.counter = nn.Sequential(nn.Linear(2 * spec.glimpses, d), nn.ReLU(), nn.Linear(d, d))  # f(m)
             ctx_dim += d
         self.drop = nn.Dropout(spec.dropout)
