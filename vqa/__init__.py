@@ -1,0 +1,16 @@
+"""Visual7W-style multiple-choice VQA. ``from vqa import Predictor`` answers questions with a trained run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Prediction", "Predictor"]
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy: ``import vqa.<module>`` stays light (the entry points set up the allocator before torch loads)."""
+    if name in __all__:
+        from . import predictor
+
+        return getattr(predictor, name)
+    raise AttributeError(f"module 'vqa' has no attribute {name!r}")

@@ -55,9 +55,7 @@ def load_image(path: str | Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS
                 if w * h > max_pixels:
                     raise BadImage(f"too large: {w}x{h} pixels (limit features.max_pixels={max_pixels})")
                 img.draft("RGB", (size, size))
-                rgb = img.convert("RGB")
-                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-                return np.asarray(rgb, dtype=np.uint8)  # [size, size, 3]
+                return squash(img, size)
     except BadImage:
         raise
     except UnidentifiedImageError:
@@ -66,6 +64,13 @@ def load_image(path: str | Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS
         raise BadImage(f"too large: {e}") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise BadImage(f"cannot decode: {e}") from None
+
+
+def squash(img: Image.Image, size: int) -> np.ndarray:
+    """A decoded image -> ``[size, size, 3]`` uint8 RGB, resized as every image of the store is (see
+    ``preprocessing``): one function, so an image given in memory is preprocessed like one read from disk."""
+    rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
 
 
 def check_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:

@@ -197,42 +197,16 @@ def _choose(cfg: Any, qas: dict[int, Any], run: Path, split: str) -> list[int]:
 
 
 def predict_one(cfg: Any, image: Path, question: str, choices: Sequence[str]) -> dict[str, Any]:
-    """Extract one image's grid with the run's own backbone and preprocessing, then score ``choices``."""
-    from .backbones import build_backbone
-    from .checkpoint import load_trained
-    from .extract import forward
-    from .features import features_dir, load_manifest
-    from .images import BadImage, load_image, to_tensor
-    from .loader import pad
+    """Score ``choices`` for any image with the run's ``vqa.Predictor``, and draw its attention per choice."""
+    from .predictor import Predictor
 
-    m = load_manifest(features_dir(cfg))
-    if not m["pretrained"]:
-        raise VQAError(f"the features in {features_dir(cfg)} come from a randomly initialised backbone, which "
-                       "cannot be rebuilt for a new image; extract with features.pretrained=true")  # fmt: skip
-    weights = m["weights"] if Path(m["weights"]).is_file() else None
-    backbone = build_backbone(m["backbone"], m["image_size"], pretrained=True, weights=weights,
-                              hypercolumn=m.get("hypercolumn", []))
-    try:
-        pixels = load_image(image, m["image_size"])
-    except BadImage as e:
-        raise VQAError(f"{image}: {e}") from None
-    grid = forward(backbone, to_tensor(pixels)[None], m["precision"], torch.device("cpu"))  # [1, C, H, W] fp16
-    model, _, path, tok = load_trained(cfg)
-
-    def ids(texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = tok(list(texts), add_special_tokens=False, truncation=True, max_length=cfg.text.max_len)["input_ids"]
-        return pad([r or [tok.unk_token_id] for r in rows])
-
-    q, q_len = ids([question])
-    c, c_len = ids(choices)
-    with torch.inference_mode():
-        scores, attention = model(torch.from_numpy(grid), q, q_len, c[None], c_len[None])
-    scores_np = scores[0].numpy()  # [K]
-    order = rank_order(list(choices), scores_np.tolist())  # no answer known: a tie goes to the first top choice
-    png = render(pixels, question, "?", list(choices), scores_np.tolist(), attention[0].mean(1).numpy(), None,
-                 title=f"{image.name} · {model.spec.variant} model from {path}", chosen=order[0])  # fmt: skip
-    probs = torch.softmax(scores[0], 0).numpy()  # [K]
-    ranked = [(choices[i], float(probs[i]), float(scores_np[i])) for i in order]
+    predictor = Predictor.from_config(cfg)
+    r = predictor.predict(image, question, choices)
+    png = render(predictor.pixels(image), question, "?", list(choices), r.scores.tolist(), r.attention, None,
+                 title=f"{image.name} · {predictor.model.spec.variant} model from {cfg.eval.checkpoint}",
+                 chosen=r.best)  # fmt: skip
+    order = rank_order(list(choices), r.scores.tolist())  # no answer known: a tie goes to the first top choice
+    ranked = [(choices[i], float(r.probabilities[i]), float(r.scores[i])) for i in order]
     return {"ranked": ranked, "png": png}
 
 

@@ -1,0 +1,187 @@
+"""``vqa.Predictor``: a trained run as a Python object. Load it once, then ask about any image.
+
+    from vqa import Predictor
+    p = Predictor.from_run("runs/default")
+    r = p.predict("photo.jpg", "What color is the circle?", ["Red.", "Blue.", "Green.", "White."])
+    r.answer, r.probabilities, r.attention        # the choice, [K] in your order, [K, H, W]
+
+Why a class: the CLI pays 15-20 s of start-up for every question (imports, backbone, checkpoint); a notebook or a
+service pays it once. The image goes through the run's own backbone and preprocessing (both read from the feature
+manifest, like ``make eval``'s features), and the text through the run's tokenizer, so a question about a dataset
+image gets the choice ``make eval`` makes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import VQAError
+
+ImageLike = Union[str, Path, Image.Image, np.ndarray]  # noqa: UP007 (a runtime alias, Python 3.10 included)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One question's answer; every per-choice array is in the caller's order of ``choices``."""
+
+    question: str
+    choices: list[str]
+    scores: np.ndarray  # [K] raw scores
+    probabilities: np.ndarray  # [K] softmax of the scores (sums to 1)
+    attention_glimpses: np.ndarray  # [K, G, H, W]: each choice's attention over the grid, per glimpse
+    best: int  # index of the chosen choice: highest score, a tie going to the first tied choice
+
+    @property
+    def attention(self) -> np.ndarray:
+        """[K, H, W]: each choice's attention, glimpses averaged (uniform for no_attention and blind runs)."""
+        return self.attention_glimpses.mean(1)
+
+    @property
+    def answer(self) -> str:
+        return self.choices[self.best]
+
+
+class Predictor:
+    """A trained run's tokenizer, checkpoint and feature extractor, loaded once (see the module docstring)."""
+
+    def __init__(self, model: Any, tokenizer: Any, backbone: Any, manifest: dict[str, Any], max_len: int,
+                 device: torch.device) -> None:  # fmt: skip
+        self.model, self.tokenizer, self.backbone = model.to(device).eval(), tokenizer, backbone
+        self.manifest, self.max_len, self.device = manifest, max_len, device
+        self.image_size = int(manifest["image_size"])
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, device: str | torch.device | None = None,
+                 checkpoint: str | None = None) -> Predictor:  # fmt: skip
+        """The run in ``run_dir`` (its saved ``config.yaml``): ``eval.checkpoint`` weights unless ``checkpoint``
+        (best | last | a folder) says otherwise, on ``device`` (default: the GPU if there is one)."""
+        from .config import load_config
+
+        run = Path(run_dir)
+        if not (run / "config.yaml").is_file():
+            raise VQAError(f"{run} is not a run folder (no config.yaml): train first (`make train`)")
+        overrides = [f"run.dir={run}"] + ([f"eval.checkpoint={checkpoint}"] if checkpoint else [])
+        return cls.from_config(load_config(run / "config.yaml", overrides), device)
+
+    @classmethod
+    def from_config(cls, cfg: Any, device: str | torch.device | None = None) -> Predictor:
+        """The run ``cfg.run.dir`` as ``cfg`` describes it (``eval.checkpoint``, the feature store's manifest)."""
+        from .backbones import build_backbone
+        from .checkpoint import load_trained
+        from .features import features_dir, load_manifest
+
+        model, _, _, tokenizer = load_trained(cfg)
+        manifest = load_manifest(features_dir(cfg))
+        backbone = None
+        if model.spec.variant != "blind":
+            if not manifest["pretrained"]:
+                raise VQAError(f"the features in {features_dir(cfg)} come from a randomly initialised backbone, "
+                               "which cannot be rebuilt for a new image; extract with features.pretrained=true")
+            weights = manifest["weights"] if Path(manifest["weights"]).is_file() else None
+            backbone = build_backbone(manifest["backbone"], int(manifest["image_size"]), pretrained=True,
+                                      weights=weights, hypercolumn=manifest.get("hypercolumn", []))  # fmt: skip
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if backbone is not None:
+            backbone.module.to(dev, memory_format=torch.channels_last)
+        return cls(model, tokenizer, backbone, manifest, cfg.text.max_len, dev)
+
+    # ------------------------------------------------------------------------------------------------ images
+    def pixels(self, image: ImageLike) -> np.ndarray:
+        """A path, PIL image or ``[H, W, 3]`` / ``[H, W]`` uint8 array -> ``[S, S, 3]`` uint8, as the store saw it.
+
+        A JPEG given by its path is decoded exactly as the feature store's images were (at a reduced scale where
+        it is much larger than S); an image already decoded in memory is resized from its full resolution, which
+        can move scores slightly."""
+        from .images import BadImage, load_image, squash
+
+        if isinstance(image, (str, Path)):
+            try:
+                return load_image(image, self.image_size)
+            except BadImage as e:
+                raise VQAError(f"{image}: {e}") from None
+        if isinstance(image, np.ndarray):
+            channels = image.shape[2] if image.ndim == 3 else 1
+            if image.dtype != np.uint8 or image.ndim not in (2, 3) or channels not in (1, 3, 4):
+                raise VQAError(f"an image array must be uint8 [H, W, 3], [H, W, 4] or [H, W]; got {image.dtype} "
+                               f"{list(image.shape)}")  # fmt: skip
+            image = Image.fromarray(image)
+        if not isinstance(image, Image.Image):
+            raise VQAError(f"image must be a path, a PIL image or a uint8 array, not {type(image).__name__}")
+        return squash(image, self.image_size)
+
+    def grids(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        """Images -> their feature grids ``[I, C, H, W]`` fp16 (one backbone pass for all of them)."""
+        from .extract import forward
+        from .images import to_tensor
+
+        if self.backbone is None:  # blind: the image is never read
+            return torch.zeros(len(images), 0)
+        pixels = torch.stack([to_tensor(self.pixels(im)) for im in images])  # [I, 3, S, S] uint8
+        return torch.from_numpy(forward(self.backbone, pixels, self.manifest["precision"], self.device))
+
+    # ------------------------------------------------------------------------------------------------ answers
+    def predict(self, image: ImageLike, question: str, choices: Sequence[str]) -> Prediction:
+        """Score ``choices`` (2 or more) for ``question`` about ``image``."""
+        return self.predict_batch([(image, question, choices)])[0]
+
+    def predict_batch(self, items: Sequence[tuple[ImageLike, str, Sequence[str]]]) -> list[Prediction]:
+        """Many ``(image, question, choices)`` at once, each choice list of the same length; questions about the
+        same image (the same path, or the same object) share one backbone pass."""
+        from .loader import pad
+
+        if not items:
+            return []
+        k = len(items[0][2])
+        slot: dict[Any, int] = {}  # one grid per distinct image
+        unique: list[ImageLike] = []
+        index = []
+        for image, question, choices in items:
+            _check(question, choices, k)
+            key = str(Path(image).resolve()) if isinstance(image, (str, Path)) else id(image)
+            if key not in slot:
+                slot[key] = len(unique)
+                unique.append(image)
+            index.append(slot[key])
+        image_index = torch.tensor(index)  # [B]
+        q, q_len = pad(self._ids([question for _, question, _ in items]))  # [B, Lq], [B]
+        c, c_len = pad(self._ids([c for _, _, choices in items for c in choices]))  # [B*K, La], [B*K]
+        b = len(items)
+        with torch.inference_mode():
+            scores, attention = self.model(self.grids(unique).to(self.device), q.to(self.device),
+                                           q_len, c.view(b, k, -1).to(self.device), c_len.view(b, k),
+                                           image_index.to(self.device))  # fmt: skip
+        return [self._prediction(question, list(choices), scores[n].float().cpu(), attention[n].cpu())
+                for n, (_, question, choices) in enumerate(items)]  # fmt: skip
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        """Token ids as ``make eval`` makes them (``text.tokenise_qa``): no special tokens, truncated, [UNK] if
+        empty."""
+        rows = self.tokenizer(texts, add_special_tokens=False, truncation=True,
+                              max_length=self.max_len)["input_ids"]  # fmt: skip
+        return [r or [self.tokenizer.unk_token_id] for r in rows]
+
+    @staticmethod
+    def _prediction(question: str, choices: list[str], scores: torch.Tensor, attention: torch.Tensor) -> Prediction:
+        from .scoring import choose
+
+        values = scores.numpy()  # [K]
+        return Prediction(question, choices, values, torch.softmax(scores, 0).numpy(), attention.numpy(),
+                          choose(choices, values.tolist()))  # fmt: skip
+
+
+def _check(question: str, choices: Sequence[str], k: int) -> None:
+    if not isinstance(question, str) or not question.strip():
+        raise VQAError(f"the question must be a non-empty string, got {question!r}")
+    if isinstance(choices, str) or len(choices) < 2:
+        raise VQAError(f"give a list of 2 or more choices, got {choices!r}")
+    if len(choices) != k:
+        raise VQAError(f"every question of a batch needs the same number of choices ({k}), got {len(choices)}")
+    if len({str(c).strip().lower() for c in choices}) != len(choices):
+        raise VQAError(f"the choices must differ (case-insensitively): {list(choices)}")
