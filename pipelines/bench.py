@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from vqa import bench, cli
-from vqa.data import load_telling
+from vqa.data import dataset_from_config
 from vqa.errors import VQAError
 from vqa.io import atomic_write_json, atomic_write_text
 
@@ -47,7 +47,7 @@ def _flags(parser: argparse.ArgumentParser) -> None:
 
 
 def extraction(cfg: Any, args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
-    dataset = load_telling(cfg.data.annotations, cfg.data.images)
+    dataset = dataset_from_config(cfg)
     ids = dataset.image_ids()
     paths = {i: dataset.image_path(i) for i in ids}
     bf16 = device.type == "cuda" or torch.cpu._is_avx512_bf16_supported()

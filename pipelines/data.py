@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from vqa import cli, synth
 from vqa.config import save_config
-from vqa.data import load_telling
+from vqa.data import dataset_from_config
 from vqa.scoring import answer_prior_baseline
 
 
@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     cfg, args = cli.parse(__doc__.splitlines()[0], argv, _flags)
     start = time.perf_counter()
     result = synth.write_dataset(cfg, force=args.force)
-    dataset = load_telling(cfg.data.annotations, cfg.data.images)  # the loader must accept what we wrote
+    dataset = dataset_from_config(cfg)  # the loader must accept what we wrote
     save_config(cfg)
     splits = {s: len(dataset.split(s)) for s in ("train", "val", "test")}
     types = Counter(q.type for q in dataset.qa)

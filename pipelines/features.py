@@ -18,7 +18,7 @@ from accelerate import Accelerator
 
 from vqa import cli
 from vqa.config import save_config
-from vqa.data import load_telling
+from vqa.data import dataset_from_config
 from vqa.extract import extract_features
 from vqa.features import features_dir
 
@@ -26,7 +26,7 @@ from vqa.features import features_dir
 def main(argv: Sequence[str] | None = None) -> None:
     cfg, _ = cli.parse(__doc__.splitlines()[0], argv)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    dataset = load_telling(cfg.data.annotations, cfg.data.images)  # validated before any long work
+    dataset = dataset_from_config(cfg)  # validated before any long work
     if accelerator.is_main_process:
         save_config(cfg)
     out = extract_features(cfg, dataset, accelerator)

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from .checkpoint import load_trained
 from .config import Config
-from .data import QUESTION_TYPES, Box, load_grounding, load_telling
+from .data import QUESTION_TYPES, Box, dataset_from_config, load_grounding
 from .errors import VQAError
 from .features import FeatureReader, features_dir
 from .grounding import box_coverage, image_size
@@ -152,7 +152,7 @@ def evaluate(cfg: Config, accelerator: Accelerator) -> dict[str, Any] | None:
     reader = FeatureReader(features_dir(cfg))
     if tuple(reader.grid) != tuple(model.spec.grid):
         raise VQAError(f"{path} was trained on {model.spec.grid} features, {reader.root} holds {reader.grid}")
-    dataset = load_telling(cfg.data.annotations, cfg.data.images)
+    dataset = dataset_from_config(cfg)
     qas = dataset.split(split)
     table = tokenise_qa(qas, tokenizer, cfg.text.max_len)
     rows, skipped = split_rows(table, split, reader)

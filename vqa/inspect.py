@@ -213,7 +213,7 @@ def predict_one(cfg: Any, image: Path, question: str, choices: Sequence[str]) ->
 def run_inspect(cfg: Any) -> dict[str, Any]:
     """Render the chosen questions of ``inspect.split`` with the ``eval.checkpoint`` model into <run.dir>/inspect/."""
     from .checkpoint import load_trained
-    from .data import load_grounding, load_telling
+    from .data import dataset_from_config, load_grounding
     from .evaluate import to_file_order
     from .features import FeatureReader, features_dir
     from .grounding import image_size
@@ -226,7 +226,7 @@ def run_inspect(cfg: Any) -> dict[str, Any]:
     model, meta, path, tokenizer = load_trained(cfg)
     reader = FeatureReader(features_dir(cfg))
     size = int(reader.manifest["image_size"])
-    dataset = load_telling(cfg.data.annotations, cfg.data.images)
+    dataset = dataset_from_config(cfg)
     qas = {q.qa_id: q for q in dataset.split(split) if q.image_id in reader}
     ids = _choose(cfg, qas, run, split)
     grounding = load_grounding(cfg.data.grounding) if cfg.data.grounding else {}

@@ -40,7 +40,7 @@ from .checkpoint import (
     save_best,
 )
 from .config import Config
-from .data import load_telling
+from .data import dataset_from_config
 from .errors import Stopped, VQAError, summary
 from .evaluate import accuracy_of, predict_pass
 from .features import FeatureReader, features_dir
@@ -63,7 +63,7 @@ def make_accelerator(cfg: Config) -> Accelerator:
 def prepare_text(cfg: Config, accelerator: Accelerator, resume: bool, grid: tuple[int, int, int]) -> tuple[Any, Any]:
     """Tokenizer (reused when resuming, else built from train) and the tokenised QA table, shared via disk."""
     run = Path(cfg.run.dir)
-    dataset = load_telling(cfg.data.annotations, cfg.data.images)
+    dataset = dataset_from_config(cfg)
     if accelerator.is_main_process:
         if resume and (run / "tokenizer" / "tokenizer.json").is_file():
             tokenizer = load_tokenizer(run / "tokenizer")
