@@ -37,7 +37,7 @@ def _flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", choices=["all", "extraction", "training", "memory"], default="all")
     parser.add_argument("--images", type=int, default=256, help="images for efficientnet_lite0@224")
     parser.add_argument("--heavy-images", type=int, default=32, help="images for resnet152@448")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (median)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (the fastest counts)")
     parser.add_argument("--questions", type=int, default=512, help="questions per timed training/eval pass")
     parser.add_argument("--batch-size", type=int, default=32, help="training batch for the training/memory parts")
     parser.add_argument("--store-images", type=int, default=512, help="S: images in the smaller synthetic store")

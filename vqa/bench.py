@@ -1,4 +1,4 @@
-"""``make bench``: how much of the machine each stage keeps, as ratios measured in one run (medians of repeats).
+"""``make bench``: how much of the machine each stage keeps, as ratios measured in one run (fastest of repeats).
 
 Extraction: end-to-end images/s of the features stage's own loop (decode + resize, forward, fp16 shard writes)
 against (a) the pure forward pass of the same backbone, batch and precision on pixels already in memory and

@@ -2,7 +2,8 @@
 
 The official files are trusted by nobody here: every record is checked before any long work starts, and every
 problem is reported with the ``image_id``/``qa_id`` it belongs to, so a user fixing a hand-edited or converted
-dataset sees all of them at once instead of one traceback per run. Layout: see ``shared/design/visual7w.md``.
+dataset sees all of them at once instead of one traceback per run. Layout: the README's "Using the real
+Visual7W data" (the official toolkit's files as they are).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The grid feature store on disk: format, shard writing, manifest, and a lazy memory-mapped reader.
+"""The grid feature store on disk: format, shard writing, manifest, and a reader of rows by positioned reads.
 
 Layout of ``<run.dir>/features/``:
   settings.json          what the store is built from (backbone, weights, size, precision, image list); a rerun
