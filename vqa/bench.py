@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from .backbones import Backbone, build_backbone
 from .config import Config, load_config
-from .data import QUESTION_TYPES
+from .data import N_CANDIDATES, QUESTION_TYPES
 from .extract import forward, make_job, normalize, run_job, store_settings
 from .features import DTYPE, FORMAT, FeatureReader, ShardWriter, features_dir, fingerprint, write_manifest
 from .loader import EpochSampler, QAExamples, collate, model_inputs
@@ -168,7 +168,7 @@ def synthetic_qa(image_ids: list[int], vocab: int, seed: int = 0) -> Any:
         "qa_id": list(range(len(image_ids))), "image_id": image_ids, "split": ["train"] * len(image_ids),
         "type": rng.integers(0, len(QUESTION_TYPES), len(image_ids)).tolist(),
         "question_ids": [words(5, 12) for _ in image_ids],
-        "candidate_ids": [[words(1, 6) for _ in range(4)] for _ in image_ids],
+        "candidate_ids": [[words(1, 6) for _ in range(N_CANDIDATES)] for _ in image_ids],
         "label": [0] * len(image_ids), "target": [[] for _ in image_ids],
     })  # fmt: skip
 

@@ -20,6 +20,7 @@ from .errors import DatasetError
 QUESTION_TYPES = ("what", "where", "when", "who", "why", "how")
 SPLITS = ("train", "val", "test")
 N_DISTRACTORS = 3
+N_CANDIDATES = N_DISTRACTORS + 1  # the answer and its distractors: every QA's candidate count
 MAX_TEXT = 1000  # characters; the longest official question/answer is far shorter
 
 

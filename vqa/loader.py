@@ -16,12 +16,13 @@ import torch
 from datasets import Dataset as ArrowTable
 from torch.utils.data import Dataset, Sampler
 
+from .data import N_CANDIDATES
 from .features import FeatureReader
 
 EVAL_EPOCH = 1_000_003  # the candidate order used for evaluation (fixed by the seed)
 
 
-def candidate_order(seed: int, epoch: int, qa_id: int, k: int = 4) -> np.ndarray:
+def candidate_order(seed: int, epoch: int, qa_id: int, k: int = N_CANDIDATES) -> np.ndarray:
     return np.random.default_rng([seed, epoch, qa_id]).permutation(k)
 
 
@@ -34,7 +35,7 @@ def split_rows(table: ArrowTable, split: str, reader: FeatureReader | None = Non
 
 
 class QAExamples(Dataset):
-    """``ex[i]`` -> one QA with its image grid, question ids and 4 candidates in this epoch's order."""
+    """``ex[i]`` -> one QA with its image grid, question ids and its candidates in this epoch's order."""
 
     def __init__(self, table: ArrowTable, reader: FeatureReader | None, seed: int, train: bool) -> None:
         self.reader, self.seed, self.train = reader, seed, train

@@ -19,7 +19,7 @@ from datasets import Dataset, load_from_disk
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from .data import QA, QUESTION_TYPES
+from .data import N_CANDIDATES, QA, QUESTION_TYPES
 from .errors import VQAError
 from .io import atomic_write_dir
 
@@ -50,7 +50,7 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
 
 def tokenise_qa(qas: Sequence[QA], tokenizer: PreTrainedTokenizerFast, max_len: int,
                 targets: Sequence[Sequence[float]] | None = None) -> Dataset:  # fmt: skip
-    """One row per QA: ids of the question and of the 4 candidates (answer first, as in the file), and the
+    """One row per QA: ids of the question and of the K candidates (answer first, as in the file), and the
     grounding target on the feature grid (``[]`` when the QA has no box)."""
     questions = tokenizer([q.question for q in qas], add_special_tokens=False, truncation=True,
                           max_length=max_len)["input_ids"]  # fmt: skip
@@ -62,7 +62,8 @@ def tokenise_qa(qas: Sequence[QA], tokenizer: PreTrainedTokenizerFast, max_len: 
         "split": [q.split for q in qas],
         "type": [QUESTION_TYPES.index(q.type) for q in qas],
         "question_ids": [ids or [tokenizer.unk_token_id] for ids in questions],
-        "candidate_ids": [[flat[4 * i + k] or [tokenizer.unk_token_id] for k in range(4)] for i in range(len(qas))],
+        "candidate_ids": [[ids or [tokenizer.unk_token_id] for ids in flat[N_CANDIDATES * i : N_CANDIDATES * (i + 1)]]
+                          for i in range(len(qas))],
         "label": [0] * len(qas),  # the true answer is candidates[0]; loaders shuffle the order
         "target": [list(t) for t in targets] if targets is not None else [[] for _ in qas],
     })  # fmt: skip
