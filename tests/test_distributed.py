@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
@@ -40,6 +41,15 @@ def private_copy(trained_run: list[str], dest: Path) -> list[str]:
     return [*(o for o in trained_run if not o.startswith("run.dir=")), f"run.dir={dest}"]
 
 
+def rounded(x: object) -> object:
+    """JSON values with every float rounded to 6 decimals."""
+    if isinstance(x, dict):
+        return {k: rounded(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [rounded(v) for v in x]
+    return round(x, 6) if isinstance(x, float) else x
+
+
 def test_eval_on_two_processes_equals_one(trained_run, tmp_path: Path) -> None:
     args = [*private_copy(trained_run, tmp_path / "run"), "eval.split=test", "eval.batch_size=3"]
     out = tmp_path / "run" / "eval" / "test"
@@ -53,8 +63,15 @@ def test_eval_on_two_processes_equals_one(trained_run, tmp_path: Path) -> None:
     assert n % 6, f"{n} questions: the last batch must be uneven across 2 x 3 to test padding"
     ids = [json.loads(line)["qa_id"] for line in two["per_question.jsonl"].splitlines()]
     assert len(ids) == len(set(ids)) == n, "no qa_id duplicated or dropped by the uneven last batch"
-    assert one == two, "predictions and per-question scores are identical"
-    assert {k: v for k, v in m1.items() if k != "processes"} == {k: v for k, v in m2.items() if k != "processes"}
+    assert one["predictions.json"] == two["predictions.json"], "the same choices, in the same results file"
+    rows1, rows2 = ([json.loads(line) for line in d["per_question.jsonl"].splitlines()] for d in (one, two))
+    scores1, scores2 = ([[c.pop("score") for c in r["candidates"]] for r in rows] for rows in (rows1, rows2))
+    assert rows1 == rows2, "the same questions, candidates, choices and verdicts"
+    # scores to 1e-6, not bit for bit: the last batch is padded with other questions on 2 processes, and a CPU
+    # GEMM may round a row differently when the batch holds other rows (seen with 4 vs 12 rows here)
+    np.testing.assert_allclose(np.array(scores1), np.array(scores2), rtol=0, atol=1e-6)
+    assert rounded({k: v for k, v in m1.items() if k != "processes"}) == rounded(
+        {k: v for k, v in m2.items() if k != "processes"}), "the same metrics (grounding mass to 1e-6)"
 
 
 def test_training_on_two_processes_matches_one(trained_run, tmp_path: Path) -> None:

@@ -231,7 +231,7 @@ def test_early_stopping_and_its_resume(tiny_dataset, features_root, tmp_path) ->
     training at epoch 3 of 10. A run killed mid-patience resumes to the same stop and the same weights."""
     import shutil
 
-    args = ["train.epochs=10", "train.patience=2", "train.lr=1e-12"]
+    args = ["train.epochs=10", "train.patience=2", "train.lr_patience=1", "train.lr=1e-12"]
     full = with_features(setup_run(tiny_dataset, tmp_path / "full", *args), features_root)
     state = train(full, Accelerator(cpu=True))
     assert state["epoch"] == 3 and state["bad_epochs"] == 2 and state["best_epoch"] == 1
@@ -251,5 +251,5 @@ def test_early_stopping_and_its_resume(tiny_dataset, features_root, tmp_path) ->
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
 
     more = train(setup_run(tiny_dataset, tmp_path / "full", "train.epochs=10", "train.patience=3",
-                           "train.lr=1e-12"), Accelerator(cpu=True))  # fmt: skip
+                           "train.lr_patience=1", "train.lr=1e-12"), Accelerator(cpu=True))  # fmt: skip
     assert more["epoch"] == 4, "more patience continues a stopped run"
