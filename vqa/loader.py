@@ -106,16 +106,10 @@ def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     question, question_len = pad([it["question"] for it in items])  # [B, Lq], [B]
     cands, cand_len = pad([c for it in items for c in it["candidates"]])  # [B*K, La], [B*K]
     b, k = len(items), len(items[0]["candidates"])
-    slot: dict[int, int] = {}  # image_id -> its row in features
-    grids, image_index = [], []
-    for it in items:
-        if it["image_id"] not in slot:
-            slot[it["image_id"]] = len(grids)
-            grids.append(it["features"])
-        image_index.append(slot[it["image_id"]])
+    firsts, image_index = dedupe([it["image_id"] for it in items])
     return {
-        "features": torch.stack(grids),  # [I, C, H, W]
-        "image_index": torch.tensor(image_index),  # [B]
+        "features": torch.stack([items[i]["features"] for i in firsts]),  # [I, C, H, W]
+        "image_index": image_index,  # [B]
         "question": question,
         "question_len": question_len,
         "candidates": cands.view(b, k, -1),  # [B, K, La]
@@ -126,6 +120,18 @@ def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         "type": torch.tensor([it["type"] for it in items]),
         "target": _targets([it["target"] for it in items]),  # [B, H*W], zeros without a box
     }
+
+
+def dedupe(keys: Sequence[Any]) -> tuple[list[int], torch.Tensor]:
+    """Keys of a batch's questions (their images) -> the position of each distinct key's first question, and
+    ``[B]`` the slot of every question among those distinct keys."""
+    slot: dict[Any, int] = {}
+    firsts: list[int] = []
+    for i, key in enumerate(keys):
+        if key not in slot:
+            slot[key] = len(firsts)
+            firsts.append(i)
+    return firsts, torch.tensor([slot[key] for key in keys])
 
 
 def _targets(rows: list[Sequence[float]]) -> torch.Tensor:

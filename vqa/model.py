@@ -145,9 +145,6 @@ class VQAModel(nn.Module):
         ys = (torch.arange(h, device=features.device, dtype=torch.float32) + 0.5) / h * 2 - 1
         xs = (torch.arange(w, device=features.device, dtype=torch.float32) + 0.5) / w * 2 - 1
         pos = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).view(h * w, 2)  # [N, 2]: (x, y)
-        # one [I*N, C] x [C, D] GEMM: each row's result does not depend on how many images share the batch, so
-        # 1 and N processes (different batch compositions) give bit-identical scores; a batched [D, C] @ [I, C, N]
-        # product saved the transposed copy but rounded differently with I
         cells = self.cells(features.flatten(2).transpose(1, 2).float())  # [I, N, D]
         return self.drop(F.relu(cells + self.where(pos)))  # [I, N, D]
 

@@ -134,24 +134,19 @@ class Predictor:
     def predict_batch(self, items: Sequence[tuple[ImageLike, str, Sequence[str]]]) -> list[Prediction]:
         """Many ``(image, question, choices)`` at once, each choice list of the same length; questions about the
         same image (the same path, or the same object) share one backbone pass."""
-        from .loader import pad
+        from .loader import dedupe, pad
+        from .text import token_ids  # the tokenisation make eval uses
 
         if not items:
             return []
         k = len(items[0][2])
-        slot: dict[Any, int] = {}  # one grid per distinct image
-        unique: list[ImageLike] = []
-        index = []
-        for image, question, choices in items:
+        for _, question, choices in items:
             _check(question, choices, k)
-            key = str(Path(image).resolve()) if isinstance(image, (str, Path)) else id(image)
-            if key not in slot:
-                slot[key] = len(unique)
-                unique.append(image)
-            index.append(slot[key])
-        image_index = torch.tensor(index)  # [B]
-        q, q_len = pad(self._ids([question for _, question, _ in items]))  # [B, Lq], [B]
-        c, c_len = pad(self._ids([c for _, _, choices in items for c in choices]))  # [B*K, La], [B*K]
+        keys = [str(Path(im).resolve()) if isinstance(im, (str, Path)) else id(im) for im, _, _ in items]
+        firsts, image_index = dedupe(keys)  # one grid per distinct image (the same file, or the same object)
+        unique = [items[i][0] for i in firsts]
+        q, q_len = pad(token_ids(self.tokenizer, [q for _, q, _ in items], self.max_len))  # [B, Lq], [B]
+        c, c_len = pad(token_ids(self.tokenizer, [c for _, _, cs in items for c in cs], self.max_len))  # [B*K, La]
         b = len(items)
         with torch.inference_mode():
             scores, attention = self.model(self.grids(unique).to(self.device), q.to(self.device),
@@ -159,13 +154,6 @@ class Predictor:
                                            image_index.to(self.device))  # fmt: skip
         return [self._prediction(question, list(choices), scores[n].float().cpu(), attention[n].cpu())
                 for n, (_, question, choices) in enumerate(items)]  # fmt: skip
-
-    def _ids(self, texts: list[str]) -> list[list[int]]:
-        """Token ids as ``make eval`` makes them (``text.tokenise_qa``): no special tokens, truncated, [UNK] if
-        empty."""
-        rows = self.tokenizer(texts, add_special_tokens=False, truncation=True,
-                              max_length=self.max_len)["input_ids"]  # fmt: skip
-        return [r or [self.tokenizer.unk_token_id] for r in rows]
 
     @staticmethod
     def _prediction(question: str, choices: list[str], scores: torch.Tensor, attention: torch.Tensor) -> Prediction:

@@ -48,22 +48,26 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
 
 
+def token_ids(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], max_len: int) -> list[list[int]]:
+    """Token ids of each text: no special tokens, at most ``max_len``, [UNK] for a text with no token (the model
+    needs a length >= 1). The one tokenisation of training, evaluation and ``vqa.Predictor``."""
+    rows = tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=max_len)["input_ids"]
+    return [ids or [tokenizer.unk_token_id] for ids in rows]
+
+
 def tokenise_qa(qas: Sequence[QA], tokenizer: PreTrainedTokenizerFast, max_len: int,
                 targets: Sequence[Sequence[float]] | None = None) -> Dataset:  # fmt: skip
     """One row per QA: ids of the question and of the K candidates (answer first, as in the file), and the
     grounding target on the feature grid (``[]`` when the QA has no box)."""
-    questions = tokenizer([q.question for q in qas], add_special_tokens=False, truncation=True,
-                          max_length=max_len)["input_ids"]  # fmt: skip
-    flat = tokenizer([c for q in qas for c in q.candidates], add_special_tokens=False, truncation=True,
-                     max_length=max_len)["input_ids"]  # fmt: skip
+    questions = token_ids(tokenizer, [q.question for q in qas], max_len)
+    flat = token_ids(tokenizer, [c for q in qas for c in q.candidates], max_len)
     return Dataset.from_dict({
         "qa_id": [q.qa_id for q in qas],
         "image_id": [q.image_id for q in qas],
         "split": [q.split for q in qas],
         "type": [QUESTION_TYPES.index(q.type) for q in qas],
-        "question_ids": [ids or [tokenizer.unk_token_id] for ids in questions],
-        "candidate_ids": [[ids or [tokenizer.unk_token_id] for ids in flat[N_CANDIDATES * i : N_CANDIDATES * (i + 1)]]
-                          for i in range(len(qas))],
+        "question_ids": questions,
+        "candidate_ids": [flat[N_CANDIDATES * i : N_CANDIDATES * (i + 1)] for i in range(len(qas))],
         "label": [0] * len(qas),  # the true answer is candidates[0]; loaders shuffle the order
         "target": [list(t) for t in targets] if targets is not None else [[] for _ in qas],
     })  # fmt: skip
