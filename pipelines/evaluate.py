@@ -13,16 +13,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-from accelerate import Accelerator
-
 from vqa import cli
+from vqa.accel import make_accelerator
 from vqa.evaluate import comparison_table, evaluate, grounding_line, skipped_line
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     cfg, _ = cli.parse(__doc__.splitlines()[0], argv)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator()
     metrics = evaluate(cfg, accelerator)
     accelerator.wait_for_everyone()
     accelerator.end_training()  # tear the process group down before exit (an abort at exit otherwise)

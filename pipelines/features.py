@@ -13,10 +13,8 @@ import vqa.entry  # noqa: F401  (first: takes pipelines/ off sys.path, see vqa/e
 import sys
 from collections.abc import Sequence
 
-import torch
-from accelerate import Accelerator
-
 from vqa import cli
+from vqa.accel import make_accelerator
 from vqa.config import save_config
 from vqa.data import dataset_from_config
 from vqa.extract import extract_features
@@ -25,7 +23,7 @@ from vqa.features import features_dir
 
 def main(argv: Sequence[str] | None = None) -> None:
     cfg, _ = cli.parse(__doc__.splitlines()[0], argv)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator()
     dataset = dataset_from_config(cfg)  # validated before any long work
     if accelerator.is_main_process:
         save_config(cfg)

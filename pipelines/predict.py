@@ -17,7 +17,8 @@ from pathlib import Path
 
 from vqa import cli
 from vqa.errors import VQAError
-from vqa.inspect import predict_one, save_png
+from vqa.inspect import predict_one
+from vqa.io import atomic_write_bytes
 
 
 def _flags(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for rank, (choice, prob, score) in enumerate(out["ranked"], 1):
         print(f"{rank}. {choice:<40} p={prob:.3f}  score={score:.3f}")
     path = args.out or Path(cfg.run.dir) / "predict" / f"{args.image.stem}.png"
-    save_png(path, out["png"])
+    atomic_write_bytes(path, out["png"])
     print(f"attention overlay -> {path}")
 
 

@@ -14,13 +14,14 @@ import sys
 from collections.abc import Sequence
 
 from vqa import cli
+from vqa.accel import make_accelerator
 from vqa.config import save_config
-from vqa.train import make_accelerator, train
+from vqa.train import train
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     cfg, _ = cli.parse(__doc__.splitlines()[0], argv)
-    accelerator = make_accelerator(cfg)
+    accelerator = make_accelerator(cfg, training=True)
     if accelerator.is_main_process:
         save_config(cfg)
     state = train(cfg, accelerator)

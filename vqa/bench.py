@@ -24,15 +24,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .accel import make_accelerator
 from .backbones import Backbone, build_backbone
 from .config import Config, load_config
 from .data import N_CANDIDATES, QUESTION_TYPES
 from .extract import forward, make_job, normalize, run_job, store_settings
 from .features import DTYPE, FORMAT, FeatureReader, ShardWriter, features_dir, fingerprint, write_manifest
+from .io import save_figure
 from .loader import EpochSampler, QAExamples, collate, model_inputs
 from .model import ModelSpec, VQAModel
 
@@ -103,7 +104,7 @@ def bench_extraction(cfg: Config, image_ids: list[int], paths: dict[int, Path], 
                      precision: str, batch_size: int, repeats: int, peak: float,
                      compiled: bool = False) -> dict[str, Any]:  # fmt: skip
     """Pure forward vs end-to-end extraction of ``image_ids`` at ``size``; random init (speed is the same)."""
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator()
     device = accelerator.device
     backbone = build_backbone(backbone_name, size, pretrained=False)
     backbone.module.to(device, memory_format=torch.channels_last)
@@ -178,7 +179,7 @@ class _Trainer:
     """The training stage's step (forward, loss, backward, AdamW) on a model built from ``cfg.model``."""
 
     def __init__(self, cfg: Config, reader: FeatureReader, n_questions: int, batch_size: int, vocab: int = 3000):
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.accelerator = make_accelerator()
         model = VQAModel(ModelSpec.from_config(cfg, vocab, reader.grid))
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
@@ -297,8 +298,4 @@ def chart(results: dict[str, Any], out: Path) -> Path:
         if not ax.has_data():
             ax.set_axis_off()
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    return save_figure(out, fig)

@@ -9,7 +9,6 @@ index's result) is ``scoring.choose``: the same tie rule as the metrics, so a ti
 from __future__ import annotations
 
 import html
-import io
 import json
 import random
 import textwrap
@@ -22,7 +21,7 @@ import torch
 
 from .data import Box
 from .errors import VQAError
-from .io import atomic_write_bytes, atomic_write_text
+from .io import atomic_write_bytes, atomic_write_text, figure_png
 from .scoring import choose, rank_order
 
 
@@ -99,10 +98,7 @@ def render(pixels: np.ndarray, question: str, qtype: str, candidates: Sequence[s
     fig.suptitle("\n".join(textwrap.wrap(f"[{qtype}] {question}{result}", 110)) + (f"\n{title}" if title else ""),
                  fontsize=11)  # fmt: skip
     fig.tight_layout(rect=(0, 0, 1, 0.86))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig, dpi=80)
 
 
 def pick(rows: Sequence[dict[str, Any]], n: int, seed: int) -> list[int]:
@@ -177,10 +173,6 @@ def write_index(out_dir: Path, items: Sequence[dict[str, Any]], title: str, summ
     return atomic_write_text(out_dir / "index.html", page)
 
 
-def save_png(path: Path, png: bytes) -> Path:
-    return atomic_write_bytes(path, png)
-
-
 # ------------------------------------------------------------------------------------------------ the stage
 def _choose(cfg: Any, qas: dict[int, Any], run: Path, split: str) -> list[int]:
     wanted = list(cfg.inspect.qa_ids)
@@ -253,7 +245,7 @@ def run_inspect(cfg: Any) -> dict[str, Any]:
                              title=f"qa_id {q.qa_id} · image_id {q.image_id} · {model.spec.variant}",
                              chosen=chosen)  # fmt: skip
                 name = f"qa_{q.qa_id}.png"
-                save_png(Path(tmp) / name, png)
+                atomic_write_bytes(Path(tmp) / name, png)
                 items.append({"qa_id": q.qa_id, "type": q.type, "question": q.question, "answer": q.answer,
                               "candidates": list(q.candidates), "chosen": q.candidates[chosen], "png": name,
                               "correct": q.candidates[chosen].lower() == q.answer.lower()})  # fmt: skip

@@ -49,6 +49,23 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 1) -> Pat
     return atomic_write(path, lambda f: json.dump(obj, f, indent=indent, ensure_ascii=False))
 
 
+def figure_png(fig: Any, dpi: int = 100) -> bytes:
+    """A matplotlib figure as PNG bytes, and the figure closed: the one way every stage turns a plot into a file."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def save_figure(path: str | Path, fig: Any, dpi: int = 100) -> Path:
+    """Write a matplotlib figure to ``path`` as a PNG, atomically (curves, bench chart, inspect panels)."""
+    return atomic_write_bytes(path, figure_png(fig, dpi))
+
+
 def atomic_write_dir(final: str | Path, write: Callable[[str], Any]) -> Path:
     """Call ``write(tmp_dir)`` on a fresh folder next to ``final``, then swap it in place of ``final``.
 

@@ -25,11 +25,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .accel import make_accelerator
 from .checkpoint import (
     STATE_DICT_PROBLEMS,
     checkpoint_name,
@@ -45,19 +46,10 @@ from .errors import Stopped, VQAError, summary
 from .evaluate import accuracy_of, predict_pass
 from .features import FeatureReader, features_dir
 from .grounding import attention_loss, gate_loss, grounding_targets
-from .io import atomic_write_text
+from .io import atomic_write_text, save_figure
 from .loader import QAExamples, collate, make_sampler, model_inputs, split_rows
 from .model import ModelSpec, VQAModel, init_embedding
 from .text import build_tokenizer, load_tokenizer, read_word_vectors, save_qa, save_tokenizer, tokenise_qa
-
-
-def make_accelerator(cfg: Config) -> Accelerator:
-    return Accelerator(
-        cpu=not torch.cuda.is_available(),
-        mixed_precision="no" if cfg.train.mixed_precision == "fp32" else cfg.train.mixed_precision,
-        gradient_accumulation_steps=cfg.train.grad_accum,
-        dataloader_config=DataLoaderConfiguration(split_batches=True),
-    )
 
 
 def prepare_text(cfg: Config, accelerator: Accelerator, resume: bool, grid: tuple[int, int, int]) -> tuple[Any, Any]:
@@ -160,10 +152,7 @@ def curves(log_path: Path, out: Path) -> None:
     ax2.set(xlabel="epoch", ylabel="val accuracy", title="validation accuracy", ylim=(0, 1))
     ax2.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(out)
+    save_figure(out, fig, dpi=110)
 
 
 class StopSignal:
@@ -264,7 +253,7 @@ def _save_checkpoint(cfg: Config, accelerator: Accelerator, state: dict[str, Any
 
 def train(cfg: Config, accelerator: Accelerator | None = None) -> dict[str, Any]:
     """Train ``cfg.model`` on the train split, select on val; returns the final state and best val accuracy."""
-    accelerator = accelerator or make_accelerator(cfg)
+    accelerator = accelerator or make_accelerator(cfg, training=True)
     log = accelerator.print
     run = Path(cfg.run.dir)
     t = cfg.train
