@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if accelerator.is_main_process:
         save_config(cfg)
     state = train(cfg, accelerator)
-    accelerator.print(f"best val accuracy {state['best_accuracy']:.4f} at epoch {state['best_epoch']} "
+    accelerator.print(f"best val accuracy {state.best_accuracy:.4f} at epoch {state.best_epoch} "
                       f"({accelerator.num_processes} process(es)); model in {cfg.run.dir}/checkpoints/best")
     accelerator.end_training()  # tear the process group down before exit (an abort at exit otherwise)
 

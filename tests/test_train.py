@@ -50,7 +50,7 @@ def test_training_writes_every_output(tiny_dataset, features_root, tmp_path) -> 
     cfg = with_features(setup_run(tiny_dataset, tmp_path / "run"), features_root)
     state = train(cfg, Accelerator(cpu=True))
     run = tmp_path / "run"
-    assert state["epoch"] == 2 and 0 <= state["best_accuracy"] <= 1
+    assert state.epoch == 2
     assert (run / "tokenizer" / "tokenizer.json").is_file() and (run / "qa" / "dataset_info.json").is_file()
     assert (run / "checkpoints" / "best" / "model.safetensors").is_file()
     meta = json.loads((run / "checkpoints" / "best" / "meta.json").read_text())
@@ -58,9 +58,12 @@ def test_training_writes_every_output(tiny_dataset, features_root, tmp_path) -> 
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best", "epoch_001", "epoch_002"]
     rows = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
+    best = max(rows, key=lambda r: r["val_accuracy"])  # the first of equal bests: a later tie is no gain
+    assert (state.best_accuracy, state.best_epoch) == (best["val_accuracy"], best["epoch"]) == (
+        meta["val_accuracy"], meta["epoch"]), "the kept weights are the best val epoch's, as logged"
     assert {"train_loss", "val_accuracy", "val_per_type", "lr", "questions_per_s", "data_wait"} <= set(rows[0])
     assert (run / "curves.png").stat().st_size > 1000
-    assert train(cfg, Accelerator(cpu=True))["epoch"] == 2, "a finished run resumes to a no-op"
+    assert train(cfg, Accelerator(cpu=True)).epoch == 2, "a finished run resumes to a no-op"
 
 
 def test_resume_equals_an_uninterrupted_run(tiny_dataset, features_root, tmp_path) -> None:
@@ -72,7 +75,7 @@ def test_resume_equals_an_uninterrupted_run(tiny_dataset, features_root, tmp_pat
     shutil.copytree(tmp_path / "full", tmp_path / "killed")
     shutil.rmtree(tmp_path / "killed" / "checkpoints" / "epoch_002")
     resumed = train(setup_run(tiny_dataset, tmp_path / "killed"), Accelerator(cpu=True))
-    assert resumed["epoch"] == 2
+    assert resumed.epoch == 2
     a = load_file(str(tmp_path / "full" / "checkpoints" / "epoch_002" / "model.safetensors"))
     b = load_file(str(tmp_path / "killed" / "checkpoints" / "epoch_002" / "model.safetensors"))
     assert a.keys() == b.keys()
@@ -84,9 +87,8 @@ def test_candidate_order_carries_no_positional_signal(tiny_dataset, features_roo
     positions = np.array([np.argmax(candidate_order(0, e, q) == 0) for e in range(4) for q in range(2000)])
     share = np.bincount(positions, minlength=4) / len(positions)
     assert np.all(np.abs(share - 0.25) < 0.02), share  # always picking slot k scores ~25 %, for every k
-    assert not np.array_equal(candidate_order(0, 0, 7), candidate_order(0, 1, 7)) or not np.array_equal(
-        candidate_order(0, 1, 7), candidate_order(0, 2, 7)
-    ), "a new order every epoch"
+    changed = np.mean([not np.array_equal(candidate_order(0, 0, q), candidate_order(0, 1, q)) for q in range(2000)])
+    assert changed > 0.9, f"a new order every epoch: only {changed:.0%} of questions were reshuffled"  # 23/24 expected
     assert np.array_equal(candidate_order(3, EVAL_EPOCH, 7), candidate_order(3, EVAL_EPOCH, 7))
 
 
@@ -161,7 +163,7 @@ def test_sigint_mid_epoch_saves_and_resumes_exactly(tiny_dataset, features_root,
     names = sorted(p.name for p in (tmp_path / "stopped" / "checkpoints").iterdir())
     assert names == ["best", "epoch_001", "epoch_001_batch_00003"]
     monkeypatch.setattr(train_module, "model_inputs", real)
-    assert train(stopped, Accelerator(cpu=True))["epoch"] == 2
+    assert train(stopped, Accelerator(cpu=True)).epoch == 2
     names = sorted(p.name for p in (tmp_path / "stopped" / "checkpoints").iterdir())
     assert names == ["best", "epoch_001", "epoch_002"], "the mid-epoch checkpoint is superseded"
     a = load_file(str(tmp_path / "full" / "checkpoints" / "epoch_002" / "model.safetensors"))
@@ -205,24 +207,25 @@ def test_a_bad_checkpoint_is_refused_on_resume(tiny_dataset, features_root, tmp_
 def test_plateau_decays_the_lr_on_val_loss_and_stops_on_val_accuracy() -> None:
     from types import SimpleNamespace
 
+    from vqa.checkpoint import TrainerState
     from vqa.train import plateau
 
     t = SimpleNamespace(patience=3, lr_patience=1, lr_decay=0.5, epochs=40)
-    state = {"epoch": 1, "best_accuracy": 0.5, "best_epoch": 1, "bad_epochs": 0, "lr_scale": 1.0}
-    assert plateau(state, True, 1.0, t) is None and state["lr_scale"] == 1.0
-    state["epoch"] = 2
-    assert plateau(state, False, 0.9, t) is None and state["lr_scale"] == 1.0, "the loss fell: no decay"
-    assert state["bad_epochs"] == 1, "but the accuracy did not rise: patience counts"
-    state["epoch"] = 3
-    assert plateau(state, True, 0.95, t) is None and state["lr_scale"] == 0.5, "the loss rose: decay"
-    assert state["bad_epochs"] == 0, "a new best accuracy resets the patience"
+    state = TrainerState(epoch=1, best_accuracy=0.5, best_epoch=1)
+    assert plateau(state, True, 1.0, t) is None and state.lr_scale == 1.0
+    state.epoch = 2
+    assert plateau(state, False, 0.9, t) is None and state.lr_scale == 1.0, "the loss fell: no decay"
+    assert state.bad_epochs == 1, "but the accuracy did not rise: patience counts"
+    state.epoch = 3
+    assert plateau(state, True, 0.95, t) is None and state.lr_scale == 0.5, "the loss rose: decay"
+    assert state.bad_epochs == 0, "a new best accuracy resets the patience"
     for epoch in (4, 5):
-        state["epoch"] = epoch
+        state.epoch = epoch
         assert plateau(state, False, 0.95, t) is None
-    state["epoch"] = 6
+    state.epoch = 6
     assert "early stop: val accuracy has not improved for 3 epochs" in plateau(state, False, 0.95, t)
-    assert state["lr_scale"] == 0.5**4
-    state.update(epoch=40, bad_epochs=0)
+    assert state.lr_scale == 0.5**4
+    state.epoch, state.bad_epochs = 40, 0
     assert "reached train.epochs=40" in plateau(state, True, 0.1, t)
 
 
@@ -234,17 +237,17 @@ def test_early_stopping_and_its_resume(tiny_dataset, features_root, tmp_path) ->
     args = ["train.epochs=10", "train.patience=2", "train.lr_patience=1", "train.lr=1e-12"]
     full = with_features(setup_run(tiny_dataset, tmp_path / "full", *args), features_root)
     state = train(full, Accelerator(cpu=True))
-    assert state["epoch"] == 3 and state["bad_epochs"] == 2 and state["best_epoch"] == 1
+    assert state.epoch == 3 and state.bad_epochs == 2 and state.best_epoch == 1
     rows = [json.loads(line) for line in (tmp_path / "full" / "train_log.jsonl").read_text().splitlines()]
     assert [r["stop"] for r in rows[:-1]] == [None, None]
     assert rows[-1]["stop"].startswith("early stop: val accuracy has not improved for 2 epochs")
     assert rows[-1]["lr"] < rows[0]["lr"], "the plateau halved the LR"
-    assert train(full, Accelerator(cpu=True))["epoch"] == 3, "a stopped run reruns to a no-op"
+    assert train(full, Accelerator(cpu=True)).epoch == 3, "a stopped run reruns to a no-op"
 
     shutil.copytree(tmp_path / "full", tmp_path / "killed")  # killed during epoch 3: one bad epoch so far
     shutil.rmtree(tmp_path / "killed" / "checkpoints" / "epoch_003")
     resumed = train(setup_run(tiny_dataset, tmp_path / "killed", *args), Accelerator(cpu=True))
-    assert (resumed["epoch"], resumed["bad_epochs"], resumed["lr_scale"]) == (3, 2, state["lr_scale"])
+    assert (resumed.epoch, resumed.bad_epochs, resumed.lr_scale) == (3, 2, state.lr_scale)
     a = load_file(str(tmp_path / "full" / "checkpoints" / "epoch_003" / "model.safetensors"))
     b = load_file(str(tmp_path / "killed" / "checkpoints" / "epoch_003" / "model.safetensors"))
     for k in a:
@@ -252,4 +255,4 @@ def test_early_stopping_and_its_resume(tiny_dataset, features_root, tmp_path) ->
 
     more = train(setup_run(tiny_dataset, tmp_path / "full", "train.epochs=10", "train.patience=3",
                            "train.lr_patience=1", "train.lr=1e-12"), Accelerator(cpu=True))  # fmt: skip
-    assert more["epoch"] == 4, "more patience continues a stopped run"
+    assert more.epoch == 4, "more patience continues a stopped run"

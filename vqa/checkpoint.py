@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,32 @@ from .model import ModelSpec, VQAModel
 
 STATE_DICT_PROBLEMS = ("size mismatch", "Missing key", "Unexpected key")  # the informative lines of load errors
 EPOCH_DIR = re.compile(r"^epoch_(\d+)(?:_batch_(\d+))?$")
+
+
+@dataclass
+class TrainerState:
+    """What a checkpoint holds beyond Accelerate's own state (weights, optimizer, scheduler, RNG): the counters a
+    resumed run needs to continue exactly where the stopped one was. Saved as ``trainer_state.json``."""
+
+    epoch: int = 0  # full epochs done
+    batch: int = 0  # batches done of epoch ``epoch + 1`` when a signal stopped the run inside it, else 0
+    step: int = 0  # optimizer steps done
+    best_accuracy: float = -1.0  # best val accuracy so far, reached at ``best_epoch``
+    best_epoch: int = 0
+    bad_epochs: int = 0  # epochs since the last new best val accuracy (early stopping counts these)
+    best_loss: float | None = None  # lowest val loss so far
+    loss_bad_epochs: int = 0  # epochs since the last new lowest val loss (the LR decay counts these)
+    lr_scale: float = 1.0  # the plateau schedule's multiplier of train.lr
+    loss_sum: list[float] = field(default_factory=lambda: [0.0, 0.0])  # a stopped epoch's [loss sum, examples]
+    history: list[dict[str, Any]] = field(default_factory=list)  # one log row per epoch (train_log.jsonl)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainerState:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def checkpoints_dir(cfg: Any) -> Path:
@@ -58,13 +85,13 @@ def remove_stale(root: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def finalize(tmp: Path, name: str, trainer_state: dict[str, Any], meta: dict[str, Any], keep: int) -> Path:
+def finalize(tmp: Path, name: str, trainer_state: TrainerState, meta: dict[str, Any], keep: int) -> Path:
     """Main process: mark a fully written ``save_state`` folder complete, rename it into place, prune old ones.
 
     ``trainer_state.json`` is written last: a folder without it is incomplete and never resumed from.
     """
     atomic_write_json(tmp / "meta.json", meta)
-    atomic_write_json(tmp / "trainer_state.json", trainer_state)
+    atomic_write_json(tmp / "trainer_state.json", trainer_state.to_dict())
     final = tmp.parent / name
     if final.exists():
         shutil.rmtree(final)
@@ -75,6 +102,50 @@ def finalize(tmp: Path, name: str, trainer_state: dict[str, Any], meta: dict[str
     for _, old in complete_checkpoints(tmp.parent)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def save_training_state(cfg: Any, accelerator: Any, state: TrainerState, meta: dict[str, Any]) -> Path:
+    """A full ``save_state`` of every process into a temp folder, renamed into place once complete."""
+    root = checkpoints_dir(cfg)
+    name = checkpoint_name(state.epoch, state.batch)
+    tmp = root / f".tmp_{name}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        finalize(tmp, name, state, meta, cfg.train.keep_checkpoints)
+    accelerator.wait_for_everyone()
+    return root / name
+
+
+def resume_training_state(cfg: Any, accelerator: Any) -> TrainerState:
+    """With ``train.resume=auto``: restore the last complete checkpoint into the prepared objects and return its
+    trainer state; else (or when there is none) a fresh state."""
+    done = complete_checkpoints(checkpoints_dir(cfg))
+    if cfg.train.resume != "auto" or not done:
+        return TrainerState()
+    path = done[-1][1]
+    try:
+        accelerator.load_state(str(path))
+    except Exception as e:  # other model/config, truncated file, a pickle that is not plain tensors
+        raise VQAError(f"cannot resume from {path}: {_load_problem(e)}",
+                       [f"delete {path} to resume from an earlier checkpoint, or set train.resume=never "
+                        "to start over"]) from None  # fmt: skip
+    state = TrainerState.from_dict(json.loads((path / "trainer_state.json").read_text()))
+    more = f" + {state.batch} batches" if state.batch else ""
+    accelerator.print(f"resuming from {path} ({state.epoch} of {cfg.train.epochs} epochs{more} done)")
+    return state
+
+
+def _load_problem(e: Exception) -> str:
+    """The one line of a ``load_state`` failure a user can act on."""
+    import pickle
+
+    if isinstance(e, pickle.UnpicklingError):  # torch's own text would suggest weights_only=False: never
+        return "a file in it holds pickled objects that are not plain tensors (refused: weights-only loading)"
+    return summary(e, STATE_DICT_PROBLEMS)
 
 
 def save_best(model: VQAModel, root: Path, meta: dict[str, Any]) -> None:

@@ -231,3 +231,13 @@ class FeatureReader:
             raise VQAError(f"{self._files[shard]} is truncated (row {row} of image_id {image_id}): rerun "
                            "`make features` with features.overwrite=true")  # fmt: skip
         return torch.from_numpy(out)
+
+
+def check_store(f: Any, reader: FeatureReader) -> None:
+    """Refuse a store extracted with other ``features.*`` settings (``f``) than the config's, before long work."""
+    m = reader.manifest
+    there = (m["backbone"], m["image_size"], m.get("hypercolumn", []))
+    if there != (f.backbone, f.image_size, list(f.hypercolumn)):
+        raise VQAError(f"the features in {reader.root} were extracted with {m['backbone']}@{m['image_size']} "
+                       f"hypercolumn={there[2]}, but the config says {f.backbone}@{f.image_size} "
+                       f"hypercolumn={list(f.hypercolumn)}: rerun `make features` or fix features.*")  # fmt: skip

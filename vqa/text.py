@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,8 +20,9 @@ from datasets import Dataset, load_from_disk
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from .data import N_CANDIDATES, QA, QUESTION_TYPES
+from .data import N_CANDIDATES, QA, QUESTION_TYPES, dataset_from_config
 from .errors import VQAError
+from .grounding import grounding_targets
 from .io import atomic_write_dir
 
 PAD, UNK = "[PAD]", "[UNK]"
@@ -112,3 +114,24 @@ def read_word_vectors(path: str | Path, vocab: dict[str, int], dim: int) -> tupl
                 raise VQAError(f"{path}:{lineno}: '{word}' has a non-numeric value") from None
             found[index] = True
     return vectors, found
+
+
+def prepare_qa(cfg: Any, accelerator: Any, reuse_tokenizer: bool,
+               grid: tuple[int, int, int]) -> tuple[PreTrainedTokenizerFast, Dataset]:  # fmt: skip
+    """The run's tokenizer and tokenised QA table (with grounding targets on the ``grid``), shared via disk.
+
+    The main process builds the tokenizer from the train split (or reuses the run's own when ``reuse_tokenizer``:
+    a resumed run must keep its vocabulary) and writes ``<run.dir>/tokenizer`` and ``<run.dir>/qa``; every process
+    then reads the same files, so N processes never tokenise differently."""
+    run = Path(cfg.run.dir)
+    dataset = dataset_from_config(cfg)  # on every process: a bad file fails all of them alike, none waits forever
+    if accelerator.is_main_process:
+        if reuse_tokenizer and (run / "tokenizer" / "tokenizer.json").is_file():
+            tokenizer = load_tokenizer(run / "tokenizer")
+        else:
+            tokenizer = build_tokenizer(dataset.split("train"), cfg.text.min_freq)
+            save_tokenizer(tokenizer, run / "tokenizer")
+        targets = grounding_targets(cfg, dataset, grid)
+        save_qa(tokenise_qa(dataset.qa, tokenizer, cfg.text.max_len, targets), run / "qa")
+    accelerator.wait_for_everyone()
+    return load_tokenizer(run / "tokenizer"), load_from_disk(str(run / "qa"))

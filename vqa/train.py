@@ -1,4 +1,6 @@
-"""The training stage on Accelerate: one loop, readable top to bottom (see ``train``).
+"""The training stage on Accelerate: a loop that reads top to bottom (``train``), like torchvision's references.
+
+    train: setup -> resume -> for each epoch: train_one_epoch -> validate -> end_epoch (best, plateau, checkpoint)
 
 Batches: ``train.batch_size`` is the *global* batch. The DataLoader is prepared with ``split_batches=True``, so
 each of N processes gets batch_size / N examples of the same global batch, the scheduler steps once per optimizer
@@ -15,11 +17,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,42 +34,23 @@ from tqdm.auto import tqdm
 
 from .accel import make_accelerator
 from .checkpoint import (
-    STATE_DICT_PROBLEMS,
-    checkpoint_name,
+    TrainerState,
     checkpoints_dir,
     complete_checkpoints,
-    finalize,
     remove_stale,
+    resume_training_state,
     save_best,
+    save_training_state,
 )
 from .config import Config
-from .data import dataset_from_config
-from .errors import Stopped, VQAError, summary
+from .errors import Stopped, VQAError
 from .evaluate import accuracy_of, predict_pass
-from .features import FeatureReader, features_dir
-from .grounding import attention_loss, gate_loss, grounding_targets
+from .features import FeatureReader, check_store, features_dir
+from .grounding import attention_loss, gate_loss
 from .io import atomic_write_text, save_figure
 from .loader import QAExamples, collate, make_sampler, model_inputs, split_rows
 from .model import ModelSpec, VQAModel, init_embedding
-from .text import build_tokenizer, load_tokenizer, read_word_vectors, save_qa, save_tokenizer, tokenise_qa
-
-
-def prepare_text(cfg: Config, accelerator: Accelerator, resume: bool, grid: tuple[int, int, int]) -> tuple[Any, Any]:
-    """Tokenizer (reused when resuming, else built from train) and the tokenised QA table, shared via disk."""
-    run = Path(cfg.run.dir)
-    dataset = dataset_from_config(cfg)
-    if accelerator.is_main_process:
-        if resume and (run / "tokenizer" / "tokenizer.json").is_file():
-            tokenizer = load_tokenizer(run / "tokenizer")
-        else:
-            tokenizer = build_tokenizer(dataset.split("train"), cfg.text.min_freq)
-            save_tokenizer(tokenizer, run / "tokenizer")
-        targets = grounding_targets(cfg, dataset, grid)
-        save_qa(tokenise_qa(dataset.qa, tokenizer, cfg.text.max_len, targets), run / "qa")
-    accelerator.wait_for_everyone()
-    from datasets import load_from_disk
-
-    return load_tokenizer(run / "tokenizer"), load_from_disk(str(run / "qa"))
+from .text import prepare_qa, read_word_vectors
 
 
 def build_model(cfg: Config, tokenizer: Any, grid: tuple[int, int, int], log: Any) -> VQAModel:
@@ -97,41 +80,31 @@ class WarmupPlateau:
         return self.scale * min(1.0, (step + 1) / max(1, self.warmup))
 
 
-def plateau(state: dict[str, Any], improved: bool, val_loss: float, t: Any) -> str | None:
+def plateau(state: TrainerState, improved: bool, val_loss: float, t: Any) -> str | None:
     """Update the patience counters in ``state`` after an epoch; returns why training stops now, or None.
 
     Two signals, each for what it is good at. The LR decays when the val *loss* stops falling: accuracy on ~1,000
     val questions moves by +-0.01 from noise alone, and decaying on every such dip halved the LR while the model
     was still learning fast (0.5e-3 at epoch 8, 1.25e-4 at epoch 12 on the demo). Stopping and model selection
     use val *accuracy*, the number reported."""
-    state["bad_epochs"] = 0 if improved else state.get("bad_epochs", 0) + 1
-    if val_loss < state.get("best_loss", float("inf")):
-        state.update(best_loss=val_loss, loss_bad_epochs=0)
+    state.bad_epochs = 0 if improved else state.bad_epochs + 1
+    if state.best_loss is None or val_loss < state.best_loss:
+        state.best_loss, state.loss_bad_epochs = val_loss, 0
     else:
-        state["loss_bad_epochs"] = state.get("loss_bad_epochs", 0) + 1
-        if state["loss_bad_epochs"] % t.lr_patience == 0:
-            state["lr_scale"] = state.get("lr_scale", 1.0) * t.lr_decay
+        state.loss_bad_epochs += 1
+        if state.loss_bad_epochs % t.lr_patience == 0:
+            state.lr_scale *= t.lr_decay
     return plateau_reason(state, t)
 
 
-def plateau_reason(state: dict[str, Any], t: Any) -> str | None:
+def plateau_reason(state: TrainerState, t: Any) -> str | None:
     """Why training is over at this state (early stop, or the epoch ceiling), or None to go on."""
-    if state.get("bad_epochs", 0) >= t.patience:
-        return (f"early stop: val accuracy has not improved for {t.patience} epochs "
-                f"(best {state['best_accuracy']:.4f} at epoch {state['best_epoch']})")  # fmt: skip
-    if state["epoch"] >= t.epochs:
-        return (f"reached train.epochs={t.epochs} before val accuracy stopped improving "
-                f"(best {state['best_accuracy']:.4f} at epoch {state['best_epoch']}): raise train.epochs")  # fmt: skip
+    best = f"best {state.best_accuracy:.4f} at epoch {state.best_epoch}"
+    if state.bad_epochs >= t.patience:
+        return f"early stop: val accuracy has not improved for {t.patience} epochs ({best})"
+    if state.epoch >= t.epochs:
+        return f"reached train.epochs={t.epochs} before val accuracy stopped improving ({best}): raise train.epochs"
     return None
-
-
-def check_store(cfg: Config, reader: FeatureReader) -> None:
-    m, f = reader.manifest, cfg.features
-    there = (m["backbone"], m["image_size"], m.get("hypercolumn", []))
-    if there != (f.backbone, f.image_size, list(f.hypercolumn)):
-        raise VQAError(f"the features in {reader.root} were extracted with {m['backbone']}@{m['image_size']} "
-                       f"hypercolumn={there[2]}, but the config says {f.backbone}@{f.image_size} "
-                       f"hypercolumn={list(f.hypercolumn)}: rerun `make features` or fix features.*")  # fmt: skip
 
 
 def curves(log_path: Path, out: Path) -> None:
@@ -207,65 +180,58 @@ def _keep_rng(loader: Any) -> Any:
         yield batch
 
 
-def _load_problem(e: Exception) -> str:
-    """The one line of a ``load_state`` failure a user can act on."""
-    import pickle
+# ------------------------------------------------------------------------------------------------ the parts
+@dataclass
+class Training:
+    """The prepared objects one run trains with: everything ``train_one_epoch`` and ``validate`` touch."""
 
-    if isinstance(e, pickle.UnpicklingError):  # torch's own text would suggest weights_only=False: never
-        return "a file in it holds pickled objects that are not plain tensors (refused: weights-only loading)"
-    return summary(e, STATE_DICT_PROBLEMS)
-
-
-def _resume_point(cfg: Config, accelerator: Accelerator, log: Any) -> dict[str, Any]:
-    """The trainer state of the last complete checkpoint (restored into the prepared objects), or a fresh one."""
-    state = {"epoch": 0, "batch": 0, "step": 0, "best_accuracy": -1.0, "best_epoch": 0, "bad_epochs": 0,
-             "lr_scale": 1.0}  # fmt: skip
-    done = complete_checkpoints(checkpoints_dir(cfg))
-    if cfg.train.resume == "auto" and done:
-        path = done[-1][1]
-        try:
-            accelerator.load_state(str(path))
-        except Exception as e:  # other model/config, truncated file, a pickle that is not plain tensors
-            raise VQAError(f"cannot resume from {path}: {_load_problem(e)}",
-                           [f"delete {path} to resume from an earlier checkpoint, or set train.resume=never "
-                            "to start over"]) from None  # fmt: skip
-        state = {**state, **json.loads((path / "trainer_state.json").read_text())}
-        more = f" + {state['batch']} batches" if state["batch"] else ""
-        log(f"resuming from {path} ({state['epoch']} of {cfg.train.epochs} epochs{more} done)")
-    return state
+    cfg: Config
+    accelerator: Accelerator
+    model: Any  # VQAModel, as wrapped by accelerator.prepare
+    optimizer: Any
+    scheduler: Any  # LambdaLR over ``schedule``
+    schedule: WarmupPlateau
+    train_loader: Any
+    val_loader: Any
+    train_examples: QAExamples
+    steps_per_epoch: int  # optimizer steps per epoch
 
 
-def _save_checkpoint(cfg: Config, accelerator: Accelerator, state: dict[str, Any], meta: dict[str, Any]) -> Path:
-    """A full ``save_state`` of every process into a temp folder, renamed into place once complete."""
-    root = checkpoints_dir(cfg)
-    name = checkpoint_name(state["epoch"], state["batch"])
-    tmp = root / f".tmp_{name}"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        finalize(tmp, name, state, meta, cfg.train.keep_checkpoints)
-    accelerator.wait_for_everyone()
-    return root / name
+def build_training(cfg: Config, accelerator: Accelerator, model: VQAModel, train_rows: Any, val_rows: Any,
+                   reader: FeatureReader | None) -> Training:  # fmt: skip
+    """Loaders, AdamW and the warmup-plateau schedule around ``model``, all prepared by Accelerate.
 
-
-def train(cfg: Config, accelerator: Accelerator | None = None) -> dict[str, Any]:
-    """Train ``cfg.model`` on the train split, select on val; returns the final state and best val accuracy."""
-    accelerator = accelerator or make_accelerator(cfg, training=True)
-    log = accelerator.print
-    run = Path(cfg.run.dir)
+    ``reader`` None: no image features (the blind variant). drop_last on train: every optimizer step sees a full
+    global batch, so 1 and N processes take the same steps (Accelerate would pad an uneven last batch with
+    repeated examples on N processes only)."""
     t = cfg.train
+    train_examples = QAExamples(train_rows, reader, cfg.seed, train=True)
+    train_loader = DataLoader(train_examples, batch_size=t.batch_size, collate_fn=collate, num_workers=t.num_workers,
+                              sampler=make_sampler(t.batching, train_rows, cfg.seed), drop_last=True)  # fmt: skip
+    val_loader = DataLoader(QAExamples(val_rows, reader, cfg.seed, train=False), batch_size=t.batch_size,
+                            collate_fn=collate, num_workers=t.num_workers)  # fmt: skip
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    steps_per_epoch = math.ceil(len(train_loader) / t.grad_accum)
+    schedule = WarmupPlateau(int(t.warmup * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, val_loader, scheduler
+    )
+    return Training(cfg, accelerator, model, optimizer, scheduler, schedule, train_loader, val_loader,
+                    train_examples, steps_per_epoch)  # fmt: skip
+
+
+def setup(cfg: Config, accelerator: Accelerator) -> tuple[Training, FeatureReader]:
+    """Check the store, tokenise the QA, split it, build the model and its ``Training``: all before long work."""
+    t, log = cfg.train, accelerator.print
     if t.batch_size % accelerator.num_processes:
         raise VQAError(f"train.batch_size={t.batch_size} must divide by the {accelerator.num_processes} processes")
     if accelerator.is_main_process:
         remove_stale(checkpoints_dir(cfg))
-    resume = t.resume == "auto" and bool(complete_checkpoints(checkpoints_dir(cfg)))
+    resuming = t.resume == "auto" and bool(complete_checkpoints(checkpoints_dir(cfg)))
     reader = FeatureReader(features_dir(cfg))
-    check_store(cfg, reader)
-    tokenizer, table = prepare_text(cfg, accelerator, resume, reader.grid)
-    use_reader = reader if cfg.model.variant != "blind" else None
+    check_store(cfg.features, reader)
+    tokenizer, table = prepare_qa(cfg, accelerator, resuming, reader.grid)
     train_rows, dropped = split_rows(table, "train", reader)
     val_rows, _ = split_rows(table, "val", reader)
     if dropped:
@@ -274,109 +240,147 @@ def train(cfg: Config, accelerator: Accelerator | None = None) -> dict[str, Any]
         raise VQAError(f"{len(train_rows)} train questions is less than one batch (train.batch_size={t.batch_size})")
     set_seed(cfg.seed)
     model = build_model(cfg, tokenizer, reader.grid, log)
-    train_ds = QAExamples(train_rows, use_reader, cfg.seed, train=True)
-    # drop_last: every optimizer step sees a full global batch, so 1 and N processes take the same steps
-    # (Accelerate would pad an uneven last batch with repeated examples on N processes only).
-    train_loader = DataLoader(train_ds, batch_size=t.batch_size, sampler=make_sampler(t.batching, train_rows, cfg.seed),
-                              collate_fn=collate, num_workers=t.num_workers, drop_last=True)  # fmt: skip
-    val_loader = DataLoader(QAExamples(val_rows, use_reader, cfg.seed, train=False), batch_size=t.batch_size,
-                            collate_fn=collate, num_workers=t.num_workers)  # fmt: skip
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    steps_per_epoch = math.ceil(len(train_loader) / t.grad_accum)  # global batches per optimizer step
-    schedule = WarmupPlateau(int(t.warmup * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, val_loader, scheduler
-    )
-    state = _resume_point(cfg, accelerator, log)
-    schedule.scale = state["lr_scale"]  # also restored by load_state; the trainer state is the one we log
-    meta = {"spec": accelerator.unwrap_model(model).spec.to_dict(), "features": reader.manifest["fingerprint"],
+    features = reader if cfg.model.variant != "blind" else None
+    return build_training(cfg, accelerator, model, train_rows, val_rows, features), reader
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+def train_step(tr: Training, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Forward, the loss (answer + box supervision of attention and counting gates), backward, clip, AdamW, LR."""
+    t, variant = tr.cfg.train, tr.cfg.model.variant
+    with tr.accelerator.accumulate(tr.model):
+        scores, attention, gates = tr.model(**model_inputs(batch), with_gates=True)  # [b, K], [b, K, G, H, W]
+        loss = F.cross_entropy(scores, batch["label"])
+        if t.attention_supervision > 0 and variant == "attention":
+            loss = loss + t.attention_supervision * attention_loss(attention, batch)
+            if gates is not None:  # [b, K, H*W, G] counting-gate logits
+                loss = loss + t.attention_supervision * gate_loss(gates, batch)
+        tr.accelerator.backward(loss)
+        if tr.accelerator.sync_gradients:
+            tr.accelerator.clip_grad_norm_(tr.model.parameters(), t.clip_norm)
+        tr.optimizer.step()
+        tr.scheduler.step()
+        tr.optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+@dataclass
+class EpochStats:
+    loss_sum: torch.Tensor  # [2]: sum of losses, examples (this process; a resumed epoch's earlier part included)
+    seen: int  # examples this process trained on now
+    seconds: float
+    data_wait: float  # share of ``seconds`` spent waiting for batches
+    stopped_after: int = 0  # > 0: a stop signal ended the epoch after this batch
+
+
+def train_one_epoch(tr: Training, state: TrainerState, epoch: int, stop: StopSignal | None = None,
+                    batches: Any = None) -> EpochStats:  # fmt: skip
+    """One pass over the train split, from batch ``state.batch`` when resuming a stopped epoch.
+
+    Stops after a whole optimizer step when ``stop`` is requested (the caller saves the checkpoint). ``batches``
+    replaces the loader (the benchmark's batches already in memory)."""
+    acc, n, skip = tr.accelerator, len(tr.train_loader), state.batch
+    if not skip:
+        set_seed(tr.cfg.seed + 1000 * (epoch + 1))  # dropout etc.: a function of (seed, epoch) only
+    # (a stopped run's RNG state was restored by load_state instead)
+    loader = acc.skip_first_batches(tr.train_loader, skip) if skip else tr.train_loader
+    loader.set_epoch(epoch)
+    tr.train_examples.set_epoch(epoch)  # candidate order; Accelerate skips the dataset's set_epoch when sharded
+    if batches is None:
+        batches = _keep_rng(loader) if skip else loader
+    tr.model.train()
+    resumed = state.loss_sum if skip and acc.is_main_process else [0.0, 0.0]
+    loss_sum = torch.tensor(resumed, device=acc.device)
+    stats = EpochStats(loss_sum, 0, 0.0, 0.0)
+    bar = tqdm(total=n, initial=skip, desc=f"epoch {epoch + 1}/{tr.cfg.train.epochs}", unit="batch",
+               disable=not acc.is_local_main_process, mininterval=1.0)  # fmt: skip
+    start = fetch = time.perf_counter()
+    for i, batch in enumerate(batches, start=skip + 1):
+        stats.data_wait += time.perf_counter() - fetch
+        loss = train_step(tr, batch)
+        b = len(batch["label"])
+        loss_sum += torch.stack([loss * b, torch.tensor(float(b), device=loss.device)])
+        stats.seen += b
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        if stop is not None and acc.sync_gradients and i < n and stop.requested():
+            stats.stopped_after = i
+            break
+        fetch = time.perf_counter()
+    bar.close()
+    stats.seconds = time.perf_counter() - start
+    stats.data_wait /= stats.seconds
+    return stats
+
+
+def validate(tr: Training) -> dict[str, Any]:
+    """Val accuracy (ties wrong), per type, and the answer loss, gathered over every process."""
+    return accuracy_of(predict_pass(tr.model, tr.val_loader, tr.accelerator))
+
+
+def end_epoch(tr: Training, state: TrainerState, stats: EpochStats, val: dict[str, Any],
+              meta: dict[str, Any]) -> tuple[str | None, Path]:  # fmt: skip
+    """After an epoch: keep the best weights, update the plateau, log, checkpoint. Returns (why stop, checkpoint)."""
+    acc, t, epoch = tr.accelerator, tr.cfg.train, state.epoch + 1
+    totals = acc.reduce(stats.loss_sum, reduction="sum")
+    state.epoch, state.batch, state.step, state.loss_sum = epoch, 0, epoch * tr.steps_per_epoch, [0.0, 0.0]
+    improved = val["accuracy"] > state.best_accuracy
+    if improved:
+        state.best_accuracy, state.best_epoch = val["accuracy"], epoch
+        if acc.is_main_process:
+            save_best(acc.unwrap_model(tr.model), checkpoints_dir(tr.cfg),
+                      {**meta, "epoch": epoch, "val_accuracy": val["accuracy"], "val_per_type": val["per_type"]})
+    reason = plateau(state, improved, val["loss"], t)  # patience, LR scale, and whether to stop
+    tr.schedule.scale = state.lr_scale
+    row = {"epoch": epoch, "train_loss": float(totals[0] / totals[1]), "val_loss": val["loss"],
+           "val_accuracy": val["accuracy"], "val_per_type": val["per_type"], "lr": tr.scheduler.get_last_lr()[0],
+           "questions_per_s": stats.seen * acc.num_processes / stats.seconds,  # all processes
+           "data_wait": stats.data_wait, "seconds": round(stats.seconds, 2), "best": improved, "stop": reason}
+    state.history.append(row)
+    saved = save_training_state(tr.cfg, acc, state, {**meta, "epoch": epoch})
+    if acc.is_main_process:  # rewritten from the checkpointed history: a kill never loses a row
+        rows = "".join(json.dumps(r) + "\n" for r in state.history)
+        atomic_write_text(Path(tr.cfg.run.dir) / "train_log.jsonl", rows)
+    best = " (best)" if improved else f" (no gain for {state.bad_epochs}/{t.patience})"
+    acc.print(f"epoch {epoch}: loss {row['train_loss']:.4f}  val loss {val['loss']:.4f} acc {val['accuracy']:.4f}"
+              f"{best}  lr {row['lr']:.2e}  {row['questions_per_s']:.0f} q/s, data wait {row['data_wait']:.1%}")
+    return reason, saved
+
+
+def stop_mid_epoch(tr: Training, state: TrainerState, stats: EpochStats, meta: dict[str, Any], name: str) -> None:
+    """Save the state of an epoch stopped after ``stats.stopped_after`` batches, then raise ``Stopped``."""
+    i, epoch, n = stats.stopped_after, state.epoch, len(tr.train_loader)
+    state.batch, state.step = i, epoch * tr.steps_per_epoch + i // tr.cfg.train.grad_accum
+    state.loss_sum = tr.accelerator.reduce(stats.loss_sum.clone(), reduction="sum").tolist()
+    saved = save_training_state(tr.cfg, tr.accelerator, state, {**meta, "epoch": epoch, "batch": i})
+    raise Stopped(f"{name}: stopped in epoch {epoch + 1} of {tr.cfg.train.epochs} after batch {i} of {n}; "
+                  f"checkpoint {saved}", ["rerun the same command to resume"])  # fmt: skip
+
+
+def train(cfg: Config, accelerator: Accelerator | None = None) -> TrainerState:
+    """Train ``cfg.model`` on the train split until val accuracy plateaus; the best epoch on val is kept."""
+    accelerator = accelerator or make_accelerator(cfg, training=True)
+    tr, reader = setup(cfg, accelerator)
+    state = resume_training_state(cfg, accelerator)
+    tr.schedule.scale = state.lr_scale  # also restored by load_state; the trainer state is the one we log
+    meta = {"spec": accelerator.unwrap_model(tr.model).spec.to_dict(), "features": reader.manifest["fingerprint"],
             "seed": cfg.seed}  # fmt: skip
-    log_path = run / "train_log.jsonl"  # rewritten from the checkpointed history: a kill never loses a row
-    state.setdefault("history", [])
-    reason = plateau_reason(state, t)
+    reason = plateau_reason(state, cfg.train)
     if reason:
-        log(f"nothing to do: {reason}")
+        accelerator.print(f"nothing to do: {reason}")
     with StopSignal(accelerator) as stop:
-        for epoch in range(state["epoch"], t.epochs if not reason else state["epoch"]):
-            skip = state["batch"]  # > 0: resuming a run stopped inside this epoch
-            if not skip:
-                set_seed(cfg.seed + 1000 * (epoch + 1))  # dropout etc.: a function of (seed, epoch) only
-            # (a stopped run's RNG state was restored by load_state instead)
-            loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
-            loader.set_epoch(epoch)
-            batches = _keep_rng(loader) if skip else loader
-            train_ds.set_epoch(epoch)  # candidate order; Accelerate skips the dataset's set_epoch when sharded
-            model.train()
-            loss_sum = torch.tensor(state.get("loss_sum", [0.0, 0.0]) if skip and accelerator.is_main_process
-                                    else [0.0, 0.0], device=accelerator.device)  # fmt: skip
-            seen, data_time, start = 0, 0.0, time.perf_counter()
-            bar = tqdm(total=len(train_loader), initial=skip, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch",
-                       disable=not accelerator.is_local_main_process, mininterval=1.0)  # fmt: skip
-            fetch = time.perf_counter()
-            for i, batch in enumerate(batches, start=skip + 1):
-                data_time += time.perf_counter() - fetch
-                with accelerator.accumulate(model):
-                    scores, attention, gates = model(**model_inputs(batch), with_gates=True)  # [b, 4], [b, 4, G, H, W]
-                    loss = F.cross_entropy(scores, batch["label"])
-                    if t.attention_supervision > 0 and cfg.model.variant == "attention":
-                        loss = loss + t.attention_supervision * attention_loss(attention, batch)
-                        if gates is not None:  # [b, 4, H*W, G] counting-gate logits
-                            loss = loss + t.attention_supervision * gate_loss(gates, batch)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(model.parameters(), t.clip_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                loss_sum += torch.stack([loss.detach() * len(batch["label"]), torch.tensor(len(batch["label"]))])
-                seen += len(batch["label"])
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-                if accelerator.sync_gradients and i < len(train_loader) and stop.requested():
-                    bar.close()
-                    totals = accelerator.reduce(loss_sum.clone(), reduction="sum")
-                    state.update(batch=i, step=epoch * steps_per_epoch + i // t.grad_accum, loss_sum=totals.tolist())
-                    saved = _save_checkpoint(cfg, accelerator, state, {**meta, "epoch": epoch, "batch": i})
-                    raise Stopped(f"{stop.name}: stopped in epoch {epoch + 1} of {t.epochs} after batch {i} of "
-                                  f"{len(train_loader)}; checkpoint {saved}", ["rerun the same command to resume"])
-                fetch = time.perf_counter()
-            bar.close()
-            train_seconds = time.perf_counter() - start
-            totals = accelerator.reduce(loss_sum, reduction="sum")
-            val = accuracy_of(predict_pass(model, val_loader, accelerator))
-            state.update(epoch=epoch + 1, batch=0, step=(epoch + 1) * steps_per_epoch)
-            state.pop("loss_sum", None)
-            improved = val["accuracy"] > state["best_accuracy"]
-            if improved:
-                state.update(best_accuracy=val["accuracy"], best_epoch=epoch + 1)
-                if accelerator.is_main_process:
-                    save_best(accelerator.unwrap_model(model), checkpoints_dir(cfg),
-                              {"epoch": epoch + 1, "val_accuracy": val["accuracy"], "val_per_type": val["per_type"],
-                               "features": reader.manifest["fingerprint"], "seed": cfg.seed})  # fmt: skip
-            reason = plateau(state, improved, val["loss"], t)  # patience, LR scale, and whether to stop
-            schedule.scale = state["lr_scale"]
-            row = {"epoch": epoch + 1, "train_loss": float(totals[0] / totals[1]), "val_loss": val["loss"],
-                   "val_accuracy": val["accuracy"],
-                   "val_per_type": val["per_type"], "lr": scheduler.get_last_lr()[0],
-                   "questions_per_s": seen * accelerator.num_processes / train_seconds,  # all processes
-                   "data_wait": data_time / train_seconds,
-                   "seconds": round(train_seconds, 2), "best": improved, "stop": reason}  # fmt: skip
-            state["history"].append(row)
-            saved = _save_checkpoint(cfg, accelerator, state, {**meta, "epoch": epoch + 1})
-            if accelerator.is_main_process:
-                atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in state["history"]))
-            best = " (best)" if improved else f" (no gain for {state['bad_epochs']}/{t.patience})"
-            log(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  val loss {val['loss']:.4f} "
-                f"acc {val['accuracy']:.4f}{best}  lr {row['lr']:.2e}  {row['questions_per_s']:.0f} q/s, "
-                f"data wait {row['data_wait']:.1%}")
+        while reason is None:
+            stats = train_one_epoch(tr, state, state.epoch, stop)
+            if stats.stopped_after:
+                stop_mid_epoch(tr, state, stats, meta, stop.name)
+            reason, saved = end_epoch(tr, state, stats, validate(tr), meta)
             if reason:
-                log(reason)
-                break
-            if stop.requested():
-                raise Stopped(f"{stop.name}: stopped after epoch {epoch + 1} of {t.epochs}; checkpoint {saved}",
-                              ["rerun the same command to resume from it"])  # fmt: skip
+                accelerator.print(reason)
+            elif stop.requested():
+                raise Stopped(f"{stop.name}: stopped after epoch {state.epoch} of {cfg.train.epochs}; checkpoint "
+                              f"{saved}", ["rerun the same command to resume from it"])  # fmt: skip
+    log_path = Path(cfg.run.dir) / "train_log.jsonl"
     if accelerator.is_main_process and log_path.exists():
-        curves(log_path, run / "curves.png")
+        curves(log_path, Path(cfg.run.dir) / "curves.png")
     accelerator.wait_for_everyone()
     return state
