@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -10,10 +11,33 @@ from vqa.config import Config, flat_keys, load_config, parse_override, save_conf
 from vqa.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-CONTRACT_KEYS = [
-    "data.annotations", "data.images", "data.grounding", "run.dir", "features.backbone", "features.image_size",
-    "train.epochs", "train.batch_size", "train.lr", "seed", "model.variant",
-]  # fmt: skip
+# The keys the README tells users to set on the command line: key -> (override text, the value the
+# Config must then hold, a wrong override, the exact problem line it must give). Every value differs from the default.
+CONTRACT = {
+    "data.annotations": ("/v7w/dataset_v7w_telling.json", "/v7w/dataset_v7w_telling.json", "[a, b]",
+                         "'data.annotations' must be str, got list ['a', 'b']"),
+    "data.images": ("/v7w/images", "/v7w/images", "{dir: x}", "'data.images' must be str, got dict {'dir': 'x'}"),
+    "data.grounding": ("null", None, "7", "'data.grounding' must be str | null, got int 7"),
+    "run.dir": ("runs/exp 1", "runs/exp 1", "[runs]", "'run.dir' must be str, got list ['runs']"),
+    "features.backbone": ("resnet152", "resnet152", "resnet18",
+                          "'features.backbone' must be 'efficientnet_lite0' | 'resnet50' | 'resnet101' | 'resnet152',"
+                          " got str 'resnet18'"),
+    "features.image_size": ("448", 448, "16", "features.image_size must be >= 32, got 16"),
+    "train.epochs": ("3", 3, "2.5", "'train.epochs' must be int, got float 2.5"),
+    "train.batch_size": ("16", 16, "0", "train.batch_size must be >= 1, got 0"),
+    "train.lr": ("5e-4", 5e-4, "0", "train.lr must be > 0.0, got 0.0"),
+    "seed": ("11", 11, "-1", "seed must be >= 0, got -1"),
+    "model.variant": ("image_only", "image_only", "Attention",
+                      "'model.variant' must be 'attention' | 'no_attention' | 'image_only' | 'blind', got str "
+                      "'Attention'"),
+}  # fmt: skip
+
+
+def get(cfg: Config, dotted: str) -> Any:
+    node: Any = cfg
+    for name in dotted.split("."):
+        node = getattr(node, name)
+    return node
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -35,13 +59,37 @@ def test_shipped_configs_load_and_show_every_knob(name: str) -> None:
     assert leaf_lines and all("#" in ln for ln in leaf_lines), "every knob needs a comment"
 
 
-def test_contract_keys_exist() -> None:
-    assert set(CONTRACT_KEYS) <= set(flat_keys())
+@pytest.mark.parametrize("key", sorted(CONTRACT))
+def test_contract_key_override_reaches_the_config(key: str) -> None:
+    """``key=value`` on the command line lands on that key, with its type, and touches no other key: the pipelines
+    and the README's commands rely on exactly these overrides."""
+    text, expected, _, _ = CONTRACT[key]
+    cfg, default = load_config(None, [f"{key}={text}"]), Config()
+    assert get(default, key) != expected, "pick a value that differs from the default"
+    assert get(cfg, key) == expected and type(get(cfg, key)) is type(expected)
+    assert [k for k in flat_keys() if get(cfg, k) != get(default, k)] == [key]
 
 
-def test_visual7w_config_is_resnet152_at_448() -> None:
-    cfg = load_config(REPO / "configs" / "visual7w.yaml")
+@pytest.mark.parametrize("key", sorted(CONTRACT))
+def test_contract_key_with_a_bad_value_is_refused_by_name(key: str) -> None:
+    """A wrong type or an out-of-range value for a contract key stops the run before any work, with one line that
+    names the key, says it came from the command line, and shows what it expected and what it got."""
+    _, _, bad, problem = CONTRACT[key]
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [f"{key}={bad}"])
+    assert e.value.problems == [f"command line: {problem}"]
+
+
+def test_the_command_line_beats_the_file_which_beats_the_defaults() -> None:
+    """The real-data config switches to ResNet-152 at 448 px (file over defaults); an override on top changes only
+    the key it names (command line over file), e.g. a quick 224 px smoke run of the Visual7W setup."""
+    path = REPO / "configs" / "visual7w.yaml"
+    default, cfg = Config(), load_config(path)
+    assert (default.features.backbone, default.features.image_size) == ("efficientnet_lite0", 224)
     assert (cfg.features.backbone, cfg.features.image_size) == ("resnet152", 448)
+    smoke = load_config(path, ["features.image_size=224", "run.dir=runs/smoke"])
+    assert (smoke.features.backbone, smoke.features.image_size, smoke.run.dir) == ("resnet152", 224, "runs/smoke")
+    assert [k for k in flat_keys() if get(smoke, k) != get(cfg, k)] == ["run.dir", "features.image_size"]
 
 
 def test_overrides_are_yaml_scalars() -> None:

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from vqa.data import QUESTION_TYPES, load_grounding, load_telling, parse_grounding, parse_telling
+from vqa.data import load_grounding, load_telling, parse_grounding, parse_telling
 from vqa.errors import DatasetError
+from vqa.scoring import result_entry, score_results
 
 
 def valid() -> dict[str, Any]:
@@ -88,7 +89,6 @@ MALFORMED = {
                               "qa_id 986: duplicate distractors after lowercasing: ['a boat.']"),
     "answer among distractors": (_set([*Q, "multiple_choices"], ["on the BEACH.", "B.", "C."]),
                                  "qa_id 986: the answer 'On the beach.' is also among the distractors"),
-    "unknown type": (_set([*Q, "type"], "which"), "qa_id 986: unknown type 'which'"),
     "qa image_id mismatch": (_set([*Q, "image_id"], 1), "qa_id 986: image_id 1 differs from its image's 2412"),
     "qa not an object": (_set(Q, [1, 2]), "image_id 2412 qa_pairs[0]: a QA record must be an object, got list"),
     "unknown split": (_set([*I0, "split"], "dev"), "image_id 2412: unknown split 'dev'"),
@@ -134,10 +134,21 @@ def test_symlink_out_of_the_image_folder_is_refused(tmp_path: Path) -> None:
         parse_telling(valid(), images)
 
 
-def test_non_ascii_text_is_fine(tmp_path: Path) -> None:
+def test_non_ascii_text_survives_the_file_and_other_encodings_are_refused(tmp_path: Path) -> None:
+    """Converted or hand-edited files hold raw UTF-8 (not \\u escapes): the text must come back exactly, whatever
+    the platform's default encoding; a file saved as Latin-1 is refused with one clear line, not a traceback."""
     data = valid()
-    qa0(data)["question"] = "Où est l'homme? 男人在哪里？"
-    assert parse_telling(data, tmp_path).split("train")[0].question.startswith("Où")
+    question = "Où est l'homme? 男人在哪里？"
+    qa0(data)["question"] = question
+    path = tmp_path / "ann.json"
+    path.write_bytes(json.dumps(data, ensure_ascii=False).encode("utf-8"))
+    assert load_telling(path, tmp_path).split("train")[0].question == question
+    qa0(data)["question"] = "Où est l'homme?"
+    latin1 = json.dumps(data, ensure_ascii=False).encode("latin-1")
+    path.write_bytes(latin1)
+    at = latin1.index("ù".encode("latin-1"))  # the first non-UTF-8 byte, named so the user can find it
+    with pytest.raises(DatasetError, match=rf"ann\.json: not UTF-8 text \(invalid start byte at byte {at}\)"):
+        load_telling(path, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -158,8 +169,42 @@ def test_bad_files(tmp_path: Path, content: str | None, match: str) -> None:
         load_telling(path, tmp_path)
 
 
-def test_question_types_match_visual7w() -> None:
-    assert set(QUESTION_TYPES) == {"what", "where", "when", "who", "why", "how"}
+SIX_WS = ("what", "where", "when", "who", "why", "how")
+
+
+def one_qa_per_type(types: tuple[Any, ...]) -> dict[str, Any]:
+    """A valid telling file with one image and one QA per entry of ``types`` (qa_id 100, 101, ...)."""
+    qa_pairs = [{"qa_id": 100 + i, "image_id": 1, "type": t, "question": f"Question {i}?", "answer": "Yes.",
+                 "multiple_choices": ["No.", "Maybe.", "Never."]} for i, t in enumerate(types)]  # fmt: skip
+    return {"images": [{"image_id": 1, "filename": "v7w_1.jpg", "split": "test", "qa_pairs": qa_pairs}]}
+
+
+def test_every_w_loads_and_gets_its_own_accuracy(tmp_path: Path) -> None:
+    """Each of Visual7W's six telling types loads with its type kept verbatim, because the metrics report accuracy
+    per type: six types in, six per-type columns out, each counting its own questions."""
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(one_qa_per_type(SIX_WS)))
+    qas = load_telling(path, tmp_path).split("test")
+    assert [(q.qa_id, q.type) for q in qas] == [(100 + i, t) for i, t in enumerate(SIX_WS)]
+    # right on 'what', 'when' and 'why' (even positions), wrong on the others
+    entries = [result_entry(q, q.candidates if i % 2 == 0 else q.candidates[::-1]) for i, q in enumerate(qas)]
+    m = score_results(entries, qas, "test")
+    assert m["per_type_n"] == dict.fromkeys(SIX_WS, 1)
+    assert m["per_type"] == {"how": 0.0, "what": 1.0, "when": 1.0, "where": 0.0, "who": 0.0, "why": 1.0}
+
+
+@pytest.mark.parametrize("bad", ["which", "What", "how many", "", None, 3])
+def test_a_type_outside_the_six_ws_is_refused_by_qa_id(tmp_path: Path, bad: Any) -> None:
+    """A pointing-task QA ('which'), a capitalised or free-text type would open a bogus extra per-type column in
+    every metrics table; the loader refuses it, naming the QA and the six types it accepts, and nothing else."""
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(one_qa_per_type(("what", bad, "why"))))
+    with pytest.raises(DatasetError) as e:
+        load_telling(path, tmp_path)
+    assert str(path) in e.value.headline
+    assert e.value.problems == [
+        f"image_id 1 qa_pairs[1] qa_id 101: unknown type {bad!r}; expected one of what, where, when, who, why, how"
+    ]
 
 
 # ------------------------------------------------------------------------------------------------ grounding

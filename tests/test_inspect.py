@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -40,10 +41,56 @@ def test_boxes_follow_the_squash_resize() -> None:
     assert scale_box(box, width=400, height=200, size=224) == pytest.approx((56, 56, 112, 112))
 
 
-def test_render_gives_a_png() -> None:
-    png = render(np.zeros((64, 64, 3), np.uint8), "Where?", "where", ["A.", "B.", "C.", "D."], [1, 2, 3, 0],
-                 np.random.rand(4, 2, 2), "C.", [(1, 1, 10, 10)])  # fmt: skip
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+TAB_BLUE, TAB_GREEN = (31, 119, 180), (44, 160, 44)  # matplotlib's tab:blue / tab:green: the index's legend
+
+
+def frames(png: bytes, k: int, rgb: tuple[int, int, int]) -> list[int]:
+    """Pixels of colour ``rgb`` (antialiasing tolerance) in each of the ``k`` side-by-side panels of a rendered PNG."""
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)  # [H, W, 3]
+    hit = np.abs(image - np.array(rgb)).max(axis=-1) <= 30  # [H, W]
+    width = image.shape[1]
+    return [int(hit[:, j * width // k : (j + 1) * width // k].sum()) for j in range(k)]
+
+
+@pytest.mark.parametrize(
+    ("scores", "answer", "blue", "green", "result"),
+    [
+        ([2, 2, 0, 0], "A.", 1, 0, "✗ wrong"),  # a top tie with the answer counts wrong: a wrong one is chosen
+        ([3, 1, 1, 0], "A.", None, 0, "✓ correct"),  # chosen = answer: one frame, green wins
+        ([1, 2, 3, 0], "A.", 2, 0, "✗ wrong"),
+        ([0, 5, 5, 1], None, 1, None, ""),  # predict.py: no answer known, the first top choice, no verdict
+    ],
+    ids=["tie-is-wrong", "right", "wrong", "no-answer"],
+)  # fmt: skip
+def test_render_frames_the_chosen_and_the_true_answer(
+    monkeypatch: pytest.MonkeyPatch,
+    scores: list[float],
+    answer: str | None,
+    blue: int | None,
+    green: int | None,
+    result: str,
+) -> None:
+    """What a user reads off a PNG: the blue frame is the model's choice under the metrics' tie rule, the green frame
+    the true answer, and the title says whether they agree, exactly as the accuracy counts it (on a tie, wrong)."""
+    titles: list[str] = []
+    chosen_marks: list[list[int]] = []
+    real = vqa.inspect.figure_png
+
+    def spy(fig, **kwargs) -> bytes:
+        titles.append(fig.get_suptitle())
+        chosen_marks.append([j for j, ax in enumerate(fig.axes) if "▶ chosen" in ax.get_title()])
+        return real(fig, **kwargs)
+
+    monkeypatch.setattr(vqa.inspect, "figure_png", spy)
+    att = np.zeros((4, 2, 2))
+    att[:, 0, 1] = 1.0  # the jet overlay (dark blue/red over black) stays far from both frame colours
+    png = render(np.zeros((16, 16, 3), np.uint8), "Where is it?", "where", ["A.", "B.", "C.", "D."], scores, att,
+                 answer, [(1, 1, 10, 10)])  # fmt: skip
+    for rgb, framed in ((TAB_BLUE, blue), (TAB_GREEN, green)):
+        counts = frames(png, 4, rgb)
+        assert all(n > 1000 if j == framed else n < 50 for j, n in enumerate(counts)), (rgb, counts)
+    assert titles == [f"[where] Where is it?{'  ' + result if result else ''}"]
+    assert chosen_marks == [[green if blue is None else blue]], "the '▶ chosen' caption sits on the framed choice"
 
 
 def test_html_escapes_every_dataset_string(tmp_path: Path) -> None:
