@@ -1,15 +1,16 @@
 """kill -9 and SIGTERM on the real train / eval / inspect processes, then a rerun: it completes and its outputs
 equal an uninterrupted run's. (The features stage has its own kill -9 test in test_features_cli.py.)
 
-The kill moments are random (a seeded draw, printed on failure) so that, across runs, they land in every phase:
-mid-epoch, during validation, while a checkpoint or an output folder is being written.
+Where the kill lands is not left to the clock: the stage runs with ``VQA_HALT_AT=<event>`` (``vqa.io.reached``)
+and waits at that named moment (mid-epoch, after validation, with a checkpoint written but not yet complete,
+between the two renames of an output folder) until the test kills it. The moment is drawn from each stage's list
+with ``VQA_CRASH_SEED`` (default 0, printed on failure), so a run is reproducible and other seeds cover the rest.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -32,7 +33,11 @@ pytestmark = pytest.mark.slow
 SMALL = ["features.image_size=64", "features.num_workers=0", "features.precision=fp32", "model.embed_dim=16",
          "model.hidden_dim=32", "model.attention_dim=32", "train.batch_size=8", "train.epochs=3",
          "eval.split=test", "inspect.split=test", "inspect.n=12"]  # fmt: skip
-SEED = int(os.environ.get("VQA_CRASH_SEED", time.time_ns() % 10_000))
+SEED = int(os.environ.get("VQA_CRASH_SEED", "0"))
+TRAIN_KILLS = ["checkpoint-written:epoch_002", "train:epoch2:batch3", "train:validated:epoch2", "dir-written:best",
+               "train:epoch3:batch1"]  # fmt: skip
+OUTPUT_KILLS = {"evaluate": ["dir-swap:test", "eval:predictions-written", "dir-written:test"],
+                "inspect": ["inspect:png3", "dir-swap:inspect", "dir-written:inspect"]}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -56,16 +61,19 @@ def stage_run(stage: str, args: list[str], run: Path) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=600)  # fmt: skip
 
 
-def start(stage: str, args: list[str], run: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, f"pipelines/{stage}.py", *args, f"run.dir={run}"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-
-
-def wait_for(path_glob: tuple[Path, str], proc: subprocess.Popen, timeout: float = 300) -> None:
-    folder, pattern = path_glob
-    deadline = time.time() + timeout
-    while not list(folder.glob(pattern)) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
+def halted(stage: str, args: list[str], run: Path, event: str) -> subprocess.Popen:
+    """The stage started with ``VQA_HALT_AT=event``, returned once it waits there (stderr read up to that line)."""
+    env = {**os.environ, "VQA_HALT_AT": event}
+    proc = subprocess.Popen([sys.executable, f"pipelines/{stage}.py", *args, f"run.dir={run}"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    seen = []
+    for line in proc.stderr:  # tqdm's bars end without a newline: the marker may follow one on the same line
+        seen.append(line)
+        if f"halted at {event}" in line:
+            return proc
+    proc.wait()
+    tail = "".join(seen)[-2000:]
+    raise AssertionError(f"seed {SEED}: {stage} never reached {event} (exit {proc.returncode}): {tail}")
 
 
 def copy_run(base_root: Path, name: str, keep: tuple[str, ...]) -> Path:
@@ -91,12 +99,11 @@ def assert_same_training(run: Path, ref: Path) -> None:
     assert not list((run / "checkpoints").glob(".tmp_*")), "a killed run's temp folders are cleaned up"
 
 
-def test_train_kill_9_at_a_random_moment_then_resume(base) -> None:
+def test_train_kill_9_at_a_named_moment_then_resume(base) -> None:
     root, args = base
     run = copy_run(root, "train_kill", ("features",))
-    proc = start("train", args, run)
-    wait_for((run / "checkpoints", "epoch_001"), proc)
-    time.sleep(random.Random(SEED).uniform(0.0, 1.5))  # somewhere in epochs 2-3, validation or a save
+    event = TRAIN_KILLS[SEED % len(TRAIN_KILLS)]
+    proc = halted("train", args, run, event)
     proc.kill()
     proc.communicate()
     p = stage_run("train", args, run)
@@ -107,15 +114,13 @@ def test_train_kill_9_at_a_random_moment_then_resume(base) -> None:
 def test_train_sigterm_saves_a_checkpoint_and_exits_130(base) -> None:
     root, args = base
     run = copy_run(root, "train_term", ("features",))
-    proc = start("train", args, run)
-    wait_for((run / "checkpoints", "epoch_001"), proc)
-    time.sleep(random.Random(SEED).uniform(0.0, 0.3))
+    proc = halted("train", args, run, "train:epoch2:batch3")  # the handler runs, the step ends, the run saves
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, f"seed {SEED}: {err}"
+    assert proc.returncode == 130, err
     assert "Traceback" not in err
     line = next(x for x in err.splitlines() if x.startswith("stopped: SIGTERM"))
-    assert "checkpoint" in line and "rerun the same command" in err, err
+    assert "stopped in epoch 2 of 3 after batch 3 of" in line and "rerun the same command" in err, err
     saved = Path(line.rsplit("checkpoint ", 1)[1].split(";")[0])
     assert saved.is_dir() and (saved / "trainer_state.json").is_file(), line
     p = stage_run("train", args, run)
@@ -139,7 +144,8 @@ def outputs(folder: Path, run: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize(("stage", "out"), [("evaluate", "eval/test"), ("inspect", "inspect")])
 def test_eval_and_inspect_kill_9_never_leave_a_mixed_output(base, stage: str, out: str) -> None:
-    """Killed at a random moment over an earlier output: the folder holds the old set or the new set, whole."""
+    """Killed over an earlier output: the folder holds the old set or the new set, whole; killed between the two
+    renames, the old set waits whole in ``.<name>.old`` and the next run puts it back before writing."""
     root, args = base
     run = copy_run(root, stage, ("features", "tokenizer", "checkpoints", "eval"))
     ref = outputs(root / "ref" / out, root / "ref")
@@ -148,21 +154,16 @@ def test_eval_and_inspect_kill_9_never_leave_a_mixed_output(base, stage: str, ou
     shutil.rmtree(old, ignore_errors=True)
     old.mkdir(parents=True)
     (old / "stale.txt").write_text("from an earlier run")
-    began = time.perf_counter()
-    proc = start(stage, args, run)
-    wait_for((run / out.split("/")[0], "*"), proc, timeout=5)  # started
-    time.sleep(random.Random(SEED).uniform(0.0, 6.0))  # a clean run takes ~5-9 s here, mostly startup
+    event = OUTPUT_KILLS[stage][SEED % len(OUTPUT_KILLS[stage])]
+    proc = halted(stage, args, run, event)
     proc.kill()
     proc.communicate()
-    after = outputs(old, run)
-    finished = (stage == "evaluate" and "metrics.json" in after) or (stage == "inspect" and "index.html" in after)
-    if finished:
-        assert after == ref, f"seed {SEED}: a complete output equals the uninterrupted run's"
-    else:
-        assert after == {"stale.txt": b"from an earlier run"}, f"seed {SEED}: {sorted(after)}"
+    kept = old if old.exists() else old.with_name(f".{old.name}.old")
+    assert event.startswith("dir-swap") or kept == old, f"seed {SEED}, {event}: the folder is gone"
+    assert outputs(kept, run) == {"stale.txt": b"from an earlier run"}, f"seed {SEED}, {event}: {sorted(old.iterdir())}"
     p = stage_run(stage, args, run)
     assert p.returncode == 0, p.stderr
-    assert outputs(old, run) == ref, f"seed {SEED}, killed after {time.perf_counter() - began:.1f} s"
+    assert outputs(old, run) == ref, f"seed {SEED}, killed at {event}"
     assert not [p for p in old.parent.iterdir() if p.name.startswith(f".{old.name}.")], "temp folders removed"
     if stage == "inspect":
         with Image.open(old / next(n for n in ref if n.endswith(".png"))) as im:

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -113,11 +112,11 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tiny_dataset, tmp_path: P
             "features.precision=fp32", "features.num_workers=1"]  # fmt: skip
     root = tmp_path / "killed" / "features"
     cmd = [sys.executable, "pipelines/features.py", *slow, f"run.dir={tmp_path / 'killed'}"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while len(list(root.glob("shard_*.json"))) < 2 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
+    env = {**os.environ, "VQA_HALT_AT": "features:shard1"}  # vqa.io.reached: waits there, shards 0-1 done
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    assert any("halted at features:shard1" in line for line in proc.stderr), "the run never finished shard 1"
+    os.killpg(proc.pid, signal.SIGKILL)  # the stage and its decoding worker, mid-run
     proc.wait()
     assert not (root / "manifest.json").exists(), "the run was killed before it finished"
     kept = {p.name: p.stat().st_mtime_ns for p in root.glob("shard_*.npy")}

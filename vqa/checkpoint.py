@@ -27,7 +27,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 
 from .errors import VQAError, summary
-from .io import atomic_write_dir, atomic_write_json
+from .io import atomic_write_dir, atomic_write_json, reached
 from .model import ModelSpec, VQAModel
 
 STATE_DICT_PROBLEMS = ("size mismatch", "Missing key", "Unexpected key")  # the informative lines of load errors
@@ -113,6 +113,7 @@ def save_training_state(cfg: Any, accelerator: Any, state: TrainerState, meta: d
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    reached(f"checkpoint-written:{name}")  # the folder is full but not yet complete (no trainer_state.json)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         finalize(tmp, name, state, meta, cfg.train.keep_checkpoints)

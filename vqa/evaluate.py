@@ -31,7 +31,7 @@ from .data import QUESTION_TYPES, Box, dataset_from_config, load_grounding
 from .errors import VQAError
 from .features import FeatureReader, features_dir
 from .grounding import box_coverage, image_size
-from .io import atomic_write_dir, atomic_write_json, atomic_write_text
+from .io import atomic_write_dir, atomic_write_json, atomic_write_text, reached
 from .loader import QAExamples, collate, model_inputs, split_rows
 from .scoring import (
     per_question_type_table,
@@ -182,6 +182,7 @@ def evaluate(cfg: Config, accelerator: Accelerator) -> dict[str, Any] | None:
 
     def write(tmp: str) -> None:  # the three files are swapped in together: never metrics of another model
         write_results(Path(tmp) / "predictions.json", entries)
+        reached("eval:predictions-written")
         atomic_write_text(Path(tmp) / "per_question.jsonl", "".join(json.dumps(r) + "\n" for r in per_question))
         atomic_write_json(Path(tmp) / "metrics.json", metrics)
 

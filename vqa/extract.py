@@ -44,7 +44,7 @@ from .features import (
     write_manifest,
 )  # fmt: skip
 from .images import BadImage, check_image, load_image, normalize, preprocessing, to_tensor
-from .io import atomic_write_json
+from .io import atomic_write_json, reached
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -228,6 +228,7 @@ def run_job(job: Job, backbone: Backbone, cfg: Any, settings: dict[str, Any], ac
         if writer.left == 0:
             writer.finish(fp, accelerator.process_index, accelerator.num_processes)
             del writers[shard]
+            reached(f"features:shard{shard}")
     bar.close()
 
 

@@ -21,7 +21,7 @@ import torch
 
 from .data import Box
 from .errors import VQAError
-from .io import atomic_write_bytes, atomic_write_text, figure_png
+from .io import atomic_write_bytes, atomic_write_text, figure_png, reached
 from .scoring import choose, rank_order
 
 
@@ -246,6 +246,7 @@ def run_inspect(cfg: Any) -> dict[str, Any]:
                              chosen=chosen)  # fmt: skip
                 name = f"qa_{q.qa_id}.png"
                 atomic_write_bytes(Path(tmp) / name, png)
+                reached(f"inspect:png{len(items) + 1}")
                 items.append({"qa_id": q.qa_id, "type": q.type, "question": q.question, "answer": q.answer,
                               "candidates": list(q.candidates), "chosen": q.candidates[chosen], "png": name,
                               "correct": q.candidates[chosen].lower() == q.answer.lower()})  # fmt: skip

@@ -19,6 +19,32 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+HALT_AT = "VQA_HALT_AT"  # test-only: "<event>" at which a stage stops dead (see ``reached``)
+
+
+def reached(event: str) -> None:
+    """A named moment of a stage (``train:epoch2:batch3``, ``dir-swap:test``, ``features:shard1``).
+
+    Test hook for crash tests, a no-op otherwise: with ``VQA_HALT_AT=<event>`` in the environment, the stage
+    prints ``halted at <event>`` to stderr and waits for a signal there. A test reads that line, then kills
+    (kill -9: the process ends at exactly this point) or sends SIGTERM (its handler runs, the stage goes on), so
+    a kill lands where the test says, on any machine speed, instead of after a sleep.
+    """
+    if os.environ.get(HALT_AT) == event:
+        import signal
+        import sys
+        import time
+
+        got: list[int] = []
+        old = {sig: signal.signal(sig, lambda signum, _: got.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+        print(f"halted at {event}", file=sys.stderr, flush=True)  # the note above is in place: no signal is lost
+        while not got:  # kill -9 ends the process here (Python handlers run in the main thread: sigwait would not
+            time.sleep(0.01)  # see a signal the kernel gave to a torch or tqdm thread)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        signal.raise_signal(got[0])  # the stage's own handler (or the default action) runs now
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: bool = False) -> Path:
     """Call ``write(f)`` on a temp file next to ``path``, fsync it, then rename it over ``path``."""
     path = Path(path)
@@ -70,19 +96,23 @@ def atomic_write_dir(final: str | Path, write: Callable[[str], Any]) -> Path:
     """Call ``write(tmp_dir)`` on a fresh folder next to ``final``, then swap it in place of ``final``.
 
     For outputs made of several files (eval's predictions + metrics, inspect's PNGs + index): a reader sees the
-    old set or the new set, never a mix. Temp folders a killed run left (``.<name>.*``) are removed first.
+    old set or the new set, never a mix. Temp folders a killed run left (``.<name>.*``) are removed first; a kill
+    between the two renames leaves the old set whole in ``.<name>.old``, which the next write puts back first.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    old = final.with_name(f".{final.name}.old")
+    if old.is_dir() and not final.exists():  # killed between the two renames below: the old set comes back
+        old.rename(final)
     for stale in final.parent.glob(f".{final.name}.*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    old = final.with_name(f".{final.name}.old")
     try:
         write(str(tmp))
+        reached(f"dir-written:{final.name}")
         if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
             final.rename(old)
+            reached(f"dir-swap:{final.name}")
         tmp.rename(final)
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:

@@ -47,7 +47,7 @@ from .errors import Stopped, VQAError
 from .evaluate import accuracy_of, predict_pass
 from .features import FeatureReader, check_store, features_dir
 from .grounding import attention_loss, gate_loss
-from .io import atomic_write_text, save_figure
+from .io import atomic_write_text, reached, save_figure
 from .loader import QAExamples, collate, make_sampler, model_inputs, split_rows
 from .model import ModelSpec, VQAModel, init_embedding
 from .text import prepare_qa, read_word_vectors
@@ -301,6 +301,7 @@ def train_one_epoch(tr: Training, state: TrainerState, epoch: int, stop: StopSig
         b = len(batch["label"])
         loss_sum += torch.stack([loss * b, torch.tensor(float(b), device=loss.device)])
         stats.seen += b
+        reached(f"train:epoch{epoch + 1}:batch{i}")
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         if stop is not None and acc.sync_gradients and i < n and stop.requested():
@@ -322,6 +323,7 @@ def end_epoch(tr: Training, state: TrainerState, stats: EpochStats, val: dict[st
               meta: dict[str, Any]) -> tuple[str | None, Path]:  # fmt: skip
     """After an epoch: keep the best weights, update the plateau, log, checkpoint. Returns (why stop, checkpoint)."""
     acc, t, epoch = tr.accelerator, tr.cfg.train, state.epoch + 1
+    reached(f"train:validated:epoch{epoch}")
     totals = acc.reduce(stats.loss_sum, reduction="sum")
     state.epoch, state.batch, state.step, state.loss_sum = epoch, 0, epoch * tr.steps_per_epoch, [0.0, 0.0]
     improved = val["accuracy"] > state.best_accuracy
