@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from conftest import REPO
 
@@ -19,9 +20,13 @@ def test_flop_count_matches_the_published_figure() -> None:
     assert 7.6 < bench.backbone_gflop(backbone, 224) < 8.4  # the grid extractor drops only pool + fc
 
 
-def test_matmul_peak_is_a_positive_rate() -> None:
+def test_matmul_peak_counts_two_flops_per_multiply_add(monkeypatch) -> None:
+    """With the timings fixed (matmul 1 s, 1x1 conv 2 s), the rates are the GEMMs' FLOPs over those seconds."""
+    monkeypatch.setattr(bench, "fastest", lambda fns, repeats: [1.0, 2.0])
     peak = bench.matmul_peak("fp32", torch.device("cpu"), n=64, repeats=1)
-    assert peak["peak"] == max(peak["matmul"], peak["conv1x1"]) > 0
+    assert peak["matmul"] == pytest.approx(2 * 64**3 / 1e9)
+    assert peak["conv1x1"] == pytest.approx(2 * 16 * 28 * 28 * 1024 * 1024 / 2.0 / 1e9)  # [16, 1024, 28, 28] x 1024
+    assert peak["peak"] == peak["conv1x1"]
 
 
 def test_synthetic_store_reads_like_a_real_one(tmp_path: Path) -> None:
@@ -59,19 +64,27 @@ def test_bench_cli_runs_every_part_on_a_tiny_size(tiny_dataset, tmp_path: Path, 
     argv = [f"data.annotations={d.annotations}", f"data.images={d.images}", f"run.dir={tmp_path / 'run'}",
             "model.embed_dim=8", "model.hidden_dim=16", "model.attention_dim=16", "features.batch_size=2",
             "--images", "2", "--heavy-images", "1", "--repeats", "1", "--questions", "8", "--batch-size", "4",
-            "--store-images", "8", "--grid", "16", "2", "2", "--profile", "--no-compile"]  # fmt: skip
+            "--store-images", "8", "--grid", "16", "2", "2", "--profile", "--no-compile",
+            "--questions-per-image", "2.4"]  # fmt: skip
     assert cli.run(entry.main, argv) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
-    assert "matmul peak" in out and "loader overhead" in out and "peak RSS" in out
+    assert "matmul peak" in out and "image-major / per-question" in out and "peak RSS" in out
     results = json.loads((tmp_path / "run" / "bench" / "bench.json").read_text())
     ext = {(r["backbone"], r["precision"]) for r in results["extraction"]}
     assert {("efficientnet_lite0", "fp32"), ("resnet152", "fp32")} <= ext
     for r in results["extraction"]:
         assert r["ratio"] > 0 and r["roofline_ratio"] > 0 and r["gflop_per_image"] > 0
-    assert results["training"]["questions"] == 8 and results["training"]["grid"] == [16, 2, 2]
+    tr = results["training"]
+    assert tr["questions"] == 8 and tr["grid"] == [16, 2, 2] and set(tr["modes"]) == {"image", "question"}
+    assert tr["gflop_per_question"] > 0 and tr["peak_ratio"] > 0
+    # 8 questions on 3 images: image-major order reads each image's row once per epoch; per-question order reads
+    # an image again whenever the question before was about another one
+    assert tr["modes"]["image"]["bytes_read_over_rows"] == pytest.approx(1.0)
+    assert tr["modes"]["question"]["bytes_read_over_rows"] > 1.0
     assert [m["images"] for m in results["memory"]] == [8, 32], "S and 4 S"
     assert all(m["peak_rss_mb"] > 50 for m in results["memory"])
-    assert {"training_loader_overhead", "rss_4S_over_S"} <= set(results["targets"])
+    assert {"training_loader_overhead", "image_major_bytes_read_over_rows", "image_over_question_q_s",
+            "training_fp32_vs_peak", "rss_4S_over_S"} <= set(results["targets"])  # fmt: skip
     assert (tmp_path / "run" / "bench" / "bench.png").stat().st_size > 5000
     assert "self cpu" in (tmp_path / "run" / "bench" / "profile_training.txt").read_text().lower()
     assert not [p for p in (tmp_path / "run" / "bench").iterdir() if p.is_dir()], "synthetic stores are removed"

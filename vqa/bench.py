@@ -4,14 +4,18 @@ Extraction: end-to-end images/s of the features stage's own loop (decode + resiz
 against (a) the pure forward pass of the same backbone, batch and precision on pixels already in memory and
 (b) the roofline: the backbone's FLOPs per image x images/s, divided by this device's measured matmul peak in
 the same precision (convolutions run on the same GEMM kernels, so the peak is the most a backbone can get).
-Training: questions/s of a training step fed by the real loader (feature rows read from the store, collated)
-against the same batches already in memory; the gap is the loader's overhead. Evaluation questions/s.
+Training: the training stage's own ``train_one_epoch`` (forward, answer and box losses, backward, clipping, AdamW,
+LR schedule) over a synthetic Visual7W-shape store with 2.4 questions per image, in both ``train.batching``
+modes: questions/s with the real loader against the same batches already in memory (the loader's overhead), store
+bytes read per epoch against the rows its images hold, FLOPs per question and achieved FLOP/s against the fp32
+GEMM peak measured in the same run. Evaluation questions/s.
 Memory: peak RSS of a training epoch over a synthetic Visual7W-shape store (2048 x 14 x 14 fp16) of S and 4 S
 images, each in a fresh process: the reader must not make resident memory grow with the store.
 """
 
 from __future__ import annotations
 
+import copy
 import resource
 import statistics
 import sys
@@ -23,19 +27,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
 from .accel import make_accelerator
 from .backbones import Backbone, build_backbone
+from .checkpoint import TrainerState
 from .config import Config, load_config
 from .data import N_CANDIDATES, QUESTION_TYPES
 from .extract import forward, make_job, normalize, run_job, store_settings
 from .features import DTYPE, FORMAT, FeatureReader, ShardWriter, features_dir, fingerprint, write_manifest
-from .io import save_figure
-from .loader import EpochSampler, QAExamples, collate, model_inputs
 from .model import ModelSpec, VQAModel
+from .train import Training, build_training, train_one_epoch, train_step, validate
 
 VISUAL7W_GRID = (2048, 14, 14)  # ResNet-152 at 448: what the real store holds per image
 
@@ -156,82 +158,85 @@ def synthetic_store(root: Path, n_images: int, grid: tuple[int, int, int] = VISU
     return FeatureReader(root)
 
 
-def synthetic_qa(image_ids: list[int], vocab: int, seed: int = 0) -> Any:
-    """One tokenised question per image with 4 candidates, lengths like Visual7W's (questions 5-12 words)."""
+def synthetic_qa(image_ids: list[int], vocab: int, seed: int = 0, n_questions: int | None = None,
+                 cells: int = 0) -> Any:  # fmt: skip
+    """``n_questions`` tokenised questions (default one per image) spread evenly over ``image_ids``, each with 4
+    candidates, lengths like Visual7W's (questions 5-12 words), and with ``cells`` > 0 a one-cell grounding target.
+    """
     from datasets import Dataset
 
     rng = np.random.default_rng(seed)
+    n = n_questions or len(image_ids)
+    images = [image_ids[j * len(image_ids) // n] for j in range(n)]  # ~n / len(image_ids) questions per image
 
     def words(lo: int, hi: int) -> list[int]:
         return rng.integers(2, vocab, rng.integers(lo, hi + 1)).tolist()
 
     return Dataset.from_dict({
-        "qa_id": list(range(len(image_ids))), "image_id": image_ids, "split": ["train"] * len(image_ids),
-        "type": rng.integers(0, len(QUESTION_TYPES), len(image_ids)).tolist(),
-        "question_ids": [words(5, 12) for _ in image_ids],
-        "candidate_ids": [[words(1, 6) for _ in range(N_CANDIDATES)] for _ in image_ids],
-        "label": [0] * len(image_ids), "target": [[] for _ in image_ids],
+        "qa_id": list(range(n)), "image_id": images, "split": ["train"] * n,
+        "type": rng.integers(0, len(QUESTION_TYPES), n).tolist(),
+        "question_ids": [words(5, 12) for _ in images],
+        "candidate_ids": [[words(1, 6) for _ in range(N_CANDIDATES)] for _ in images],
+        "label": [0] * n, "target": [np.eye(cells)[rng.integers(cells)].tolist() if cells else [] for _ in images],
     })  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ training
-class _Trainer:
-    """The training stage's step (forward, loss, backward, AdamW) on a model built from ``cfg.model``."""
-
-    def __init__(self, cfg: Config, reader: FeatureReader, n_questions: int, batch_size: int, vocab: int = 3000):
-        self.accelerator = make_accelerator()
-        model = VQAModel(ModelSpec.from_config(cfg, vocab, reader.grid))
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        ids = sorted(reader.index)[:n_questions]
-        self.examples = QAExamples(synthetic_qa(ids, vocab, cfg.seed), reader, cfg.seed, train=True)
-        self.batch_size, self.workers = batch_size, cfg.train.num_workers
-        self.n = len(ids) // batch_size * batch_size
-
-    def loader(self) -> DataLoader:
-        return DataLoader(self.examples, batch_size=self.batch_size, sampler=EpochSampler(len(self.examples), 0),
-                          collate_fn=collate, num_workers=self.workers, drop_last=True)  # fmt: skip
-
-    def step(self, batch: dict[str, torch.Tensor]) -> None:
-        batch = {k: v.to(self.accelerator.device, non_blocking=True) for k, v in batch.items()}
-        scores, _ = self.model(**model_inputs(batch))  # [b, 4]
-        self.accelerator.backward(F.cross_entropy(scores, batch["label"]))
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        _sync(self.accelerator.device)
-
-    def epoch(self, batches: Any = None) -> float:
-        """One pass (the real loader unless ``batches`` is given); returns the seconds spent waiting for batches."""
-        wait, it = 0.0, iter(batches if batches is not None else self.loader())
-        while True:
-            start = time.perf_counter()
-            batch = next(it, None)
-            wait += time.perf_counter() - start
-            if batch is None:
-                return wait
-            self.step(batch)
-
-    def evaluate(self) -> None:
-        self.model.eval()
-        with torch.inference_mode():
-            for batch in self.loader():
-                self.model(**model_inputs({k: v.to(self.accelerator.device) for k, v in batch.items()}))
-        _sync(self.accelerator.device)
-        self.model.train()
+def training_setup(cfg: Config, reader: FeatureReader, n_questions: int, batching: str, batch_size: int,
+                   per_image: float = 1.0, vocab: int = 3000) -> Training:  # fmt: skip
+    """The training stage's own ``Training`` (model from ``cfg.model``, loaders, AdamW, schedule, box losses) over
+    ``n_questions`` synthetic questions on ``n_questions / per_image`` images of ``reader``."""
+    cfg = copy.deepcopy(cfg)
+    cfg.train.batching, cfg.train.batch_size = batching, batch_size
+    ids = sorted(reader.index)[: max(1, round(n_questions / per_image))]
+    table = synthetic_qa(ids, vocab, cfg.seed, n_questions, cells=reader.grid[1] * reader.grid[2])
+    model = VQAModel(ModelSpec.from_config(cfg, vocab, reader.grid))
+    return build_training(cfg, make_accelerator(cfg, training=True), model, table, table, reader)
 
 
-def bench_training(cfg: Config, reader: FeatureReader, n_questions: int, batch_size: int,
-                   repeats: int) -> dict[str, Any]:  # fmt: skip
-    """Questions/s with the real loader vs the same batches in memory, and evaluation questions/s."""
-    t = _Trainer(cfg, reader, n_questions, batch_size)
-    in_memory = list(t.loader())  # the very batches the loader makes, collated once
-    waits: list[float] = []
-    best_real, best_memory = fastest([lambda: waits.append(t.epoch()), lambda: t.epoch(in_memory)], repeats)
-    (evaluation,) = fastest([t.evaluate], repeats)
-    return {"questions": t.n, "batch_size": batch_size, "grid": list(reader.grid), "num_workers": t.workers,
-            "loader_q_s": t.n / best_real, "in_memory_q_s": t.n / best_memory,
-            "loader_overhead": 1 - best_memory / best_real, "data_wait": statistics.median(waits) / best_real,
-            "eval_q_s": t.n / evaluation}  # fmt: skip
+def step_gflop(tr: Training) -> float:
+    """FLOPs of one real training step (forward, the losses, backward) per question, in GFLOP (2 per MAC)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch = next(iter(tr.train_loader))
+    with FlopCounterMode(display=False) as counter:
+        train_step(tr, batch)
+    return counter.get_total_flops() / len(batch["label"]) / 1e9
+
+
+def bench_batching(tr: Training, reader: FeatureReader, repeats: int) -> dict[str, Any]:
+    """``train_one_epoch`` with the real loader vs the same batches in memory; store bytes read per epoch."""
+    n = len(tr.train_loader) * tr.cfg.train.batch_size  # drop_last
+    epoch = lambda batches=None: train_one_epoch(tr, TrainerState(), 0, batches=batches, progress=False)  # noqa: E731
+    reader.bytes_read = 0
+    waits = [epoch().data_wait]  # first: nothing read yet in this process
+    read = reader.bytes_read / (len(set(tr.train_examples.columns["image_id"])) * reader._row_bytes)
+    tr.train_loader.set_epoch(0)
+    in_memory = list(tr.train_loader)  # the very batches the loader makes, collated once
+    best_real, best_memory = fastest([lambda: waits.append(epoch().data_wait), lambda: epoch(in_memory)], repeats)
+    return {"questions": n, "loader_q_s": n / best_real, "in_memory_q_s": n / best_memory,
+            "loader_overhead": 1 - best_memory / best_real, "data_wait": statistics.median(waits),
+            "bytes_read_over_rows": read}  # fmt: skip
+
+
+def bench_training(cfg: Config, reader: FeatureReader, n_questions: int, batch_size: int, repeats: int,
+                   per_image: float) -> dict[str, Any]:  # fmt: skip
+    """Both batching modes of the real training epoch, FLOPs per question, achieved FLOP/s against the fp32 GEMM
+    peak of this device, and evaluation questions/s."""
+    device = make_accelerator().device
+    peak = matmul_peak("fp32", device)["peak"]
+    modes = {}
+    for batching in ("image", "question"):
+        tr = training_setup(cfg, reader, n_questions, batching, batch_size, per_image)
+        modes[batching] = bench_batching(tr, reader, repeats)
+    gflop = step_gflop(tr)
+    (evaluation,) = fastest([lambda: validate(tr)], repeats)
+    best = modes["image"]
+    return {**best, "batch_size": batch_size, "grid": list(reader.grid), "num_workers": cfg.train.num_workers,
+            "questions_per_image": per_image, "modes": modes, "gflop_per_question": gflop, "peak_gflop_s": peak,
+            "peak_ratio": best["loader_q_s"] * gflop / peak,
+            "image_over_question": best["loader_q_s"] / modes["question"]["loader_q_s"],
+            "eval_q_s": len(tr.val_loader.dataset) / evaluation}  # fmt: skip
 
 
 def _peak_rss_mb() -> float:
@@ -242,11 +247,12 @@ def _peak_rss_mb() -> float:
 def training_epoch_rss(cfg: Config, store: str, batch_size: int) -> dict[str, Any]:
     """In a fresh process: one training epoch over every image of ``store``; its peak RSS (MB)."""
     reader = FeatureReader(store)
-    t = _Trainer(cfg, reader, len(reader), batch_size)
+    tr = training_setup(cfg, reader, len(reader), "image", batch_size)
     start = time.perf_counter()
-    t.epoch()
-    return {"images": len(reader), "store_gb": len(reader) * reader._row_bytes / 1e9, "questions": t.n,
-            "seconds": time.perf_counter() - start, "peak_rss_mb": _peak_rss_mb()}  # fmt: skip
+    train_one_epoch(tr, TrainerState(), 0, progress=False)
+    return {"images": len(reader), "store_gb": len(reader) * reader._row_bytes / 1e9,
+            "questions": len(tr.train_loader) * batch_size, "seconds": time.perf_counter() - start,
+            "peak_rss_mb": _peak_rss_mb()}  # fmt: skip
 
 
 def bench_memory(cfg: Config, workdir: Path, n_images: int, grid: tuple[int, int, int],
@@ -262,40 +268,3 @@ def bench_memory(cfg: Config, workdir: Path, n_images: int, grid: tuple[int, int
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
                 rows.append(pool.submit(training_epoch_rss, cfg, tmp, batch_size).result())
     return rows
-
-
-# ------------------------------------------------------------------------------------------------ report
-def chart(results: dict[str, Any], out: Path) -> Path:
-    """One PNG: extraction (forward vs end to end), training (loader vs in memory, eval), peak RSS at S and 4 S."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    ext = results.get("extraction", [])
-    if ext:
-        x = np.arange(len(ext))
-        axes[0].bar(x - 0.2, [r["forward_img_s"] for r in ext], 0.4, label="pure forward")
-        axes[0].bar(x + 0.2, [r["end_to_end_img_s"] for r in ext], 0.4, label="end to end")
-        short = {"efficientnet_lite0": "lite0", "resnet152": "r152"}
-        axes[0].set_xticks(x, [f"{short.get(r['backbone'], r['backbone'])}@{r['image_size']}\n{r['precision']}"
-                               + ("\ncompiled" if r.get("compiled") else "") for r in ext], fontsize=7)  # fmt: skip
-        axes[0].set(yscale="log", ylabel="images/s", title="feature extraction")
-        axes[0].legend(fontsize=7)
-    tr = results.get("training")
-    if tr:
-        axes[1].bar(["real loader", "in memory", "eval"], [tr["loader_q_s"], tr["in_memory_q_s"], tr["eval_q_s"]],
-                    color=["C0", "C1", "C2"])  # fmt: skip
-        axes[1].set(ylabel="questions/s", title=f"training (grid {'x'.join(map(str, tr['grid']))})")
-    mem = results.get("memory", [])
-    if mem:
-        labels = [f"{name}: {m['images']} images\n{m['store_gb']:.2f} GB"
-                  for name, m in zip(("S", "4 S"), mem, strict=True)]  # fmt: skip
-        axes[2].bar(labels, [m["peak_rss_mb"] for m in mem], color="C3")
-        axes[2].set(ylabel="peak RSS (MB)", title="training epoch: RSS vs store size")
-    for ax in axes:
-        if not ax.has_data():
-            ax.set_axis_off()
-    fig.tight_layout()
-    return save_figure(out, fig)

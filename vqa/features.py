@@ -182,6 +182,7 @@ class FeatureReader:
         self._row_bytes = int(np.prod(self.grid)) * np.dtype(DTYPE).itemsize
         self._open: dict[int, tuple[int, int]] = {}  # shard -> (fd, offset of row 0)
         self._pid = os.getpid()
+        self.bytes_read = 0  # by this process (a DataLoader worker counts its own): what `make bench` reports
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -230,6 +231,7 @@ class FeatureReader:
         if got != self._row_bytes:
             raise VQAError(f"{self._files[shard]} is truncated (row {row} of image_id {image_id}): rerun "
                            "`make features` with features.overwrite=true")  # fmt: skip
+        self.bytes_read += got
         return torch.from_numpy(out)
 
 

@@ -274,7 +274,7 @@ class EpochStats:
 
 
 def train_one_epoch(tr: Training, state: TrainerState, epoch: int, stop: StopSignal | None = None,
-                    batches: Any = None) -> EpochStats:  # fmt: skip
+                    batches: Any = None, progress: bool = True) -> EpochStats:  # fmt: skip
     """One pass over the train split, from batch ``state.batch`` when resuming a stopped epoch.
 
     Stops after a whole optimizer step when ``stop`` is requested (the caller saves the checkpoint). ``batches``
@@ -293,7 +293,7 @@ def train_one_epoch(tr: Training, state: TrainerState, epoch: int, stop: StopSig
     loss_sum = torch.tensor(resumed, device=acc.device)
     stats = EpochStats(loss_sum, 0, 0.0, 0.0)
     bar = tqdm(total=n, initial=skip, desc=f"epoch {epoch + 1}/{tr.cfg.train.epochs}", unit="batch",
-               disable=not acc.is_local_main_process, mininterval=1.0)  # fmt: skip
+               disable=not (progress and acc.is_local_main_process), mininterval=1.0)  # fmt: skip
     start = fetch = time.perf_counter()
     for i, batch in enumerate(batches, start=skip + 1):
         stats.data_wait += time.perf_counter() - fetch
