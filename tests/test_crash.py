@@ -9,6 +9,7 @@ with ``VQA_CRASH_SEED`` (default 0, printed on failure), so a run is reproducibl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -61,19 +63,28 @@ def stage_run(stage: str, args: list[str], run: Path) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=600)  # fmt: skip
 
 
-def halted(stage: str, args: list[str], run: Path, event: str) -> subprocess.Popen:
-    """The stage started with ``VQA_HALT_AT=event``, returned once it waits there (stderr read up to that line)."""
+@contextlib.contextmanager
+def halted(stage: str, args: list[str], run: Path, event: str) -> Iterator[subprocess.Popen]:
+    """The stage started with ``VQA_HALT_AT=event``, yielded once it waits there (stderr read up to that line);
+    killed on the way out whatever the test did, so a failing test leaves no process waiting forever."""
     env = {**os.environ, "VQA_HALT_AT": event}
     proc = subprocess.Popen([sys.executable, f"pipelines/{stage}.py", *args, f"run.dir={run}"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    seen = []
-    for line in proc.stderr:  # tqdm's bars end without a newline: the marker may follow one on the same line
-        seen.append(line)
-        if f"halted at {event}" in line:
-            return proc
-    proc.wait()
-    tail = "".join(seen)[-2000:]
-    raise AssertionError(f"seed {SEED}: {stage} never reached {event} (exit {proc.returncode}): {tail}")
+    try:
+        seen = []
+        for line in proc.stderr:  # tqdm's bars end without a newline: the marker may follow one on the same line
+            seen.append(line)
+            if f"halted at {event}" in line:
+                break
+        else:
+            proc.wait()
+            tail = "".join(seen)[-2000:]
+            raise AssertionError(f"seed {SEED}: {stage} never reached {event} (exit {proc.returncode}): {tail}")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def copy_run(base_root: Path, name: str, keep: tuple[str, ...]) -> Path:
@@ -103,9 +114,9 @@ def test_train_kill_9_at_a_named_moment_then_resume(base) -> None:
     root, args = base
     run = copy_run(root, "train_kill", ("features",))
     event = TRAIN_KILLS[SEED % len(TRAIN_KILLS)]
-    proc = halted("train", args, run, event)
-    proc.kill()
-    proc.communicate()
+    with halted("train", args, run, event) as proc:
+        proc.kill()
+        proc.communicate()
     p = stage_run("train", args, run)
     assert p.returncode == 0, f"seed {SEED}: {p.stderr}"
     assert_same_training(run, root / "ref")
@@ -114,9 +125,9 @@ def test_train_kill_9_at_a_named_moment_then_resume(base) -> None:
 def test_train_sigterm_saves_a_checkpoint_and_exits_130(base) -> None:
     root, args = base
     run = copy_run(root, "train_term", ("features",))
-    proc = halted("train", args, run, "train:epoch2:batch3")  # the handler runs, the step ends, the run saves
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    with halted("train", args, run, "train:epoch2:batch3") as proc:  # the handler runs, the step ends, it saves
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     line = next(x for x in err.splitlines() if x.startswith("stopped: SIGTERM"))
@@ -155,9 +166,9 @@ def test_eval_and_inspect_kill_9_never_leave_a_mixed_output(base, stage: str, ou
     old.mkdir(parents=True)
     (old / "stale.txt").write_text("from an earlier run")
     event = OUTPUT_KILLS[stage][SEED % len(OUTPUT_KILLS[stage])]
-    proc = halted(stage, args, run, event)
-    proc.kill()
-    proc.communicate()
+    with halted(stage, args, run, event) as proc:
+        proc.kill()
+        proc.communicate()
     kept = old if old.exists() else old.with_name(f".{old.name}.old")
     assert event.startswith("dir-swap") or kept == old, f"seed {SEED}, {event}: the folder is gone"
     assert outputs(kept, run) == {"stale.txt": b"from an earlier run"}, f"seed {SEED}, {event}: {sorted(old.iterdir())}"
