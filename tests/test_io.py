@@ -53,3 +53,22 @@ def test_a_kill_between_the_renames_loses_nothing(tmp_path: Path) -> None:
         atomic_write_dir(out, lambda tmp: (_ for _ in ()).throw(RuntimeError("killed again")))
     assert files(out) == {"a": "1"}
     assert [p.name for p in tmp_path.iterdir()] == ["eval"], "stale temp folders are removed"
+
+
+def test_a_failure_after_the_first_rename_puts_the_old_set_back(tmp_path: Path, monkeypatch) -> None:
+    """The second rename fails (disk, permissions): the old set is back in place before the error propagates."""
+    out = tmp_path / "eval"
+    atomic_write_dir(out, write_set(a="1"))
+    real, failed = Path.rename, []
+
+    def second_fails(self: Path, target: Path) -> Path:
+        if Path(target) == out and self.name != ".eval.old" and not failed:  # the new set's tmp -> final
+            failed.append(self)
+            raise OSError("rename failed")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", second_fails)
+    with pytest.raises(OSError, match="rename failed"):
+        atomic_write_dir(out, write_set(a="2"))
+    monkeypatch.setattr(Path, "rename", real)
+    assert failed and files(out) == {"a": "1"}

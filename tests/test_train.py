@@ -228,6 +228,11 @@ def test_plateau_decays_the_lr_on_val_loss_and_stops_on_val_accuracy() -> None:
     state.epoch, state.bad_epochs = 40, 0
     assert "reached train.epochs=40" in plateau(state, True, 0.1, t)
 
+    fresh = TrainerState(epoch=1)
+    plateau(fresh, False, float("nan"), t)  # a diverged first epoch is no lowest loss...
+    plateau(fresh, False, 2.0, t)
+    assert fresh.best_loss == 2.0 and fresh.loss_bad_epochs == 0, "...so the next finite loss is"
+
 
 def test_early_stopping_and_its_resume(tiny_dataset, features_root, tmp_path) -> None:
     """With a learning rate too small to change anything, val accuracy stalls after epoch 1: patience 2 stops

@@ -14,7 +14,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 
 
 def make_accelerator(cfg: Any = None, training: bool = False) -> Accelerator:
-    """The stage's Accelerator; ``training=True`` reads ``cfg.train`` (precision, accumulation)."""
+    """The stage's Accelerator; ``training=True`` needs ``cfg`` and reads ``cfg.train`` (precision, accumulation)."""
     if not training:
         return Accelerator(cpu=not torch.cuda.is_available())
     t = cfg.train

@@ -188,6 +188,7 @@ def training_setup(cfg: Config, reader: FeatureReader, n_questions: int, batchin
     ``n_questions`` synthetic questions on ``n_questions / per_image`` images of ``reader``."""
     cfg = copy.deepcopy(cfg)
     cfg.train.batching, cfg.train.batch_size = batching, batch_size
+    cfg.train.mixed_precision = "fp32"  # one Accelerate state per process, and the peak it is compared with
     ids = sorted(reader.index)[: max(1, round(n_questions / per_image))]
     table = synthetic_qa(ids, vocab, cfg.seed, n_questions, cells=reader.grid[1] * reader.grid[2])
     model = VQAModel(ModelSpec.from_config(cfg, vocab, reader.grid))
@@ -211,6 +212,8 @@ def bench_batching(tr: Training, reader: FeatureReader, repeats: int) -> dict[st
     reader.bytes_read = 0
     waits = [epoch().data_wait]  # first: nothing read yet in this process
     read = reader.bytes_read / (len(set(tr.train_examples.columns["image_id"])) * reader._row_bytes)
+    if tr.cfg.train.num_workers:  # the rows were read by the workers' copies of the reader: not counted here
+        read = None
     tr.train_loader.set_epoch(0)
     in_memory = list(tr.train_loader)  # the very batches the loader makes, collated once
     best_real, best_memory = fastest([lambda: waits.append(epoch().data_wait), lambda: epoch(in_memory)], repeats)

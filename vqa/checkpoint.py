@@ -27,7 +27,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 
 from .errors import VQAError, summary
-from .io import atomic_write_dir, atomic_write_json, reached
+from .io import atomic_write_dir, atomic_write_json, reached, recover_dir
 from .model import ModelSpec, VQAModel
 
 STATE_DICT_PROBLEMS = ("size mismatch", "Missing key", "Unexpected key")  # the informative lines of load errors
@@ -164,6 +164,7 @@ def resolve(cfg: Any, which: str) -> Path:
     """``best`` | ``last`` | a path -> the folder holding model.safetensors (+ meta.json)."""
     root = checkpoints_dir(cfg)
     if which == "best":
+        recover_dir(root / "best")  # a kill in the middle of swapping in a new best leaves the old one whole
         path = root / "best"
     elif which == "last":
         done = complete_checkpoints(root)

@@ -30,7 +30,9 @@ def reached(event: str) -> None:
     (kill -9: the process ends at exactly this point) or sends SIGTERM (its handler runs, the stage goes on), so
     a kill lands where the test says, on any machine speed, instead of after a sleep.
     """
-    if os.environ.get(HALT_AT) == event:
+    import threading
+
+    if os.environ.get(HALT_AT) == event and threading.current_thread() is threading.main_thread():
         import signal
         import sys
         import time
@@ -41,7 +43,7 @@ def reached(event: str) -> None:
         while not got:  # kill -9 ends the process here (Python handlers run in the main thread: sigwait would not
             time.sleep(0.01)  # see a signal the kernel gave to a torch or tqdm thread)
         for sig, handler in old.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set from C, not Python
         signal.raise_signal(got[0])  # the stage's own handler (or the default action) runs now
 
 
@@ -101,9 +103,7 @@ def atomic_write_dir(final: str | Path, write: Callable[[str], Any]) -> Path:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    old = final.with_name(f".{final.name}.old")
-    if old.is_dir() and not final.exists():  # killed between the two renames below: the old set comes back
-        old.rename(final)
+    old = recover_dir(final)
     for stale in final.parent.glob(f".{final.name}.*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
@@ -117,5 +117,16 @@ def atomic_write_dir(final: str | Path, write: Callable[[str], Any]) -> Path:
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        recover_dir(final)
         raise
     return final
+
+
+def recover_dir(final: str | Path) -> Path:
+    """Put back the old set of an ``atomic_write_dir`` stopped between its two renames (``final`` gone, its old
+    content in ``.<name>.old``); returns that ``.old`` path. Readers of such folders call it too."""
+    final = Path(final)
+    old = final.with_name(f".{final.name}.old")
+    if old.is_dir() and not final.exists():
+        old.rename(final)
+    return old

@@ -88,7 +88,7 @@ def plateau(state: TrainerState, improved: bool, val_loss: float, t: Any) -> str
     was still learning fast (0.5e-3 at epoch 8, 1.25e-4 at epoch 12 on the demo). Stopping and model selection
     use val *accuracy*, the number reported."""
     state.bad_epochs = 0 if improved else state.bad_epochs + 1
-    if state.best_loss is None or val_loss < state.best_loss:
+    if not math.isnan(val_loss) and (state.best_loss is None or val_loss < state.best_loss):
         state.best_loss, state.loss_bad_epochs = val_loss, 0
     else:
         state.loss_bad_epochs += 1
