@@ -10,7 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -30,13 +34,7 @@ def reached(event: str) -> None:
     (kill -9: the process ends at exactly this point) or sends SIGTERM (its handler runs, the stage goes on), so
     a kill lands where the test says, on any machine speed, instead of after a sleep.
     """
-    import threading
-
     if os.environ.get(HALT_AT) == event and threading.current_thread() is threading.main_thread():
-        import signal
-        import sys
-        import time
-
         got: list[int] = []
         old = {sig: signal.signal(sig, lambda signum, _: got.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
         print(f"halted at {event}", file=sys.stderr, flush=True)  # the note above is in place: no signal is lost
