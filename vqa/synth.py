@@ -77,7 +77,7 @@ OBJECT_KINDS = tuple(DESCRIPTIONS)
 QTYPE = {"shape": "what", "color": "what", "where": "where", "how": "how", "count_shape": "how",
          "count_color": "how", "when": "when"}  # fmt: skip
 FILL_WORDS = {"solid": "solid", "striped": "striped", "dotted": "dotted", "outlined": "outlined"}
-SYNTH_VERSION = 4  # bump when the rendering or the questions change, so stale datasets are regenerated
+SYNTH_VERSION = 5  # bump when the rendering or the questions change, so stale datasets are regenerated
 
 
 def _value(kind: str, obj: dict[str, Any]) -> str:
@@ -197,17 +197,22 @@ class Scene:
 
 def _attributes(rng: random.Random, n: int, attr: str, value: str, count: int) -> list[dict[str, str]]:
     """n objects, exactly ``count`` of them with ``attr == value``; (colour, shape) pairs are all distinct, so
-    "the red circle" always names one object."""
+    "the red circle" always names one object. Values not used yet come first (fills cycle through all four), so
+    most images show four distinct values of what they are asked about (see ``_ask``)."""
     pool = {"shape": list(SHAPES), "color": list(COLORS)}
     other = "color" if attr == "shape" else "shape"
+    fills = rng.sample(list(FILLS), len(FILLS))
     objs: list[dict[str, str]] = []
+
+    def fresh(values: list[str], field: str) -> str:  # a value no object has yet, when there is one
+        return rng.choice([v for v in values if all(o[field] != v for o in objs)] or values)
 
     def free(own: str) -> list[str]:  # values of the other attribute not yet paired with ``own``
         return [v for v in pool[other] if not any(o[attr] == own and o[other] == v for o in objs)]
 
     for i in range(n):
-        own = value if i < count else rng.choice([v for v in pool[attr] if v != value and free(v)])
-        objs.append({attr: own, other: rng.choice(free(own)), "fill": rng.choice(list(FILLS))})
+        own = value if i < count else fresh([v for v in pool[attr] if v != value and free(v)], attr)
+        objs.append({attr: own, other: fresh(free(own), other), "fill": fills[i % len(fills)]})
     rng.shuffle(objs)
     return objs
 
@@ -268,20 +273,45 @@ def _describe(rng: random.Random, kind: str, obj: dict[str, Any], others: list[d
     return None
 
 
-def _object_question(rng: random.Random, obj: dict[str, Any], scene: Scene) -> dict[str, Any]:
+def _ask(rng: random.Random, kind: str, shapes: list[dict[str, Any]], asked: set, distinct: int) -> tuple | None:
+    """(object, referring expression) for a ``kind`` question, or None when the image cannot carry one.
+
+    Why the answer value is drawn first: drawing the *object* uniformly makes a value that three objects share
+    the answer three times as often as a value only one has, and "pick the candidate most common in the image"
+    then beats chance without reading the question. Drawing the value uniformly among the values present, and
+    asking only when ``distinct`` (4: every candidate) values are present, leaves each candidate equally likely
+    to be the answer for a model that sees the image and the candidates but not the question.
+    """
+    by_value: dict[str, list[dict[str, Any]]] = {}
+    for o in shapes:
+        by_value.setdefault(_value(kind, o), []).append(o)
+    if len(by_value) < distinct:
+        return None
+    for _ in range(8):  # rejection sampling: an object that cannot be named uniquely is drawn again
+        obj = rng.choice(by_value[rng.choice(sorted(by_value))])
+        desc = _describe(rng, kind, obj, [o for o in shapes if o is not obj])
+        if desc is not None and (kind, id(obj)) not in asked:
+            return obj, desc
+    return None
+
+
+def _object_question(rng: random.Random, scene: Scene, asked: set) -> dict[str, Any] | None:
+    """A question of a kind drawn uniformly among those the image can carry, about an object drawn by its value."""
     shapes = [o for o in scene.objects if o["shape"] != "window"]
-    others = [o for o in shapes if o is not obj]
-    kinds = list(OBJECT_KINDS)
-    rng.shuffle(kinds)
-    for kind in kinds:  # the first kind (random) whose object can be named uniquely
-        desc = _describe(rng, kind, obj, others)
-        if desc is not None:
-            break
-    answer = _value(kind, obj)
-    distractors = _distractors(rng, answer, [_value(kind, o) for o in others], FAMILIES[kind])
-    return {"type": QTYPE[kind], "question": rng.choice(TEMPLATES[kind]).format(desc=desc), "answer": answer,
-            "multiple_choices": distractors, "name": f"{obj['color']} {obj['shape']}",
-            "boxes": [obj["box"]]}  # fmt: skip
+    kinds = rng.sample(OBJECT_KINDS, len(OBJECT_KINDS))
+    for distinct in (4, 1):  # 4 distinct values when the image has them; fewer only with synth.min_objects < 4
+        for kind in kinds:
+            picked = _ask(rng, kind, shapes, asked, distinct)
+            if picked is None:
+                continue
+            obj, desc = picked
+            asked.add((kind, id(obj)))
+            answer = _value(kind, obj)
+            others = [_value(kind, o) for o in shapes if o is not obj]
+            return {"type": QTYPE[kind], "question": rng.choice(TEMPLATES[kind]).format(desc=desc),
+                    "answer": answer, "multiple_choices": _distractors(rng, answer, others, FAMILIES[kind]),
+                    "name": f"{obj['color']} {obj['shape']}", "boxes": [obj["box"]]}  # fmt: skip
+    return None
 
 
 def _count_question(rng: random.Random, scene: Scene) -> dict[str, Any]:
@@ -305,11 +335,12 @@ def _count_question(rng: random.Random, scene: Scene) -> dict[str, Any]:
 
 
 def make_questions(scene: Scene, rng: random.Random, object_questions: int = 3) -> list[dict[str, Any]]:
-    """Questions about up to ``object_questions`` objects (kind drawn uniformly), the count question and the
-    'when' question about the window."""
+    """Up to ``object_questions`` questions about the objects (see ``_object_question``), the count question and
+    the 'when' question about the window."""
     shapes = [o for o in scene.objects if o["shape"] != "window"]
     window = next(o for o in scene.objects if o["shape"] == "window")
-    out = [_object_question(rng, obj, scene) for obj in rng.sample(shapes, min(object_questions, len(shapes)))]
+    asked: set = set()
+    out = [q for _ in range(min(object_questions, len(shapes))) if (q := _object_question(rng, scene, asked))]
     out.append(_count_question(rng, scene))
     answer = _value("when", window)
     out.append({"type": "when", "question": rng.choice(TEMPLATES["when"]), "answer": answer,
