@@ -19,12 +19,15 @@ from vqa.config import save_config
 from vqa.data import dataset_from_config
 from vqa.extract import extract_features
 from vqa.features import features_dir
+from vqa.pointing import check_regions_inside, image_sizes
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     cfg, _ = cli.parse(__doc__.splitlines()[0], argv)
     accelerator = make_accelerator()
     dataset = dataset_from_config(cfg)  # validated before any long work
+    if dataset.regions is not None:  # pointing: candidate boxes must lie on their images (file headers only)
+        check_regions_inside(dataset, image_sizes(dataset))
     if accelerator.is_main_process:
         save_config(cfg)
     out = extract_features(cfg, dataset, accelerator)

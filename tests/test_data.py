@@ -202,8 +202,10 @@ def test_a_type_outside_the_six_ws_is_refused_by_qa_id(tmp_path: Path, bad: Any)
     with pytest.raises(DatasetError) as e:
         load_telling(path, tmp_path)
     assert str(path) in e.value.headline
+    hint = " (a pointing question: set data.task=pointing)" if bad == "which" else ""
     assert e.value.problems == [
         f"image_id 1 qa_pairs[1] qa_id 101: unknown type {bad!r}; expected one of what, where, when, who, why, how"
+        + hint
     ]
 
 

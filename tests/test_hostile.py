@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 
 from vqa import cli
 from vqa.model import ModelSpec, VQAModel
+from vqa.synth_pointing import annotation_paths
 
 CONFIG = REPO / "configs" / "default.yaml"
 USER_ERROR = 2  # the exit code of every input error (README, vqa/cli.py)
@@ -248,6 +249,7 @@ class Case:
     expect: str  # a fragment of stderr naming the item; formatted with Env.fields(); "" for accepted inputs
     accepted: bool = False  # odd but legal: the stage must succeed
     subprocess: bool = False  # run as a real process instead of in-process
+    task: str = "telling"  # pointing: the case edits the tiny world's pointing file (data.task=pointing)
 
 
 CASES: dict[str, Case] = {
@@ -288,6 +290,28 @@ CASES: dict[str, Case] = {
     "dataset/symlink out of the image folder": Case("features", symlinked_image,
                                                     "image_id {iid}: filename '{filename}' resolves to {tmp}/"
                                                     "outside.jpg, outside the image folder"),
+    # ---- the pointing file (data.task=pointing), given to the features stage
+    "pointing/unknown box_id": Case("features", qa("answer", 999999),
+                                    "qa_id {qid}: 'answer' is box_id 999999, which is not in 'boxes'", task="pointing"),
+    "pointing/answer among distractors": Case("features", edit(lambda e: e.qa0.update(multiple_choices=[
+        e.qa0["answer"], *e.qa0["multiple_choices"][1:]])),
+        "qa_id {qid}: the answer box_id {answer} is also among the distractors", task="pointing"),
+    "pointing/duplicate candidates": Case("features", edit(lambda e: e.qa0.update(multiple_choices=[
+        e.qa0["multiple_choices"][0]] * 3)), "qa_id {qid}: duplicate distractor box_ids", task="pointing"),
+    "pointing/text answer": Case("features", qa("answer", "the red star"),
+                                 "qa_id {qid}: 'answer' must be a box_id (an integer), got 'the red star'",
+                                 task="pointing"),
+    "pointing/box outside its image": Case("features", edit(lambda e: next(
+        b for b in e.data["boxes"] if b["box_id"] == e.qa0["answer"]).update(x=5000)),
+        "image_id {iid} qa_id {qid}: box_id {answer} starts at (5000,", task="pointing"),
+    "pointing/box with a negative size": Case("features", edit(lambda e: e.data["boxes"][0].update(width=-3)),
+                                              "boxes[0] (box_id 1): the box is empty", task="pointing"),
+    "pointing/no boxes list (a telling file)": Case("features", edit(lambda e: e.data.pop("boxes")),
+                                                    "a pointing file must have a top-level 'boxes' list",
+                                                    task="pointing"),
+    "pointing/box names changed, extra fields": Case("features", edit(lambda e: [b.update(name="?", score=1.0)
+                                                                                for b in e.data["boxes"]]),
+                                                     "", accepted=True, task="pointing"),
     # ---- configuration
     "config/unknown key in the file": Case("features", config_file("train:\n  lrr: 0.001\n"),
                                            "{tmp}/exp.yaml: unknown key 'train.lrr' (did you mean 'train.lr'?)"),
@@ -340,7 +364,7 @@ def trusted_outputs(stage: str, run: Path) -> list[Path]:
 
 def make_env(case: Case, tmp: Path, request: pytest.FixtureRequest) -> Env:
     dataset = request.getfixturevalue("tiny_dataset")
-    data = json.loads(Path(dataset.data.annotations).read_text())
+    data = json.loads(annotation_paths(dataset)[case.task].read_text())
     env = Env(tmp=tmp.resolve(), data=copy.deepcopy(data), images=Path(dataset.data.images), run=tmp.resolve() / "run")
     if case.stage == "evaluate":
         overrides = request.getfixturevalue("trained_run")
@@ -351,7 +375,7 @@ def make_env(case: Case, tmp: Path, request: pytest.FixtureRequest) -> Env:
                     f"run.dir={env.run}", "eval.split=test"]  # fmt: skip
     else:
         env.base = ["--config", str(CONFIG), f"data.annotations={env.ann}", f"data.images={env.images}",
-                    "data.grounding=null", f"run.dir={env.run}", *FAST_FEATURES]  # fmt: skip
+                    "data.grounding=null", f"run.dir={env.run}", f"data.task={case.task}", *FAST_FEATURES]  # fmt: skip
     return env
 
 

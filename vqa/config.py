@@ -35,6 +35,7 @@ def _non_negative(default: Any) -> Any:
 
 @dataclass
 class DataConfig:
+    task: Literal["telling", "pointing"] = "telling"
     annotations: str = "data/synth7w/dataset_v7w_telling.json"  # dataset_v7w_telling.json
     images: str = "data/synth7w/images"  # folder holding v7w_<image_id>.jpg
     grounding: str | None = "data/synth7w/v7w_telling_answers.json"  # optional grounding boxes

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,7 @@ class Visual7W:
     images: dict[int, Image]
     qa: list[QA]
     image_dir: Path
+    regions: dict[int, Any] | None = None  # pointing: box_id -> pointing.Region (None for telling)
 
     def split(self, name: str) -> list[QA]:
         """The QA of one split, in file order."""
@@ -125,7 +126,33 @@ def confine(image_dir: Path, filename: Any) -> tuple[Path | None, str | None]:
     return path, None
 
 
-def _check_qa(raw: Any, image: dict[str, Any], where: str) -> tuple[QA | None, list[str]]:
+def text_candidates(raw: dict[str, Any], where: str) -> tuple[tuple[Any, tuple[Any, ...]] | None, list[str]]:
+    """Telling's candidate rule: the answer and 3 distractors are non-empty strings, distinct after lowercasing."""
+    problems = [f"{where}: {p}" for p in [_text_problem(raw["answer"], "answer")] if p]
+    choices = raw["multiple_choices"]
+    for i, c in enumerate(choices):
+        p = _text_problem(c, f"multiple_choices[{i}]")
+        if p:
+            problems.append(f"{where}: {p}")
+    if problems:
+        return None, problems
+    answer = raw["answer"].strip().lower()
+    lowered = [c.strip().lower() for c in choices]
+    if answer in lowered:
+        problems.append(f"{where}: the answer {raw['answer']!r} is also among the distractors")
+    dupes = sorted(c for c, n in Counter(lowered).items() if n > 1)
+    if dupes:
+        problems.append(f"{where}: duplicate distractors after lowercasing: {dupes}")
+    return (None if problems else (raw["answer"], tuple(choices))), problems
+
+
+CandidateRule = Callable[[dict[str, Any], str], tuple[tuple[Any, tuple[Any, ...]] | None, list[str]]]
+
+
+def _check_qa(raw: Any, image: dict[str, Any], where: str, candidates: CandidateRule = text_candidates,
+              types: tuple[str, ...] = QUESTION_TYPES) -> tuple[QA | None, list[str]]:  # fmt: skip
+    """One QA record: ids, type and question here; the answer and distractors by the task's ``candidates`` rule
+    (telling: strings, pointing: box ids)."""
     if not isinstance(raw, dict):
         return None, [f"{where}: a QA record must be an object, got {type(raw).__name__}"]
     qa_id = raw.get("qa_id")
@@ -142,12 +169,12 @@ def _check_qa(raw: Any, image: dict[str, Any], where: str) -> tuple[QA | None, l
         problems.append(f"{where}: 'image_id' must be an integer, got {raw['image_id']!r}")
     elif raw["image_id"] != image.get("image_id"):
         problems.append(f"{where}: image_id {raw['image_id']} differs from its image's {image.get('image_id')}")
-    if raw["type"] not in QUESTION_TYPES:
-        problems.append(f"{where}: unknown type {raw['type']!r}; expected one of {', '.join(QUESTION_TYPES)}")
-    for key in ("question", "answer"):
-        p = _text_problem(raw[key], key)
-        if p:
-            problems.append(f"{where}: {p}")
+    if raw["type"] not in types:
+        hint = " (a pointing question: set data.task=pointing)" if raw["type"] == "which" else ""
+        problems.append(f"{where}: unknown type {raw['type']!r}; expected one of {', '.join(types)}{hint}")
+    p = _text_problem(raw["question"], "question")
+    if p:
+        problems.append(f"{where}: {p}")
     choices = raw["multiple_choices"]
     if not isinstance(choices, list):
         problems.append(f"{where}: 'multiple_choices' must be a list, got {type(choices).__name__}")
@@ -155,24 +182,13 @@ def _check_qa(raw: Any, image: dict[str, Any], where: str) -> tuple[QA | None, l
         problems.append(
             f"{where}: 'multiple_choices' must hold exactly {N_DISTRACTORS} distractors, got {len(choices)}"
         )
-    else:
-        for i, c in enumerate(choices):
-            p = _text_problem(c, f"multiple_choices[{i}]")
-            if p:
-                problems.append(f"{where}: {p}")
     if problems:
         return None, problems
-    answer = raw["answer"].strip().lower()
-    lowered = [c.strip().lower() for c in choices]
-    if answer in lowered:
-        problems.append(f"{where}: the answer {raw['answer']!r} is also among the distractors")
-    dupes = sorted(c for c, n in Counter(lowered).items() if n > 1)
-    if dupes:
-        problems.append(f"{where}: duplicate distractors after lowercasing: {dupes}")
-    if problems:
+    picked, problems = candidates(raw, where)
+    if picked is None:
         return None, problems
-    qa = QA(qa_id, raw["image_id"], image["split"], raw["type"], raw["question"], raw["answer"], tuple(choices))
-    return qa, []
+    answer, distractors = picked
+    return QA(qa_id, raw["image_id"], image["split"], raw["type"], raw["question"], answer, distractors), []
 
 
 def _check_image(raw: Any, index: int, image_dir: Path) -> tuple[Image | None, list[str]]:
@@ -200,12 +216,20 @@ def _check_image(raw: Any, index: int, image_dir: Path) -> tuple[Image | None, l
 
 def parse_telling(data: Any, image_dir: str | Path) -> Visual7W:
     """Validate a parsed ``dataset_v7w_telling.json``; raise DatasetError listing every bad record."""
+    return parse_images(data, image_dir, text_candidates, QUESTION_TYPES, "Visual7W annotations")
+
+
+def parse_images(data: Any, image_dir: str | Path, candidates: CandidateRule, types: tuple[str, ...],
+                 what: str, problems: list[str] | None = None) -> Visual7W:  # fmt: skip
+    """The ``images`` list of either task: records, unique ids, confined filenames, each QA by ``candidates``.
+
+    ``problems`` already found (pointing's box list) are reported together with these."""
     image_dir = Path(image_dir)
     if not isinstance(data, dict):
         raise DatasetError(f"the top level must be an object with an 'images' list, got {type(data).__name__}")
     if not isinstance(data.get("images"), list):
         raise DatasetError("the top level has no 'images' list")
-    problems: list[str] = []
+    problems = list(problems or [])
     images: dict[int, Image] = {}
     qas: list[QA] = []
     seen_qa: dict[int, int] = {}
@@ -219,7 +243,7 @@ def parse_telling(data: Any, image_dir: str | Path) -> Visual7W:
             continue
         images[image.image_id] = image
         for j, raw_qa in enumerate(raw["qa_pairs"]):
-            qa, qa_problems = _check_qa(raw_qa, raw, f"image_id {image.image_id} qa_pairs[{j}]")
+            qa, qa_problems = _check_qa(raw_qa, raw, f"image_id {image.image_id} qa_pairs[{j}]", candidates, types)
             problems += qa_problems
             if qa is None:
                 continue
@@ -232,7 +256,7 @@ def parse_telling(data: Any, image_dir: str | Path) -> Visual7W:
             seen_qa[qa.qa_id] = image.image_id
             qas.append(qa)
     if problems:
-        raise DatasetError(f"{len(problems)} problem(s) in the Visual7W annotations:", problems)
+        raise DatasetError(f"{len(problems)} problem(s) in the {what}:", problems)
     if not qas:
         raise DatasetError("the annotations hold no QA pairs")
     return Visual7W(images=images, qa=qas, image_dir=image_dir)
@@ -309,6 +333,10 @@ def load_grounding(path: str | Path) -> dict[int, list[Box]]:
 
 
 def dataset_from_config(cfg: Any) -> Visual7W:
-    """The dataset named by ``cfg.data`` (annotations + image folder)."""
+    """The dataset named by ``cfg.data``: annotations of ``data.task`` (telling | pointing) + image folder."""
+    if cfg.data.task == "pointing":
+        from .pointing import load_pointing
+
+        return load_pointing(cfg.data.annotations, cfg.data.images)
     return load_telling(cfg.data.annotations, cfg.data.images)
 

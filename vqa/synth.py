@@ -410,19 +410,25 @@ def _check_safe_to_write(ann: Path, image_dir: Path) -> None:
 
 
 def write_dataset(cfg: Any, force: bool = False) -> dict[str, Any]:
-    """Write the synthetic dataset in the official layout; skip when an identical one is already there.
+    """Write the synthetic dataset in the official layout (telling and pointing files, the same images); skip when
+    an identical one is already there.
 
     Images are written first (each atomically), the grounding file next, the annotations last: a crash leaves no
     annotations file that points at missing images, and a rerun simply rebuilds.
     """
-    ann, image_dir = Path(cfg.data.annotations), Path(cfg.data.images)
-    _check_safe_to_write(ann, image_dir)
+    from .synth_pointing import annotation_paths, pointing_file
+
+    files, image_dir = annotation_paths(cfg), Path(cfg.data.images)
+    for path in files.values():
+        _check_safe_to_write(path, image_dir)
     telling, grounding, scenes = generate(cfg)
+    splits = {im["image_id"]: im["split"] for im in telling["images"]}
+    last_qa = max((q["qa_id"] for im in telling["images"] for q in im["qa_pairs"]), default=0)
+    pointing = pointing_file(scenes, splits, cfg.seed, cfg.synth.object_questions, telling["synthetic"], last_qa + 1)
     paths = {i: image_dir / f"v7w_{i}.jpg" for i in scenes}
-    up_to_date = _existing_stamp(ann) == telling["synthetic"] and all(p.exists() for p in paths.values())
-    if cfg.data.grounding:
-        up_to_date = up_to_date and _existing_stamp(Path(cfg.data.grounding)) == telling["synthetic"]
-    if up_to_date and not force:
+    stamped = [*files.values(), *([Path(cfg.data.grounding)] if cfg.data.grounding else [])]
+    up_to_date = all(_existing_stamp(f) == telling["synthetic"] for f in stamped)
+    if up_to_date and not force and all(p.exists() for p in paths.values()):
         return {"written": False, "images": len(scenes), "telling": telling}
     image_dir.mkdir(parents=True, exist_ok=True)
     for image_id, scene in tqdm(scenes.items(), desc="render images", unit="img", mininterval=1.0):
@@ -430,7 +436,8 @@ def write_dataset(cfg: Any, force: bool = False) -> dict[str, Any]:
         atomic_write_bytes(paths[image_id], jpeg_bytes(img, cfg.synth.jpeg_quality))
     if cfg.data.grounding:
         atomic_write_json(cfg.data.grounding, grounding, indent=None)
-    atomic_write_json(ann, telling, indent=None)
+    atomic_write_json(files["pointing"], pointing, indent=None)
+    atomic_write_json(files["telling"], telling, indent=None)
     return {"written": True, "images": len(scenes), "telling": telling}
 
 

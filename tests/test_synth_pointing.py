@@ -1,0 +1,96 @@
+"""The synthetic world's pointing file: official layout, same images as telling, and not solvable blind."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from conftest import REPO, tiny_config
+from PIL import Image
+
+from vqa import synth
+from vqa.config import load_config
+from vqa.data import load_telling
+from vqa.pointing import candidate_regions, check_regions_inside, load_pointing, parse_pointing
+from vqa.synth_pointing import annotation_paths, pointing_file
+
+
+def test_written_next_to_telling_for_the_same_images(tiny_dataset) -> None:
+    cfg = tiny_dataset
+    paths = annotation_paths(cfg)
+    telling = load_telling(paths["telling"], cfg.data.images)
+    pointing = load_pointing(paths["pointing"], cfg.data.images)
+    assert paths["pointing"].name == "dataset_v7w_pointing.json"
+    assert set(pointing.images) == set(telling.images)
+    assert {q.qa_id for q in pointing.qa}.isdisjoint(q.qa_id for q in telling.qa)
+    sizes = {i: Image.open(im.path).size for i, im in pointing.images.items()}
+    check_regions_inside(pointing, sizes)
+    assert {q.split for q in pointing.qa} == {"train", "val", "test"}
+    assert all(q.type == "which" for q in pointing.qa)
+
+
+def test_the_answer_box_holds_the_named_object(tiny_dataset) -> None:
+    """The answer box shows the object the question names: "Which object is red?" points at red pixels. The
+    colour of a box is the palette colour nearest to its saturated pixels (every fill pattern shows some)."""
+    cfg = tiny_dataset
+    ds = load_pointing(annotation_paths(cfg)["pointing"], cfg.data.images)
+    palette = np.array(list(synth.COLORS.values()), np.float32)
+    checked = 0
+    for q in ds.qa:
+        words = q.question.rstrip("?").split()
+        named = [w for w in words if w in synth.COLORS]
+        if not named or any(w in words for w in ("left", "right", "above", "below")):
+            continue  # relative questions name the reference object's colour, not the answer's
+        box = candidate_regions(ds, q)[0]
+        assert box.name.split()[0] == named[0], (q.question, box.name)
+        with Image.open(ds.image_path(q.image_id)) as img:
+            crop = np.asarray(img.convert("RGB").crop(tuple(int(v) for v in (box.x, box.y, box.x + box.width,
+                                                                              box.y + box.height))), np.float32)
+        pixels = crop.reshape(-1, 3)
+        vivid = pixels[pixels.max(1) - pixels.min(1) > 80].mean(0)
+        assert list(synth.COLORS)[int(np.abs(palette - vivid).sum(1).argmin())] == named[0], q.question
+        checked += 1
+    assert checked >= 10
+
+
+def test_a_pointing_config_writes_telling_beside_it(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, f"data.annotations={tmp_path}/dataset_v7w_pointing.json", "data.task=pointing",
+                      "synth.train_images=3", "synth.val_images=1", "synth.test_images=1")  # fmt: skip
+    synth.write_dataset(cfg)
+    assert (tmp_path / "dataset_v7w_telling.json").is_file()
+    assert load_pointing(cfg.data.annotations, cfg.data.images).regions
+    assert synth.write_dataset(cfg)["written"] is False  # both files up to date: nothing rewritten
+
+
+def _geometry(ds, q) -> np.ndarray:
+    return np.array([[r.width * r.height, r.x + r.width / 2, r.y + r.height / 2] for r in candidate_regions(ds, q)])
+
+
+def test_box_geometry_alone_stays_near_chance() -> None:
+    """The best of six geometry rules (largest, smallest, leftmost, ... box), chosen per question keyword on train,
+    scores <= 0.45 on test: a blind model sees the question and the boxes, and the world must not let that win."""
+    cfg = load_config(REPO / "configs" / "default.yaml", ["synth.train_images=800", "synth.test_images=400"])
+    telling, _, scenes = synth.generate(cfg)
+    splits = {im["image_id"]: im["split"] for im in telling["images"]}
+    ds = parse_pointing(pointing_file(scenes, splits, 0, 3, {}, 1), "/nonexistent")
+    rules = [lambda g, c=c, s=s: s * g[:, c] for c in range(3) for s in (1, -1)]
+
+    def keyword(q) -> str:
+        words = q.question.lower().rstrip("?").split()
+        return next((w for w in ("largest", "smallest", "left", "right", "above", "below") if w in words), "object")
+
+    def hits(qs, rule) -> int:
+        return sum(int(np.argmax(rule(_geometry(ds, q))) == 0 and np.sum(rule(_geometry(ds, q)) ==
+                                                                              rule(_geometry(ds, q)).max()) == 1)
+                   for q in qs)  # fmt: skip
+
+    groups: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for q in ds.qa:
+        groups[keyword(q)][q.split].append(q)
+    right = total = 0
+    for by_split in groups.values():
+        best = max(rules, key=lambda r: hits(by_split["train"], r))
+        right += hits(by_split["test"], best)
+        total += len(by_split["test"])
+    assert total > 1000 and right / total <= 0.45, right / total
