@@ -2,6 +2,8 @@
 
     python pipelines/predict.py --config configs/default.yaml --image photo.jpg \
         --question "Where is the red circle?" --choices "On the left." "On the right." "At the top." "In the middle."
+
+A pointing run (data.task=pointing) takes boxes in the image's pixels: --choices 10,20,50,40 80,20,40,40 ...
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from vqa.io import atomic_write_bytes
 def _flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, type=Path, help="a JPEG or PNG file")
     parser.add_argument("--question", required=True)
-    parser.add_argument("--choices", required=True, nargs="+", help="the candidate answers (2 or more)")
+    parser.add_argument("--choices", required=True, nargs="+",
+                        help="the candidate answers (2 or more); for a pointing run, boxes 'x,y,width,height'")
     parser.add_argument("--out", type=Path, help="overlay PNG (default: <run.dir>/predict/<image>.png)")
 
 

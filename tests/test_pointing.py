@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -124,3 +125,99 @@ def test_data_task_picks_the_loader(tmp_path: Path) -> None:
     with pytest.raises(DatasetError) as e:
         dataset_from_config(cfg)
     assert "unknown type 'which'" in e.value.problems[0] and "set data.task=pointing" in e.value.problems[0]
+
+
+# ------------------------------------------------------------------------------------------------ a trained run
+@pytest.fixture(scope="module")
+def pointing_run(tiny_dataset, tmp_path_factory) -> Any:
+    """The tiny world's pointing file, its features (96 px: 3x3) and a 2-epoch pointing model, evaluated on test."""
+    from accelerate import Accelerator
+
+    from vqa.config import load_config, save_config
+    from vqa.evaluate import evaluate
+    from vqa.extract import extract_features
+    from vqa.synth_pointing import annotation_paths
+    from vqa.train import train
+
+    ann = annotation_paths(tiny_dataset)["pointing"]
+    run = tmp_path_factory.mktemp("pointing") / "run"
+    cfg = load_config(None, [f"data.annotations={ann}", f"data.images={tiny_dataset.data.images}", "data.task=pointing",
+                             f"run.dir={run}", "features.image_size=96", "features.num_workers=0",
+                             "model.embed_dim=16", "model.hidden_dim=32", "model.attention_dim=32", "train.epochs=2",
+                             "train.batch_size=8", "eval.split=test"])  # fmt: skip
+    save_config(cfg)
+    extract_features(cfg, dataset_from_config(cfg), Accelerator(cpu=True))
+    train(cfg, Accelerator(cpu=True))
+    evaluate(cfg, Accelerator(cpu=True))
+    return cfg
+
+
+def _eval_files(cfg: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    out = Path(cfg.run.dir) / "eval" / "test"
+    rows = [json.loads(line) for line in (out / "per_question.jsonl").read_text().splitlines()]
+    return json.loads((out / "predictions.json").read_text()), rows, json.loads((out / "metrics.json").read_text())
+
+
+def test_eval_writes_box_ids_and_the_toolkit_rule_gives_the_metrics(pointing_run) -> None:
+    predictions, _, metrics = _eval_files(pointing_run)
+    ds = dataset_from_config(pointing_run)
+    by_id = {q.qa_id: q for q in ds.split("test")}
+    assert all(isinstance(c["answer"], int) for e in predictions for c in e["candidates"])
+    right = sum(str(e["candidates"][0]["answer"]).lower() == str(by_id[e["qa_id"]].answer).lower()
+                for e in predictions)  # the toolkit's rule, verbatim
+    assert metrics["n"] == len(by_id) == len(predictions)
+    assert metrics["accuracy"] == pytest.approx(right / len(predictions))
+    assert set(metrics["per_type"]) == {"which"}
+    assert metrics["grounding"]["n"] == len(by_id)  # grounded on each question's answer box
+
+
+def test_renaming_every_box_changes_no_prediction(pointing_run, tmp_path: Path) -> None:
+    """The model never reads a box's name (it often is the answer): rename them all, evaluate again, compare."""
+    from accelerate import Accelerator
+
+    from vqa.config import load_config
+    from vqa.evaluate import evaluate
+
+    data = json.loads(Path(pointing_run.data.annotations).read_text())
+    for box in data["boxes"]:
+        box["name"] = "answer" if box["box_id"] % 2 else "not this one"
+    renamed = tmp_path / "dataset_v7w_pointing.json"
+    renamed.write_text(json.dumps(data))
+    shutil.copytree(pointing_run.run.dir, tmp_path / "run", ignore=shutil.ignore_patterns("eval", "inspect"))
+    cfg = load_config(Path(pointing_run.run.dir) / "config.yaml", [f"data.annotations={renamed}",
+                                                                   f"run.dir={tmp_path / 'run'}",
+                                                                   f"features.dir={pointing_run.run.dir}/features"])
+    evaluate(cfg, Accelerator(cpu=True))
+    before, rows_before, _ = _eval_files(pointing_run)
+    after, rows_after, _ = _eval_files(cfg)
+    assert before == after
+    assert [[c["score"] for c in r["candidates"]] for r in rows_before] == \
+        [[c["score"] for c in r["candidates"]] for r in rows_after]  # fmt: skip
+
+
+def test_predictor_takes_boxes_and_agrees_with_eval(pointing_run) -> None:
+    from vqa import Predictor
+    from vqa.errors import VQAError
+
+    _, rows, _ = _eval_files(pointing_run)
+    ds = dataset_from_config(pointing_run)
+    p = Predictor.from_run(pointing_run.run.dir, device="cpu")
+    for row in rows[:6]:
+        q = ds.qa_by_id()[row["qa_id"]]
+        boxes = [(r.x, r.y, r.width, r.height) for r in candidate_regions(ds, q)]
+        r = p.predict(ds.image_path(q.image_id), q.question, boxes)
+        assert r.scores == pytest.approx([c["score"] for c in row["candidates"]], abs=1e-4)
+        assert r.choices[r.best] == boxes[[c["answer"] for c in row["candidates"]].index(row["chosen"])]
+    with pytest.raises(VQAError, match=r"choice 1: a pointing run's choices are boxes \(x, y, width, height\)"):
+        p.predict(ds.image_path(q.image_id), q.question, [boxes[0], "the red one"])
+    with pytest.raises(VQAError, match=r"choice 0: the box .* has nothing inside the"):
+        p.predict(ds.image_path(q.image_id), q.question, [(5000, 0, 10, 10), boxes[1]])
+
+
+def test_inspect_draws_each_candidates_box(pointing_run) -> None:
+    from vqa.inspect import run_inspect
+
+    pointing_run.inspect.n = 3
+    out = run_inspect(pointing_run)
+    assert len(out["items"]) == 3
+    assert all((Path(pointing_run.run.dir) / "inspect" / it["png"]).stat().st_size > 10_000 for it in out["items"])

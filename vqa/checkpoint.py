@@ -224,4 +224,7 @@ def load_trained(cfg: Any) -> tuple[VQAModel, dict[str, Any], Path, Any]:
     if model.spec.vocab_size != len(tokenizer):
         raise VQAError(f"{path} was trained with a {model.spec.vocab_size}-word vocabulary, {tokenizer_dir} has "
                        f"{len(tokenizer)}: the checkpoint belongs to another run (check eval.checkpoint)")  # fmt: skip
+    if model.spec.task != cfg.data.task:
+        raise VQAError(f"{path} is a {model.spec.task} model and data.task is {cfg.data.task}: use the config it "
+                       f"was trained with")  # fmt: skip
     return model, meta, path, tokenizer

@@ -17,7 +17,8 @@ from typing import Any
 
 from .errors import DatasetError
 
-QUESTION_TYPES = ("what", "where", "when", "who", "why", "how")
+QUESTION_TYPES = ("what", "where", "when", "who", "why", "how")  # telling
+TYPE_INDEX = (*QUESTION_TYPES, "which")  # a QA table's "type" column: index into this (pointing is "which")
 SPLITS = ("train", "val", "test")
 N_DISTRACTORS = 3
 N_CANDIDATES = N_DISTRACTORS + 1  # the answer and its distractors: every QA's candidate count

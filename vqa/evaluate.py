@@ -27,10 +27,10 @@ from torch.utils.data import DataLoader
 
 from .checkpoint import load_trained
 from .config import Config
-from .data import QUESTION_TYPES, Box, dataset_from_config, load_grounding
+from .data import TYPE_INDEX, Box, dataset_from_config
 from .errors import VQAError
 from .features import FeatureReader, features_dir
-from .grounding import box_coverage, image_size
+from .grounding import box_coverage, grounding_boxes, image_size
 from .io import atomic_write_dir, atomic_write_json, atomic_write_text, reached
 from .loader import QAExamples, collate, model_inputs, split_rows
 from .scoring import (
@@ -43,7 +43,7 @@ from .scoring import (
     strictly_best,
     write_results,
 )
-from .text import tokenise_qa
+from .text import qa_table
 
 
 def predict_pass(model: Any, loader: Any, accelerator: Any, keep_attention: bool = False) -> dict[str, Any]:
@@ -75,7 +75,7 @@ def accuracy_of(pass_out: dict[str, Any]) -> dict[str, Any]:
     scores, order = pass_out["scores"], pass_out["order"]  # [N, K], [N, K]
     true_pos = np.argmax(order == 0, axis=1)  # [N]: where the answer sits in the score vector
     correct = strictly_best(scores, true_pos)  # [N] bool
-    types = np.array([QUESTION_TYPES[t] for t in pass_out["type"]])
+    types = np.array([TYPE_INDEX[t] for t in pass_out["type"]])
     per_type = {t: float(correct[types == t].mean()) for t in sorted(set(types))}
     top = scores.max(1, keepdims=True)  # [N, 1]
     log_z = top[:, 0] + np.log(np.exp(scores - top).sum(1))  # [N]: log-sum-exp over the candidates
@@ -154,12 +154,12 @@ def evaluate(cfg: Config, accelerator: Accelerator) -> dict[str, Any] | None:
         raise VQAError(f"{path} was trained on {model.spec.grid} features, {reader.root} holds {reader.grid}")
     dataset = dataset_from_config(cfg)
     qas = dataset.split(split)
-    table = tokenise_qa(qas, tokenizer, cfg.text.max_len)
+    table = qa_table(dataset, qas, tokenizer, cfg.text.max_len)
     rows, skipped = split_rows(table, split, reader)
     loader = DataLoader(QAExamples(rows, reader, cfg.seed, train=False), batch_size=cfg.eval.batch_size,
                         collate_fn=collate)  # fmt: skip
     model, loader = accelerator.prepare(model, loader)
-    grounding = load_grounding(cfg.data.grounding) if cfg.data.grounding else None
+    grounding = grounding_boxes(cfg, dataset)
     out = predict_pass(model, loader, accelerator, keep_attention=grounding is not None)
     if not accelerator.is_main_process:
         return None

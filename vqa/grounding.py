@@ -43,13 +43,22 @@ def image_size(path: str | Path) -> tuple[int, int]:
         return img.size
 
 
+def grounding_boxes(cfg: Any, dataset: Any) -> dict[int, list[Box]] | None:
+    """Grounding boxes by qa_id: telling's ``data.grounding`` file (None when not given); for pointing, each QA's
+    answer box (the object the question is about)."""
+    if dataset.regions is not None:
+        return {q.qa_id: [Box(q.qa_id, r.name, r.x, r.y, r.width, r.height) for r in [dataset.regions[int(q.answer)]]]
+                for q in dataset.qa}  # fmt: skip
+    return load_grounding(cfg.data.grounding) if cfg.data.grounding else None
+
+
 def grounding_targets(cfg: Any, dataset: Any, grid: tuple[int, int, int]) -> list[list[float]] | None:
     """Per QA, a density of its grounding boxes on the feature grid: each box's coverage normalised to sum 1, then
     summed, so the row sums to the number of boxes ([] without a box). The attention loss normalises it; the
     counting gates learn it as is (their mass is then the number of objects the question is about)."""
-    if not cfg.data.grounding:
+    boxes = grounding_boxes(cfg, dataset)
+    if boxes is None:
         return None
-    boxes = load_grounding(cfg.data.grounding)
     sizes: dict[int, tuple[int, int]] = {}
     out = []
     for q in dataset.qa:

@@ -59,12 +59,14 @@ def panel_marks(candidates: Sequence[str], chosen: int, answer: str | None) -> l
 
 def render(pixels: np.ndarray, question: str, qtype: str, candidates: Sequence[str], scores: Sequence[float],
            attention: np.ndarray, answer: str | None, boxes: Sequence[tuple[float, float, float, float]] = (),
-           title: str = "", chosen: int | None = None) -> bytes:  # fmt: skip
+           title: str = "", chosen: int | None = None,
+           candidate_boxes: Sequence[tuple[float, float, float, float]] | None = None) -> bytes:  # fmt: skip
     """PNG bytes: the image once per candidate with its attention overlay, score and probability.
 
     ``pixels`` [S, S, 3] uint8 as fed to the CNN; ``attention`` [K, H, W] (glimpses already averaged); the chosen
     candidate (``chosen``, by default ``scoring.choose``: on a top tie a wrong one) is framed blue, the true answer
-    (when known) green; ✓/✗ says whether they agree, exactly as the metrics count it.
+    (when known) green; ✓/✗ says whether they agree, exactly as the metrics count it. Pointing: each panel also
+    draws its own candidate's box (``candidate_boxes``, on the S x S image; solid orange).
     """
     import matplotlib
 
@@ -84,7 +86,10 @@ def render(pixels: np.ndarray, question: str, qtype: str, candidates: Sequence[s
         ax.imshow(upsample(attention[j], size), cmap="jet", alpha=0.45, vmin=0, vmax=max(attention[j].max(), 1e-9))
         for x, y, w, h in boxes:
             ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="white", linewidth=1.5, linestyle="--"))
-        label = "\n".join(textwrap.wrap(candidates[j], 28)[:2])
+        if candidate_boxes is not None:
+            ax.add_patch(Rectangle(candidate_boxes[j][:2], *candidate_boxes[j][2:], fill=False, edgecolor="orange",
+                                   linewidth=2.5))  # fmt: skip
+        label = "\n".join(textwrap.wrap(candidates[j] if candidate_boxes is None else f"box {candidates[j]}", 28)[:2])
         ax.set_title(f"{label}\np={probs[j]:.2f}  score={scores[j]:.2f}\n{marks[j][0]}", fontsize=9)
         color = marks[j][1]
         for spine in ax.spines.values():
@@ -193,26 +198,47 @@ def predict_one(cfg: Any, image: Path, question: str, choices: Sequence[str]) ->
     from .predictor import Predictor
 
     predictor = Predictor.from_config(cfg)
-    r = predictor.predict(image, question, choices)
+    boxes = None
+    if predictor.model.spec.task == "pointing":  # "x,y,width,height" per choice, in the image's pixels
+        from .predictor import image_dimensions
+
+        asked = [tuple(float(v) for v in _numbers(c)) for c in choices]
+        width, height = image_dimensions(image)
+        s = predictor.image_size
+        boxes = [(x * s / width, y * s / height, w * s / width, h * s / height) for x, y, w, h in asked]
+        r = predictor.predict(image, question, asked)
+    else:
+        r = predictor.predict(image, question, choices)
     png = render(predictor.pixels(image), question, "?", list(choices), r.scores.tolist(), r.attention, None,
                  title=f"{image.name} · {predictor.model.spec.variant} model from {cfg.eval.checkpoint}",
-                 chosen=r.best)  # fmt: skip
+                 chosen=r.best, candidate_boxes=boxes)  # fmt: skip
     order = rank_order(list(choices), r.scores.tolist())  # no answer known: a tie goes to the first top choice
     ranked = [(choices[i], float(r.probabilities[i]), float(r.scores[i])) for i in order]
     return {"ranked": ranked, "png": png}
 
 
+def _numbers(choice: str) -> list[float]:
+    """'10,20,50,40' -> [10, 20, 50, 40] (a pointing choice on the command line)."""
+    try:
+        values = [float(v) for v in choice.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4:
+        raise VQAError(f"a pointing run's choices are boxes 'x,y,width,height' in pixels, got {choice!r}")
+    return values
+
+
 def run_inspect(cfg: Any) -> dict[str, Any]:
     """Render the chosen questions of ``inspect.split`` with the ``eval.checkpoint`` model into <run.dir>/inspect/."""
     from .checkpoint import load_trained
-    from .data import dataset_from_config, load_grounding
+    from .data import dataset_from_config
     from .evaluate import to_file_order
     from .features import FeatureReader, features_dir
-    from .grounding import image_size
+    from .grounding import grounding_boxes, image_size
     from .images import load_image
     from .io import atomic_write_dir
     from .loader import QAExamples, collate, model_inputs
-    from .text import tokenise_qa
+    from .text import qa_table
 
     run, split = Path(cfg.run.dir), cfg.inspect.split
     model, meta, path, tokenizer = load_trained(cfg)
@@ -221,8 +247,8 @@ def run_inspect(cfg: Any) -> dict[str, Any]:
     dataset = dataset_from_config(cfg)
     qas = {q.qa_id: q for q in dataset.split(split) if q.image_id in reader}
     ids = _choose(cfg, qas, run, split)
-    grounding = load_grounding(cfg.data.grounding) if cfg.data.grounding else {}
-    examples = QAExamples(tokenise_qa([qas[i] for i in ids], tokenizer, cfg.text.max_len),
+    grounding = grounding_boxes(cfg, dataset) or {}
+    examples = QAExamples(qa_table(dataset, [qas[i] for i in ids], tokenizer, cfg.text.max_len),
                           reader, cfg.seed, train=False)  # fmt: skip
     out_dir = run / "inspect"
     items: list[dict[str, Any]] = []
@@ -239,11 +265,15 @@ def run_inspect(cfg: Any) -> dict[str, Any]:
                 file_att = to_file_order(attention[row].mean(1).numpy(), order)  # [K, H, W], glimpses averaged
                 width, height = image_size(dataset.image_path(q.image_id))
                 boxes = [scale_box(b, width, height, size) for b in grounding.get(q.qa_id, [])]
+                cand_boxes = None
+                if dataset.regions is not None:  # pointing: each panel its own box; the answer's is framed green
+                    cand_boxes = [scale_box(dataset.regions[int(c)], width, height, size) for c in q.candidates]
+                    boxes = []
                 pixels = load_image(dataset.image_path(q.image_id), size)
                 chosen = choose(q.candidates, file_scores.tolist(), q.answer)  # the metrics' rule: a tie is wrong
                 png = render(pixels, q.question, q.type, q.candidates, file_scores.tolist(), file_att, q.answer, boxes,
                              title=f"qa_id {q.qa_id} · image_id {q.image_id} · {model.spec.variant}",
-                             chosen=chosen)  # fmt: skip
+                             chosen=chosen, candidate_boxes=cand_boxes)  # fmt: skip
                 name = f"qa_{q.qa_id}.png"
                 atomic_write_bytes(Path(tmp) / name, png)
                 reached(f"inspect:png{len(items) + 1}")

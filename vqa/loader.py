@@ -44,6 +44,9 @@ class QAExamples(Dataset):
         # plain columns, read once: formatting one Arrow row per question cost a tenth of a CPU training step
         self.columns = table.select_columns(["qa_id", "image_id", "type", "question_ids", "candidate_ids"]).to_dict()
         self.targets = dense_targets(table.with_format("arrow")["target"])  # [n, H*W] float32, zeros: no box
+        # pointing: the candidates' boxes, [n, K, 4] (x0, y0, x1, y1) in [0, 1]; None for telling
+        self.boxes = (np.asarray(table["boxes"], dtype=np.float32) if "boxes" in table.column_names
+                      else None)  # fmt: skip
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Accelerate's prepared DataLoader at the start of every epoch."""
@@ -64,7 +67,7 @@ class QAExamples(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         col = self.columns
         order = candidate_order(self.seed, self.epoch if self.train else EVAL_EPOCH, col["qa_id"][i])
-        return {
+        item = {
             "image_id": col["image_id"][i],
             "features": self._grid(col["image_id"][i]),  # [C, H, W] float16
             "question": col["question_ids"][i],
@@ -75,6 +78,9 @@ class QAExamples(Dataset):
             "type": col["type"][i],
             "target": self.targets[i],  # [H*W]
         }
+        if self.boxes is not None:
+            item["boxes"] = self.boxes[i][order]  # [K, 4], in this epoch's candidate order
+        return item
 
 
 def dense_targets(column: Any) -> np.ndarray:
@@ -107,7 +113,8 @@ def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     cands, cand_len = pad([c for it in items for c in it["candidates"]])  # [B*K, La], [B*K]
     b, k = len(items), len(items[0]["candidates"])
     firsts, image_index = dedupe([it["image_id"] for it in items])
-    return {
+    boxes = {"boxes": torch.from_numpy(np.stack([it["boxes"] for it in items]))} if "boxes" in items[0] else {}
+    return boxes | {
         "features": torch.stack([items[i]["features"] for i in firsts]),  # [I, C, H, W]
         "image_index": image_index,  # [B]
         "question": question,
@@ -191,5 +198,5 @@ def make_sampler(batching: str, table: ArrowTable, seed: int) -> EpochSampler:
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    keys = ("features", "image_index", "question", "question_len", "candidates", "candidate_len")
-    return {k: batch[k] for k in keys}
+    keys = ("features", "image_index", "question", "question_len", "candidates", "candidate_len", "boxes")
+    return {k: batch[k] for k in keys if k in batch}  # "boxes" [B, K, 4]: pointing only

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
+from torchvision.ops import roi_align
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,13 @@ class ModelSpec:
     attention_dim: int = 512
     dropout: float = 0.3
     count: bool = False  # the counting path (False in checkpoints written before it existed)
+    task: str = "telling"  # telling: candidates are text | pointing: candidates are boxes (``BoxEncoder``)
 
     @classmethod
     def from_config(cls, cfg: Any, vocab_size: int, grid: tuple[int, int, int]) -> ModelSpec:
         m = cfg.model
         return cls(vocab_size, tuple(grid), m.variant, m.rnn, m.bidirectional, m.embed_dim, m.hidden_dim,
-                   m.answer_encoder, m.glimpses, m.attention_dim, m.dropout, m.count)  # fmt: skip
+                   m.answer_encoder, m.glimpses, m.attention_dim, m.dropout, m.count, cfg.data.task)  # fmt: skip
 
     @property
     def attends(self) -> bool:
@@ -79,6 +81,40 @@ class TextEncoder(nn.Module):
         return torch.cat([h[-2], h[-1]], dim=-1) if self.rnn.bidirectional else h[-1]  # [S, out_dim]
 
 
+class BoxEncoder(nn.Module):
+    """Pointing: a candidate box -> ``[.., out_dim]``, from where it is and what the grid holds inside it.
+
+    Geometry: (x0, y0, x1, y1, width, height, area) in [0, 1] of the image, through an MLP. Content: the projected
+    grid cells (with their position channels) ``roi_align``-pooled over the box onto ROI x ROI bins, flattened and
+    projected; the blind variant has geometry only. A box's name and id never get here.
+    """
+
+    ROI = 2  # bins per side: a box is 1-3 cells of a 7x7 grid
+
+    def __init__(self, cell_dim: int | None, out_dim: int) -> None:
+        super().__init__()
+        self.geometry = nn.Sequential(nn.Linear(7, out_dim), nn.ReLU(), nn.Linear(out_dim, out_dim))
+        self.content = nn.Linear(cell_dim * self.ROI**2, out_dim) if cell_dim else None
+        self.norm = nn.LayerNorm(out_dim)
+
+    def forward(self, boxes: torch.Tensor, cells: torch.Tensor | None, image_index: torch.Tensor | None,
+                grid_hw: tuple[int, int]) -> torch.Tensor:  # fmt: skip
+        # boxes [B, K, 4] (x0, y0, x1, y1) in [0, 1]; cells [I, H*W, D]; image_index [B] (None: I = B)
+        b, k, _ = boxes.shape
+        x0, y0, x1, y1 = boxes.float().unbind(-1)
+        out = self.geometry(torch.stack([x0, y0, x1, y1, x1 - x0, y1 - y0, (x1 - x0) * (y1 - y0)], dim=-1))
+        if self.content is not None and cells is not None:
+            h, w = grid_hw
+            fmap = cells.transpose(1, 2).reshape(cells.shape[0], -1, h, w)  # [I, D, H, W]
+            index = image_index if image_index is not None else torch.arange(b, device=boxes.device)
+            scale = torch.tensor([w, h, w, h], dtype=fmap.dtype, device=boxes.device)  # to grid units
+            rois = torch.cat([index.repeat_interleave(k)[:, None].to(fmap.dtype),
+                              boxes.reshape(b * k, 4).to(fmap.dtype) * scale], dim=1)  # [B*K, 5]  # fmt: skip
+            pooled = roi_align(fmap, rois, output_size=self.ROI, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+            out = out + self.content(pooled.flatten(1)).view(b, k, -1)  # [B, K, out]
+        return self.norm(out)  # [B, K, out]
+
+
 def _mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout),
                          nn.Linear(hidden, out_dim))  # fmt: skip
@@ -94,10 +130,14 @@ class VQAModel(nn.Module):
         self.question = (TextEncoder(spec.rnn, spec.embed_dim, spec.hidden_dim, spec.bidirectional)
                          if spec.variant != "image_only" else None)  # fmt: skip
         self.answer = (TextEncoder(spec.rnn, spec.embed_dim, spec.hidden_dim, spec.bidirectional)
-                       if spec.answer_encoder == "rnn" else None)  # fmt: skip
+                       if spec.answer_encoder == "rnn" and spec.task == "telling" else None)  # fmt: skip
         q_dim = self.question.out_dim if self.question is not None else 0
         a_dim = self.answer.out_dim if self.answer is not None else spec.embed_dim
         d = spec.attention_dim
+        self.boxes = None
+        if spec.task == "pointing":  # candidates are boxes: encoded from the grid and their geometry
+            a_dim = spec.hidden_dim
+            self.boxes = BoxEncoder(d if spec.variant != "blind" else None, a_dim)
         ctx_dim = 0
         if spec.variant != "blind":
             self.cells = nn.Sequential(nn.Linear(c, d), nn.LayerNorm(d))  # cell features -> [.., D]
@@ -152,11 +192,13 @@ class VQAModel(nn.Module):
     def forward(
         self, features: torch.Tensor, question: torch.Tensor, question_len: torch.Tensor, candidates: torch.Tensor,
         candidate_len: torch.Tensor, image_index: torch.Tensor | None = None, with_gates: bool = False,
+        boxes: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """features [I, C, H, W], question [B, Lq], question_len [B], candidates [B, K, La], candidate_len [B, K],
         image_index [B] (question b asks about image image_index[b]; None: I = B, one image per question)
         -> scores [B, K], attention [B, K, G, H, W] (uniform for the variants that do not attend), and with
         ``with_gates`` the counting-gate logits [B, K, H*W, G] (None without the counting path), for their loss.
+        Pointing: ``boxes`` [B, K, 4] are the candidates (``candidates`` holds one [UNK] each and is not read).
 
         Why ``image_index``: Visual7W asks 2.4 questions per image (the demo 5); projecting each image's grid once
         and broadcasting it to its questions saves the largest GEMM of the step and the store reads.
@@ -168,14 +210,19 @@ class VQAModel(nn.Module):
             q = self.drop(self.question(self.embed(question), question_len))  # [B, Dq]
         else:  # image_only: the question is never read
             q = candidates.new_zeros(b, 0, dtype=torch.float32)  # [B, 0]
-        a = self.drop(self.encode_answers(candidates, candidate_len))  # [B, K, Da]
+        v_img = self.grid_cells(features) if self.spec.variant != "blind" else None  # [I, N, D]
+        if self.boxes is not None:
+            if boxes is None:
+                raise ValueError("a pointing model needs the candidates' boxes [B, K, 4]")
+            a = self.drop(self.boxes(boxes, v_img, image_index, (h, w)))  # [B, K, Da]
+        else:
+            a = self.drop(self.encode_answers(candidates, candidate_len))  # [B, K, Da]
         qk = q.unsqueeze(1).expand(-1, k, -1)  # [B, K, Dq]
         att = torch.full((b, k, h * w, g), 1.0 / (h * w), device=a.device)  # [B, K, N, G]
         gates = None
-        if self.spec.variant == "blind":
+        if v_img is None:  # blind
             ctx = a.new_zeros(b, k, 0)
         else:
-            v_img = self.grid_cells(features)  # [I, N, D]
             v = v_img if image_index is None else v_img[image_index]  # [B, N, D]
             if self.spec.variant == "no_attention":
                 ctx = v.mean(1, keepdim=True).expand(-1, k, -1)  # [B, K, D]

@@ -137,19 +137,30 @@ def candidate_regions(dataset: Visual7W, qa: Any) -> list[Region]:
     return [dataset.regions[int(c)] for c in qa.candidates]
 
 
-def image_sizes(dataset: Visual7W) -> dict[int, tuple[int, int]]:
-    """(width, height) of every image that has a QA, from the file headers (no decoding); unreadable images are
-    left out (the features stage reports them by name)."""
+def image_sizes(dataset: Visual7W, image_ids: Any = None) -> dict[int, tuple[int, int]]:
+    """(width, height) of ``image_ids`` (default: every image that has a QA), from the file headers (no
+    decoding); unreadable images are left out (the features stage reports them by name)."""
     from PIL import Image, UnidentifiedImageError
 
     sizes = {}
-    for image_id in dataset.image_ids():
+    for image_id in sorted(image_ids) if image_ids is not None else dataset.image_ids():
         try:
             with Image.open(dataset.image_path(image_id)) as img:
                 sizes[image_id] = img.size
         except (OSError, UnidentifiedImageError, ValueError):
             continue
     return sizes
+
+
+def candidate_geometry(dataset: Visual7W, qas: Any) -> list[list[tuple[float, float, float, float]]]:
+    """Per QA, its K candidate boxes as ``(x0, y0, x1, y1)`` in [0, 1] of the image (answer first): where they
+    lie on the feature grid, whatever the image's size. Only geometry: names and ids stay behind."""
+    sizes = image_sizes(dataset, {q.image_id for q in qas})
+    missing = sorted({q.image_id for q in qas} - set(sizes))
+    if missing:
+        raise DatasetError(f"{len(missing)} image(s) cannot be read for their size, e.g. image_id {missing[0]}: "
+                           f"{dataset.image_path(missing[0])}")  # fmt: skip
+    return [[r.normalised(*sizes[q.image_id]) for r in candidate_regions(dataset, q)] for q in qas]
 
 
 def check_regions_inside(dataset: Visual7W, sizes: dict[int, tuple[int, int]]) -> None:
@@ -165,3 +176,33 @@ def check_regions_inside(dataset: Visual7W, sizes: dict[int, tuple[int, int]]) -
                 problems.append(f"image_id {qa.image_id} qa_id {qa.qa_id}: {why}")
     if problems:
         raise DatasetError(f"{len(problems)} candidate box(es) outside their image:", problems)
+
+
+GEOMETRY_RULES = {f"{sign} {name}": (col, 1 if sign == "most" else -1)
+                  for col, name in enumerate(("area", "x", "y")) for sign in ("most", "least")}  # fmt: skip
+
+
+def geometry_prior_baseline(dataset: Visual7W, train: Any, test: Any) -> dict[str, Any]:
+    """The blind prior of pointing: per question family (``scoring.question_family``), the geometry rule ("the
+    largest box", "the leftmost", ...) that scores best on ``train``, scored on ``test`` (ties wrong). What a model
+    that reads the question and the boxes, but not the image, can get for free; the synthetic world keeps it low."""
+    from .scoring import question_family
+
+    def features(q: Any) -> list[tuple[float, float, float]]:
+        return [(r.width * r.height, r.x + r.width / 2, r.y + r.height / 2) for r in candidate_regions(dataset, q)]
+
+    def right(q: Any, rule: tuple[int, int]) -> bool:
+        col, sign = rule
+        values = [sign * f[col] for f in features(q)]
+        return values[0] > max(values[1:])  # the answer is candidates[0]; a tie is wrong
+
+    by_family: dict[str, dict[str, list[Any]]] = {}
+    for split, qs in (("train", train), ("test", test)):
+        for q in qs:
+            by_family.setdefault(question_family(q.question), {"train": [], "test": []})[split].append(q)
+    hits, chosen = 0, {}
+    for family, qs in by_family.items():
+        name = max(GEOMETRY_RULES, key=lambda r: sum(right(q, GEOMETRY_RULES[r]) for q in qs["train"]))
+        chosen[family] = name
+        hits += sum(right(q, GEOMETRY_RULES[name]) for q in qs["test"])
+    return {"accuracy": hits / max(1, len(test)), "n": len(test), "rules": chosen}

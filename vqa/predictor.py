@@ -5,6 +5,9 @@
     r = p.predict("photo.jpg", "What color is the circle?", ["Red.", "Blue.", "Green.", "White."])
     r.answer, r.probabilities, r.attention        # the choice, [K] in your order, [K, H, W]
 
+    # a pointing run (data.task=pointing): the choices are boxes (x, y, width, height) in the image's pixels
+    r = Predictor.from_run("runs/pointing").predict("photo.jpg", "Which object is red?", [(10, 20, 50, 40), ...])
+
 Why a class: the CLI pays 15-20 s of start-up for every question (imports, backbone, checkpoint); a notebook or a
 service pays it once. The image goes through the run's own backbone and preprocessing (both read from the feature
 manifest, like ``make eval``'s features), and the text through the run's tokenizer, so a question about a dataset
@@ -32,7 +35,7 @@ class Prediction:
     """One question's answer; every per-choice array is in the caller's order of ``choices``."""
 
     question: str
-    choices: list[str]
+    choices: list[Any]  # strings; pointing: (x, y, width, height) boxes
     scores: np.ndarray  # [K] raw scores
     probabilities: np.ndarray  # [K] softmax of the scores (sums to 1)
     attention_glimpses: np.ndarray  # [K, G, H, W]: each choice's attention over the grid, per glimpse
@@ -127,11 +130,12 @@ class Predictor:
         return torch.from_numpy(forward(self.backbone, pixels, self.manifest["precision"], self.device))
 
     # ------------------------------------------------------------------------------------------------ answers
-    def predict(self, image: ImageLike, question: str, choices: Sequence[str]) -> Prediction:
-        """Score ``choices`` (2 or more) for ``question`` about ``image``."""
+    def predict(self, image: ImageLike, question: str, choices: Sequence[Any]) -> Prediction:
+        """Score ``choices`` (2 or more) for ``question`` about ``image``: answer strings, or for a pointing run
+        boxes ``(x, y, width, height)`` in the image's own pixels (top-left origin, as the official files)."""
         return self.predict_batch([(image, question, choices)])[0]
 
-    def predict_batch(self, items: Sequence[tuple[ImageLike, str, Sequence[str]]]) -> list[Prediction]:
+    def predict_batch(self, items: Sequence[tuple[ImageLike, str, Sequence[Any]]]) -> list[Prediction]:
         """Many ``(image, question, choices)`` at once, each choice list of the same length; questions about the
         same image (the same path, or the same object) share one backbone pass."""
         from .loader import dedupe, pad
@@ -146,22 +150,61 @@ class Predictor:
         firsts, image_index = dedupe(keys)  # one grid per distinct image (the same file, or the same object)
         unique = [items[i][0] for i in firsts]
         q, q_len = pad(token_ids(self.tokenizer, [q for _, q, _ in items], self.max_len))  # [B, Lq], [B]
-        c, c_len = pad(token_ids(self.tokenizer, [c for _, _, cs in items for c in cs], self.max_len))  # [B*K, La]
         b = len(items)
+        boxes = None
+        if self.model.spec.task == "pointing":  # the candidates are boxes: one [UNK] token each, never read
+            boxes = torch.tensor([box_choices(cs, image_dimensions(im)) for im, _, cs in items]).to(self.device)
+            c, c_len = pad([[self.tokenizer.unk_token_id]] * (b * k))  # [B*K, 1]
+        else:
+            c, c_len = pad(token_ids(self.tokenizer, [c for _, _, cs in items for c in cs], self.max_len))
         with torch.inference_mode():
             scores, attention = self.model(self.grids(unique).to(self.device), q.to(self.device),
                                            q_len, c.view(b, k, -1).to(self.device), c_len.view(b, k),
-                                           image_index.to(self.device))  # fmt: skip
+                                           image_index.to(self.device), boxes=boxes)  # fmt: skip
         return [self._prediction(question, list(choices), scores[n].float().cpu(), attention[n].cpu())
                 for n, (_, question, choices) in enumerate(items)]  # fmt: skip
 
     @staticmethod
-    def _prediction(question: str, choices: list[str], scores: torch.Tensor, attention: torch.Tensor) -> Prediction:
+    def _prediction(question: str, choices: list[Any], scores: torch.Tensor, attention: torch.Tensor) -> Prediction:
         from .scoring import choose
 
         values = scores.numpy()  # [K]
         return Prediction(question, choices, values, torch.softmax(scores, 0).numpy(), attention.numpy(),
-                          choose(choices, values.tolist()))  # fmt: skip
+                          choose([str(c) for c in choices], values.tolist()))  # fmt: skip
+
+
+def image_dimensions(image: ImageLike) -> tuple[int, int]:
+    """(width, height) of a path (from the file header), PIL image or array."""
+    if isinstance(image, (str, Path)):
+        try:
+            with Image.open(image) as img:
+                return img.size
+        except (OSError, ValueError) as e:
+            raise VQAError(f"{image}: cannot read the image ({e})") from None
+    if isinstance(image, np.ndarray):
+        return int(image.shape[1]), int(image.shape[0])
+    if isinstance(image, Image.Image):
+        return image.size
+    raise VQAError(f"image must be a path, a PIL image or a uint8 array, not {type(image).__name__}")
+
+
+def box_choices(choices: Sequence[Any], size: tuple[int, int]) -> list[tuple[float, float, float, float]]:
+    """Pointing choices ``(x, y, width, height)`` in pixels -> ``(x0, y0, x1, y1)`` in [0, 1], clipped to the
+    image like the official boxes; a choice that is not 4 numbers, or has nothing inside the image, is refused."""
+    from .pointing import Region
+
+    width, height = size
+    out = []
+    for i, c in enumerate(choices):
+        if isinstance(c, str) or len(c) != 4 or not all(isinstance(v, (int, float)) for v in c):
+            raise VQAError(f"choice {i}: a pointing run's choices are boxes (x, y, width, height), got {c!r}")
+        x, y, w, h = (float(v) for v in c)
+        x0, y0 = max(x, 0.0), max(y, 0.0)
+        region = Region(i, "", x0, y0, x + w - x0, y + h - y0)
+        if region.width <= 0 or region.height <= 0 or region.outside(width, height):
+            raise VQAError(f"choice {i}: the box {tuple(c)} has nothing inside the {width}x{height} image")
+        out.append(region.normalised(width, height))
+    return out
 
 
 def _check(question: str, choices: Sequence[str], k: int) -> None:

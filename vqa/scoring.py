@@ -84,7 +84,8 @@ QUESTION_FAMILIES = (
     "what does", "what do", "what",
     "where is", "where are", "where was", "where",
     "when was", "when is", "when did", "when",
-    "who is", "who are", "who", "why is", "why are", "why do", "why", "which",
+    "who is", "who are", "who", "why is", "why are", "why do", "why",
+    "which is the", "which object is", "which one is", "which shape is", "which",
     "how many", "how much", "how is", "how are", "how does", "how do", "how",
 )  # fmt: skip
 _PREFIXES = sorted((tuple(f.split()) for f in QUESTION_FAMILIES), key=len, reverse=True)
@@ -107,8 +108,10 @@ def question_family(question: str) -> str:
 
 
 def result_entry(qa: QA, ranked: Sequence[str]) -> dict[str, Any]:
-    """One entry of the toolkit's results format."""
-    return {"qa_id": qa.qa_id, "question": qa.question, "candidates": [{"answer": c} for c in ranked]}
+    """One entry of the toolkit's results format; pointing candidates are written as the integer box ids of the
+    official file (the toolkit compares ``str()`` of both sides, so either form scores the same)."""
+    answers = [int(c) for c in ranked] if qa.type == "which" else list(ranked)
+    return {"qa_id": qa.qa_id, "question": qa.question, "candidates": [{"answer": c} for c in answers]}
 
 
 def write_results(path: str | Path, entries: Iterable[Mapping[str, Any]]) -> Path:

@@ -130,7 +130,8 @@ def which_questions(rng: random.Random, scene: Scene, n: int) -> list[dict[str, 
 
 def _image_qa(rng: random.Random, scene: Scene, image_id: int, questions: int, boxes: list[dict[str, Any]],
               qa_id: int) -> list[dict[str, Any]]:  # fmt: skip
-    """One image's pointing QA; its boxes (one per object, shared by its questions) are appended to ``boxes``."""
+    """One image's pointing QA; its boxes (one per object, shared by its questions, then any background boxes) are
+    appended to ``boxes``."""
     ids: dict[int, int] = {}
 
     def box_id(item: Any) -> int:  # an object (dict) or a background box (tuple)
@@ -142,6 +143,9 @@ def _image_qa(rng: random.Random, scene: Scene, image_id: int, questions: int, b
             ids[id(item)] = len(boxes)
         return ids[id(item)]
 
+    for obj in scene.objects:  # ids in the scene's order, not the answer's: a box id never hints at the answer
+        if obj["shape"] != "window":
+            box_id(obj)
     return [{"qa_id": qa_id + i, "image_id": image_id, "type": "which", "question": q["question"],
              "answer": box_id(q["answer"]), "multiple_choices": [box_id(d) for d in q["distractors"]]}
             for i, q in enumerate(which_questions(rng, scene, questions))]  # fmt: skip

@@ -20,7 +20,7 @@ from datasets import Dataset, load_from_disk
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from .data import N_CANDIDATES, QA, QUESTION_TYPES, dataset_from_config
+from .data import N_CANDIDATES, QA, TYPE_INDEX, dataset_from_config
 from .errors import VQAError
 from .grounding import grounding_targets
 from .io import atomic_write_dir
@@ -28,13 +28,15 @@ from .io import atomic_write_dir
 PAD, UNK = "[PAD]", "[UNK]"
 
 
-def build_tokenizer(train: Sequence[QA], min_freq: int) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer over the train questions and all their candidates; PAD = 0, UNK = 1."""
+def build_tokenizer(train: Sequence[QA], min_freq: int, candidates: bool = True) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over the train questions and all their candidates (not for pointing, whose
+    candidates are box ids: ``candidates=False``); PAD = 0, UNK = 1."""
     tok = Tokenizer(models.WordLevel(unk_token=UNK))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
     trainer = trainers.WordLevelTrainer(min_frequency=min_freq, special_tokens=[PAD, UNK], show_progress=False)
-    tok.train_from_iterator((text for q in train for text in (q.question, *q.candidates)), trainer=trainer)
+    texts = (text for q in train for text in ((q.question, *q.candidates) if candidates else (q.question,)))
+    tok.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, unk_token=UNK)
 
 
@@ -58,21 +60,43 @@ def token_ids(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], max_len:
 
 
 def tokenise_qa(qas: Sequence[QA], tokenizer: PreTrainedTokenizerFast, max_len: int,
-                targets: Sequence[Sequence[float]] | None = None) -> Dataset:  # fmt: skip
+                targets: Sequence[Sequence[float]] | None = None,
+                boxes: Sequence[Sequence[Sequence[float]]] | None = None) -> Dataset:  # fmt: skip
     """One row per QA: ids of the question and of the K candidates (answer first, as in the file), and the
-    grounding target on the feature grid (``[]`` when the QA has no box)."""
+    grounding target on the feature grid (``[]`` when the QA has no box).
+
+    Pointing (``boxes``: per QA, K candidate boxes ``(x0, y0, x1, y1)`` in [0, 1]): the candidates are those
+    boxes. Their ids and names are never tokenised (the model must not read them); each candidate's token list is
+    a single [UNK], so the batch layout is the same for both tasks."""
     questions = token_ids(tokenizer, [q.question for q in qas], max_len)
-    flat = token_ids(tokenizer, [c for q in qas for c in q.candidates], max_len)
-    return Dataset.from_dict({
+    if boxes is None:
+        flat = token_ids(tokenizer, [c for q in qas for c in q.candidates], max_len)
+    else:
+        flat = [[tokenizer.unk_token_id]] * (N_CANDIDATES * len(qas))
+    columns = {
         "qa_id": [q.qa_id for q in qas],
         "image_id": [q.image_id for q in qas],
         "split": [q.split for q in qas],
-        "type": [QUESTION_TYPES.index(q.type) for q in qas],
+        "type": [TYPE_INDEX.index(q.type) for q in qas],
         "question_ids": questions,
         "candidate_ids": [flat[N_CANDIDATES * i : N_CANDIDATES * (i + 1)] for i in range(len(qas))],
         "label": [0] * len(qas),  # the true answer is candidates[0]; loaders shuffle the order
         "target": [list(t) for t in targets] if targets is not None else [[] for _ in qas],
-    })  # fmt: skip
+    }
+    if boxes is not None:
+        columns["boxes"] = [[list(b) for b in row] for row in boxes]
+    return Dataset.from_dict(columns)
+
+
+def qa_table(dataset: Any, qas: Sequence[QA], tokenizer: PreTrainedTokenizerFast, max_len: int,
+             targets: Sequence[Sequence[float]] | None = None) -> Dataset:  # fmt: skip
+    """``tokenise_qa`` for either task: with the candidate boxes' geometry when ``dataset`` is a pointing one."""
+    boxes = None
+    if dataset.regions is not None:
+        from .pointing import candidate_geometry
+
+        boxes = candidate_geometry(dataset, qas)
+    return tokenise_qa(qas, tokenizer, max_len, targets, boxes)
 
 
 def save_qa(table: Dataset, path: str | Path) -> Dataset:
@@ -129,9 +153,9 @@ def prepare_qa(cfg: Any, accelerator: Any, reuse_tokenizer: bool,
         if reuse_tokenizer and (run / "tokenizer" / "tokenizer.json").is_file():
             tokenizer = load_tokenizer(run / "tokenizer")
         else:
-            tokenizer = build_tokenizer(dataset.split("train"), cfg.text.min_freq)
+            tokenizer = build_tokenizer(dataset.split("train"), cfg.text.min_freq, dataset.regions is None)
             save_tokenizer(tokenizer, run / "tokenizer")
         targets = grounding_targets(cfg, dataset, grid)
-        save_qa(tokenise_qa(dataset.qa, tokenizer, cfg.text.max_len, targets), run / "qa")
+        save_qa(qa_table(dataset, dataset.qa, tokenizer, cfg.text.max_len, targets), run / "qa")
     accelerator.wait_for_everyone()
     return load_tokenizer(run / "tokenizer"), load_from_disk(str(run / "qa"))
