@@ -77,4 +77,5 @@ lint: setup ## ruff check
 	$(VENV)/bin/ruff check .
 
 clean: ## Remove generated data and runs (keeps .venv)
-	rm -rf data/synth7w runs/default runs/default_no_supervision runs/default_no_attention runs/default_image_only runs/default_blind
+	rm -rf data/synth7w runs/default runs/default_no_supervision runs/default_no_attention runs/default_image_only runs/default_blind \
+	  runs/pointing runs/pointing_no_supervision runs/pointing_no_attention runs/pointing_image_only runs/pointing_blind

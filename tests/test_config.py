@@ -18,6 +18,8 @@ CONTRACT = {
                          "'data.annotations' must be str, got list ['a', 'b']"),
     "data.images": ("/v7w/images", "/v7w/images", "{dir: x}", "'data.images' must be str, got dict {'dir': 'x'}"),
     "data.grounding": ("null", None, "7", "'data.grounding' must be str | null, got int 7"),
+    "data.task": ("pointing", "pointing", "which", "'data.task' must be 'telling' | 'pointing', got str 'which'"),
+    "features.dir": ("/shared/store", "/shared/store", "[a]", "'features.dir' must be str | null, got list ['a']"),
     "run.dir": ("runs/exp 1", "runs/exp 1", "[runs]", "'run.dir' must be str, got list ['runs']"),
     "features.backbone": ("resnet152", "resnet152", "resnet18",
                           "'features.backbone' must be 'efficientnet_lite0' | 'resnet50' | 'resnet101' | 'resnet152',"
@@ -46,7 +48,7 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "visual7w.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
 def test_shipped_configs_load_and_show_every_knob(name: str) -> None:
     path = REPO / "configs" / name
     load_config(path)

@@ -395,17 +395,19 @@ def _existing_stamp(path: Path) -> dict[str, Any] | None:
     return data.get("synthetic") if isinstance(data, dict) else None
 
 
-def _check_safe_to_write(ann: Path, image_dir: Path) -> None:
-    """Never overwrite a real dataset: only files this generator wrote (stamped) may be replaced."""
-    if ann.exists() and _existing_stamp(ann) is None:
-        raise VQAError(
-            f"refusing to overwrite {ann}: it was not written by the synthetic generator "
-            "(no 'synthetic' stamp). Point data.annotations/data.images at another folder."
-        )
-    if not ann.exists() and image_dir.is_dir() and any(image_dir.iterdir()):
+def _check_safe_to_write(files: list[Path], image_dir: Path) -> None:
+    """Never overwrite a real dataset: only files this generator wrote (stamped) may be replaced, and images go
+    only into an empty folder or one that an earlier run of the generator filled (one of its files is there)."""
+    for ann in files:
+        if ann.exists() and _existing_stamp(ann) is None:
+            raise VQAError(
+                f"refusing to overwrite {ann}: it was not written by the synthetic generator "
+                "(no 'synthetic' stamp). Point data.annotations/data.images at another folder."
+            )
+    if not any(ann.exists() for ann in files) and image_dir.is_dir() and any(image_dir.iterdir()):
         raise VQAError(
             f"refusing to write synthetic images into {image_dir}: the folder already holds files and "
-            f"{ann} does not exist. Point data.images at an empty or new folder."
+            f"{files[0]} does not exist. Point data.images at an empty or new folder."
         )
 
 
@@ -419,8 +421,7 @@ def write_dataset(cfg: Any, force: bool = False) -> dict[str, Any]:
     from .synth_pointing import annotation_paths, pointing_file
 
     files, image_dir = annotation_paths(cfg), Path(cfg.data.images)
-    for path in files.values():
-        _check_safe_to_write(path, image_dir)
+    _check_safe_to_write(list(files.values()), image_dir)
     telling, grounding, scenes = generate(cfg)
     splits = {im["image_id"]: im["split"] for im in telling["images"]}
     last_qa = max((q["qa_id"] for im in telling["images"] for q in im["qa_pairs"]), default=0)
