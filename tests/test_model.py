@@ -95,3 +95,39 @@ def test_counting_path_sees_how_much_matches() -> None:
     a, _ = model(**{**x, "features": one.half()})
     b, _ = model(**{**x, "features": three.half()})
     assert not torch.allclose(a, b), "one and three matching cells score differently"
+
+
+# ------------------------------------------------------------------------------------------------ pointing
+def boxes(b: int = 3) -> torch.Tensor:
+    """[B, 4, 4] candidate boxes (x0, y0, x1, y1) in [0, 1]: four distinct boxes per question."""
+    base = torch.tensor([[0.0, 0.0, 0.3, 0.3], [0.6, 0.1, 0.9, 0.5], [0.3, 0.6, 0.7, 1.0], [0.1, 0.4, 0.4, 0.7]])
+    return base.expand(b, 4, 4).clone()
+
+
+@pytest.mark.parametrize("variant", ["attention", "no_attention", "image_only", "blind"])
+def test_pointing_scores_boxes_in_every_variant(variant: str) -> None:
+    model = VQAModel(ModelSpec(20, (16, 3, 4), variant=variant, task="pointing", embed_dim=8, hidden_dim=12,
+                               attention_dim=10)).eval()  # fmt: skip
+    x = {**batch(), "candidates": torch.ones(3, 4, 1, dtype=torch.long), "candidate_len": torch.ones(3, 4)}
+    scores, attention = model(**x, boxes=boxes())
+    assert scores.shape == (3, 4) and attention.shape == (3, 4, 2, 3, 4)
+    moved = boxes()
+    moved[:, 1] = torch.tensor([0.0, 0.6, 0.3, 0.9])
+    again, _ = model(**x, boxes=moved)
+    assert not torch.allclose(scores[:, 1], again[:, 1]) and torch.allclose(scores[:, 0], again[:, 0])
+    if variant != "blind":  # what the box holds matters, except to the blind model
+        other, _ = model(**{**x, "features": torch.rand_like(x["features"].float()).half()}, boxes=boxes())
+        assert not torch.allclose(scores, other)
+    with pytest.raises(ValueError, match="needs the candidates' boxes"):
+        model(**x)
+
+
+def test_relative_cells_say_where_each_cell_lies_from_the_box() -> None:
+    from vqa.model import relative_cells
+
+    rel = relative_cells(torch.tensor([[[0.0, 0.0, 0.34, 0.34]]]), 3, 3)  # the top-left cell of a 3x3 grid
+    assert rel.shape == (1, 1, 9, 3)
+    dx, dy, inside = rel[0, 0].unbind(-1)
+    assert inside.tolist() == [1, 0, 0, 0, 0, 0, 0, 0, 0]
+    assert dx[1] > 0 and dy[1] == pytest.approx(0, abs=0.02)  # the cell right of it: same row, to the right
+    assert dy[3] > 0 and dx[3] == pytest.approx(0, abs=0.02)  # the cell below it

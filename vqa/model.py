@@ -143,11 +143,17 @@ class VQAModel(nn.Module):
             self.cells = nn.Sequential(nn.Linear(c, d), nn.LayerNorm(d))  # cell features -> [.., D]
             self.where = nn.Linear(2, d)  # (x, y) -> [.., D], added: position on the same scale as content
             ctx_dim = d
+        self.att_r = None
         if spec.attends:
             self.att_v = nn.Linear(d, d, bias=False)
             self.att_s = nn.Linear(q_dim + a_dim, d)
             self.att_w = nn.Linear(d, spec.glimpses)
             ctx_dim = d * spec.glimpses
+            if spec.task == "pointing":  # where each cell lies relative to the candidate box ("left of the X")
+                self.att_r = nn.Linear(3, d, bias=False)
+                # and where the attended cells lie from the box, summed like the context: [B, K, G*3] -> [B, K, D]
+                self.relate = nn.Sequential(nn.Linear(3 * spec.glimpses, d), nn.ReLU(), nn.Linear(d, d))
+                ctx_dim += d
         self.counter = None
         if spec.attends and spec.count:
             self.count_w = nn.Linear(d, spec.glimpses)  # per-cell "this cell matches" logits, one per glimpse
@@ -162,6 +168,11 @@ class VQAModel(nn.Module):
         self.fuse_c = nn.Linear(ctx_dim, spec.hidden_dim) if ctx_dim else None
         self.fuse_s = nn.Linear(q_dim + a_dim, spec.hidden_dim) if ctx_dim else None
         fused_dim = spec.hidden_dim if ctx_dim else 0
+        # pointing: the candidate *is* image content (its box), so the question is compared with it directly
+        self.fuse_q = self.fuse_a = None
+        if spec.task == "pointing" and q_dim:
+            self.fuse_q, self.fuse_a = nn.Linear(q_dim, spec.hidden_dim), nn.Linear(a_dim, spec.hidden_dim)
+            fused_dim += spec.hidden_dim
         self.scorer = _mlp(fused_dim + ctx_dim + q_dim + a_dim, 2 * spec.hidden_dim, 1, spec.dropout)
 
     # ---------------------------------------------------------------------------------------------- parts
@@ -210,13 +221,13 @@ class VQAModel(nn.Module):
             q = self.drop(self.question(self.embed(question), question_len))  # [B, Dq]
         else:  # image_only: the question is never read
             q = candidates.new_zeros(b, 0, dtype=torch.float32)  # [B, 0]
+        if self.boxes is None:  # (before the grid: the dropout masks come in the order they always did)
+            a = self.drop(self.encode_answers(candidates, candidate_len))  # [B, K, Da]
         v_img = self.grid_cells(features) if self.spec.variant != "blind" else None  # [I, N, D]
         if self.boxes is not None:
             if boxes is None:
                 raise ValueError("a pointing model needs the candidates' boxes [B, K, 4]")
             a = self.drop(self.boxes(boxes, v_img, image_index, (h, w)))  # [B, K, Da]
-        else:
-            a = self.drop(self.encode_answers(candidates, candidate_len))  # [B, K, Da]
         qk = q.unsqueeze(1).expand(-1, k, -1)  # [B, K, Dq]
         att = torch.full((b, k, h * w, g), 1.0 / (h * w), device=a.device)  # [B, K, N, G]
         gates = None
@@ -230,10 +241,17 @@ class VQAModel(nn.Module):
                 s = self.att_s(torch.cat([qk, a], dim=-1))  # [B, K, D]
                 proj = self.att_v(v_img)  # [I, N, D]
                 proj = proj if image_index is None else proj[image_index]  # [B, N, D]
-                hidden = torch.tanh(proj.unsqueeze(1) + s.unsqueeze(2))  # [B, K, N, D]
+                pre = proj.unsqueeze(1) + s.unsqueeze(2)  # [B, K, N, D]
+                rel = relative_cells(boxes, h, w) if self.att_r is not None else None  # pointing: [B, K, N, 3]
+                if rel is not None:  # + each cell's offset from each candidate box
+                    pre = pre + self.att_r(rel)  # [B, K, N, D]
+                hidden = torch.tanh(pre)  # [B, K, N, D]
                 logits = self.cell_logits(hidden).float()  # [B, K, N, G or 2G]
                 att = F.softmax(logits[..., :g], dim=2)  # [B, K, N, G], over the N cells
                 ctx = torch.einsum("bkng,bnd->bkgd", att.to(v.dtype), v).flatten(2)  # [B, K, G*D]
+                if rel is not None:  # where what it found lies from the box: "is the red star right of me?"
+                    offset = torch.einsum("bkng,bknr->bkgr", att, rel).flatten(2)  # [B, K, G*3]
+                    ctx = torch.cat([ctx, self.relate(offset).to(ctx.dtype)], dim=-1)  # [B, K, G*D + D]
                 if self.counter is not None:
                     gates = logits[..., g:]  # [B, K, N, G] counting-gate logits
                     ctx = torch.cat([ctx, self.count_features(gates).to(ctx.dtype)], dim=-1)  # [B, K, G*D + D]
@@ -241,6 +259,8 @@ class VQAModel(nn.Module):
         if self.fuse_c is not None:
             qa = torch.cat([qk, a], dim=-1)  # [B, K, Dq+Da]
             parts.insert(0, torch.tanh(self.fuse_c(ctx)) * torch.tanh(self.fuse_s(qa)))  # [B, K, hidden]
+        if self.fuse_q is not None:  # pointing: does what the box holds match what the question asks for?
+            parts.insert(0, torch.tanh(self.fuse_q(qk)) * torch.tanh(self.fuse_a(a)))  # [B, K, hidden]
         scores = self.scorer(torch.cat(parts, dim=-1)).squeeze(-1)  # [B, K]
         attention = att.permute(0, 1, 3, 2).reshape(b, k, g, h, w).float()
         return (scores.float(), attention, gates) if with_gates else (scores.float(), attention)
@@ -263,6 +283,22 @@ class VQAModel(nn.Module):
         """
         mass = torch.sigmoid(gates).sum(2)  # [B, K, G]
         return self.counter(torch.cat([mass / 4, torch.log1p(mass)], dim=-1))  # [B, K, D]
+
+
+def relative_cells(boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """[B, K, 4] boxes (x0, y0, x1, y1 in [0, 1]) -> [B, K, H*W, 3]: every grid cell's centre relative to each box
+    (dx, dy from the box centre, in image halves) and whether it lies inside the box.
+
+    Why: "Which object is left of the red star?" is answered by the candidate whose right neighbour is the red
+    star. With these offsets inside the attention MLP, the attention of a candidate can look *next to it* in the
+    direction the question names; additive cell positions alone cannot express "one cell right of this box"."""
+    ys = (torch.arange(h, device=boxes.device, dtype=torch.float32) + 0.5) / h
+    xs = (torch.arange(w, device=boxes.device, dtype=torch.float32) + 0.5) / w
+    cy, cx = torch.meshgrid(ys, xs, indexing="ij")
+    cx, cy = cx.reshape(1, 1, -1), cy.reshape(1, 1, -1)  # [1, 1, N]
+    x0, y0, x1, y1 = (t.unsqueeze(-1) for t in boxes.float().unbind(-1))  # [B, K, 1] each
+    inside = ((cx >= x0) & (cx <= x1) & (cy >= y0) & (cy <= y1)).float()
+    return torch.stack([2 * (cx - (x0 + x1) / 2), 2 * (cy - (y0 + y1) / 2), inside], dim=-1)  # [B, K, N, 3]
 
 
 def init_embedding(model: VQAModel, vectors: torch.Tensor, found: torch.Tensor) -> None:
