@@ -154,6 +154,11 @@ class VQAModel(nn.Module):
                 # and where the attended cells lie from the box, summed like the context: [B, K, G*3] -> [B, K, D]
                 self.relate = nn.Sequential(nn.Linear(3 * spec.glimpses, d), nn.ReLU(), nn.Linear(d, d))
                 ctx_dim += d
+                if q_dim:  # a glimpse driven by the question alone: what it names, wherever the candidates are
+                    self.seek_q = nn.Linear(q_dim, d)
+                    self.seek_w = nn.Linear(d, 1)
+                    self.placed = nn.Sequential(nn.Linear(3, d), nn.ReLU(), nn.Linear(d, d))
+                    ctx_dim += d
         self.counter = None
         if spec.attends and spec.count:
             self.count_w = nn.Linear(d, spec.glimpses)  # per-cell "this cell matches" logits, one per glimpse
@@ -252,6 +257,11 @@ class VQAModel(nn.Module):
                 if rel is not None:  # where what it found lies from the box: "is the red star right of me?"
                     offset = torch.einsum("bkng,bknr->bkgr", att, rel).flatten(2)  # [B, K, G*3]
                     ctx = torch.cat([ctx, self.relate(offset).to(ctx.dtype)], dim=-1)  # [B, K, G*D + D]
+                    if hasattr(self, "seek_q"):  # the question's own glimpse, and where it lies from each box
+                        seek = torch.tanh(proj + self.seek_q(q).unsqueeze(1))  # [B, N, D]
+                        att_q = F.softmax(self.seek_w(seek).squeeze(-1).float(), dim=1)  # [B, N]
+                        placed = torch.einsum("bn,bknr->bkr", att_q, rel)  # [B, K, 3]: (dx, dy, share inside)
+                        ctx = torch.cat([ctx, self.placed(placed).to(ctx.dtype)], dim=-1)  # [B, K, .. + D]
                 if self.counter is not None:
                     gates = logits[..., g:]  # [B, K, N, G] counting-gate logits
                     ctx = torch.cat([ctx, self.count_features(gates).to(ctx.dtype)], dim=-1)  # [B, K, G*D + D]
