@@ -46,7 +46,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
 def grounding_boxes(cfg: Any, dataset: Any) -> dict[int, list[Box]] | None:
     """Grounding boxes by qa_id: telling's ``data.grounding`` file (None when not given); for pointing, each QA's
     answer box (the object the question is about)."""
-    if dataset.regions is not None:
+    if getattr(dataset, "regions", None) is not None:
         return {q.qa_id: [Box(q.qa_id, r.name, r.x, r.y, r.width, r.height) for r in [dataset.regions[int(q.answer)]]]
                 for q in dataset.qa}  # fmt: skip
     return load_grounding(cfg.data.grounding) if cfg.data.grounding else None
