@@ -204,8 +204,7 @@ def predict_one(cfg: Any, image: Path, question: str, choices: Sequence[str]) ->
 
         asked = [tuple(float(v) for v in _numbers(c)) for c in choices]
         width, height = image_dimensions(image)
-        s = predictor.image_size
-        boxes = [(x * s / width, y * s / height, w * s / width, h * s / height) for x, y, w, h in asked]
+        boxes = [scale_box(Box(0, "", *b), width, height, predictor.image_size) for b in asked]  # on the S x S image
         r = predictor.predict(image, question, asked)
     else:
         r = predictor.predict(image, question, choices)

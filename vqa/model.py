@@ -143,7 +143,7 @@ class VQAModel(nn.Module):
             self.cells = nn.Sequential(nn.Linear(c, d), nn.LayerNorm(d))  # cell features -> [.., D]
             self.where = nn.Linear(2, d)  # (x, y) -> [.., D], added: position on the same scale as content
             ctx_dim = d
-        self.att_r = None
+        self.att_r = self.seek_q = None  # pointing only (relative offsets; the question's own glimpse)
         if spec.attends:
             self.att_v = nn.Linear(d, d, bias=False)
             self.att_s = nn.Linear(q_dim + a_dim, d)
@@ -257,7 +257,7 @@ class VQAModel(nn.Module):
                 if rel is not None:  # where what it found lies from the box: "is the red star right of me?"
                     offset = torch.einsum("bkng,bknr->bkgr", att, rel).flatten(2)  # [B, K, G*3]
                     ctx = torch.cat([ctx, self.relate(offset).to(ctx.dtype)], dim=-1)  # [B, K, G*D + D]
-                    if hasattr(self, "seek_q"):  # the question's own glimpse, and where it lies from each box
+                    if self.seek_q is not None:  # the question's own glimpse, and where it lies from each box
                         seek = torch.tanh(proj + self.seek_q(q).unsqueeze(1))  # [B, N, D]
                         att_q = F.softmax(self.seek_w(seek).squeeze(-1).float(), dim=1)  # [B, N]
                         placed = torch.einsum("bn,bknr->bkr", att_q, rel)  # [B, K, 3]: (dx, dy, share inside)
