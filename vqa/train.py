@@ -32,7 +32,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .accel import make_accelerator
+from .accel import make_accelerator, tracker_config
 from .checkpoint import (
     TrainerState,
     checkpoints_dir,
@@ -57,9 +57,13 @@ def build_model(cfg: Config, tokenizer: Any, grid: tuple[int, int, int], log: An
     model = VQAModel(ModelSpec.from_config(cfg, len(tokenizer), grid))
     if cfg.model.word_vectors:
         vocab = tokenizer.get_vocab()
-        vectors, found = read_word_vectors(cfg.model.word_vectors, vocab, cfg.model.embed_dim)
+        vectors, found = read_word_vectors(cfg.model.word_vectors, vocab, cfg.model.embed_dim, cfg.seed)
         init_embedding(model, vectors, found)
-        log(f"word vectors: {int(found[2:].sum())}/{len(vocab) - 2} vocabulary words found in {cfg.model.word_vectors}")
+        special = set(tokenizer.all_special_tokens)
+        words = [w for w in vocab if w not in special]
+        missing = sorted(w for w in words if not found[vocab[w]])
+        log(f"word vectors: {len(words) - len(missing)}/{len(words)} vocabulary words found in "
+            f"{cfg.model.word_vectors}" + (f"; not found: {', '.join(missing[:12])}" if missing else ""))
     return model
 
 
@@ -339,6 +343,7 @@ def end_epoch(tr: Training, state: TrainerState, stats: EpochStats, val: dict[st
            "questions_per_s": stats.seen * acc.num_processes / stats.seconds,  # all processes
            "data_wait": stats.data_wait, "seconds": round(stats.seconds, 2), "best": improved, "stop": reason}
     state.history.append(row)
+    acc.log(tracked(row), step=epoch)  # to train.log_with's tracker; a no-op without one
     saved = save_training_state(tr.cfg, acc, state, {**meta, "epoch": epoch})
     if acc.is_main_process:  # rewritten from the checkpointed history: a kill never loses a row
         rows = "".join(json.dumps(r) + "\n" for r in state.history)
@@ -347,6 +352,14 @@ def end_epoch(tr: Training, state: TrainerState, stats: EpochStats, val: dict[st
     acc.print(f"epoch {epoch}: loss {row['train_loss']:.4f}  val loss {val['loss']:.4f} acc {val['accuracy']:.4f}"
               f"{best}  lr {row['lr']:.2e}  {row['questions_per_s']:.0f} q/s, data wait {row['data_wait']:.1%}")
     return reason, saved
+
+
+def tracked(row: dict[str, Any]) -> dict[str, float]:
+    """An epoch's log row as tracker scalars: losses, val accuracy overall and per question type, LR, speed."""
+    out = {"loss/train": row["train_loss"], "loss/val": row["val_loss"], "val_accuracy/all": row["val_accuracy"],
+           "lr": row["lr"], "questions_per_s": row["questions_per_s"], "data_wait": row["data_wait"]}
+    out.update({f"val_accuracy/{t}": float(a) for t, a in row["val_per_type"].items() if a is not None})
+    return out
 
 
 def stop_mid_epoch(tr: Training, state: TrainerState, stats: EpochStats, meta: dict[str, Any], name: str) -> None:
@@ -370,6 +383,8 @@ def train(cfg: Config, accelerator: Accelerator | None = None) -> TrainerState:
     reason = plateau_reason(state, cfg.train)
     if reason:
         accelerator.print(f"nothing to do: {reason}")
+    if cfg.train.log_with != "none":  # TensorBoard (or another Accelerate tracker) under <run.dir>/tb/train
+        accelerator.init_trackers("train", config=tracker_config(cfg))
     with StopSignal(accelerator) as stop:
         while reason is None:
             stats = train_one_epoch(tr, state, state.epoch, stop)
@@ -381,6 +396,7 @@ def train(cfg: Config, accelerator: Accelerator | None = None) -> TrainerState:
             elif stop.requested():
                 raise Stopped(f"{stop.name}: stopped after epoch {state.epoch} of {cfg.train.epochs}; checkpoint "
                               f"{saved}", ["rerun the same command to resume from it"])  # fmt: skip
+    accelerator.end_training()  # closes the trackers' files (a no-op without one)
     log_path = Path(cfg.run.dir) / "train_log.jsonl"
     if accelerator.is_main_process and log_path.exists():
         curves(log_path, Path(cfg.run.dir) / "curves.png")
