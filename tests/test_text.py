@@ -67,7 +67,7 @@ def test_word_vectors_initialise_the_embedding_and_report_coverage(tmp_path: Pat
     path.write_text("circle 1 2 3 4\nred 1 2 3\n")
     with pytest.raises(VQAError, match=r"vectors\.txt:2: vector of 'red' has 3 values, the file's first has 4"):
         read_word_vectors(path, vocab, 4)
-    with pytest.raises(VQAError, match="word vectors file not found.*glove-6b-50d"):
+    with pytest.raises(VQAError, match=r"word vectors file not found.*glove-6b-50d"):
         read_word_vectors(tmp_path / "nope.txt", vocab, 4)
 
 

