@@ -246,3 +246,32 @@ def test_compiled_backbone_gives_the_same_features(store, tmp_path) -> None:
     eager, compiled = FeatureReader(features_dir(store)), FeatureReader(tmp_path / "features")
     for image_id in list(eager.index)[:8]:
         torch.testing.assert_close(compiled[image_id].float(), eager[image_id].float(), rtol=0.02, atol=0.02)
+
+
+def test_a_store_of_other_pixels_is_refused(tiny_dataset, tmp_path) -> None:
+    """Images regenerated under the same names (a new synthetic world, re-encoded files) must not reuse the old
+    store: its features are of other pixels. The refusal says so; an untouched copy of the images is accepted."""
+    import shutil
+
+    from PIL import Image
+
+    from vqa.config import load_config
+
+    images = tmp_path / "images"
+    shutil.copytree(tiny_dataset.data.images, images)
+    ds = tiny_dataset.data
+    cfg = load_config(None, [f"data.annotations={ds.annotations}", f"data.images={images}",
+                             f"data.grounding={ds.grounding}", f"run.dir={tmp_path / 'run'}", *FAST])  # fmt: skip
+    run_features(cfg)
+    moved = tmp_path / "moved"
+    shutil.copytree(images, moved)  # a copy (new times, same files) is the same data
+    assert run_features(load_config(None, [*_overrides(cfg), f"data.images={moved}"]))["extracted_now"] == 0
+    first = sorted(images.glob("*.jpg"))[0]
+    Image.open(first).convert("RGB").rotate(90).save(first, quality=40)
+    with pytest.raises(VQAError, match=r"the image files differ \(sizes\): the images changed since the store"):
+        run_features(cfg)
+
+
+def _overrides(cfg) -> list[str]:
+    d = cfg.data
+    return [f"data.annotations={d.annotations}", f"data.grounding={d.grounding}", f"run.dir={cfg.run.dir}", *FAST]

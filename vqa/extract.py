@@ -75,8 +75,15 @@ def resolve_workers(requested: int | str, device: torch.device, num_processes: i
     return min(8, max(1, cores - 1))
 
 
-def store_settings(cfg: Any, backbone: Backbone, precision: str, image_ids: Sequence[int]) -> dict[str, Any]:
-    """Everything that determines the stored numbers; two runs may share a store only if these are equal."""
+def store_settings(cfg: Any, backbone: Backbone, precision: str, image_ids: Sequence[int],
+                   paths: dict[int, Path] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Everything that determines the stored numbers; two runs may share a store only if these are equal.
+
+    With ``paths``, the images' file sizes too (``image_files_sha1``): regenerating a dataset under the same names
+    (a new synthetic world, re-encoded JPEGs) changes them, and a store of the old pixels is then refused instead of
+    silently feeding a model features of other images. Sizes, not contents or times: a stat per image, and a copy
+    of the images (rsync, another node) keeps them.
+    """
     f = cfg.features
     grid = backbone.grid_size(f.image_size)
     return {
@@ -94,7 +101,19 @@ def store_settings(cfg: Any, backbone: Backbone, precision: str, image_ids: Sequ
         "n_images": len(image_ids),
         **({"compile": True} if f.compile else {}),  # fused kernels round differently; absent when off (old stores)
         **({"hypercolumn": list(f.hypercolumn)} if f.hypercolumn else {}),  # absent when off (old stores)
+        **({"image_files_sha1": files_stamp(image_ids, paths)} if paths is not None else {}),
     }
+
+
+def files_stamp(image_ids: Sequence[int], paths: dict[int, Path]) -> str:
+    """sha1 of every image's ``id:size`` (-1 for a missing file: the extraction reports it by name)."""
+    def size(path: Path) -> int:
+        try:
+            return path.stat().st_size
+        except OSError:
+            return -1
+
+    return hashlib.sha1(",".join(f"{i}:{size(paths[i])}" for i in image_ids).encode()).hexdigest()
 
 
 def build(cfg: Any) -> Backbone:
@@ -265,7 +284,7 @@ def extract_features(cfg: Any, dataset: Visual7W, accelerator: Accelerator) -> d
     paths = {i: dataset.image_path(i) for i in image_ids}
     backbone = build(cfg)
     backbone.module.to(accelerator.device, memory_format=torch.channels_last)
-    settings = store_settings(cfg, backbone, resolve_precision(f.precision, accelerator.device), image_ids)
+    settings = store_settings(cfg, backbone, resolve_precision(f.precision, accelerator.device), image_ids, paths)
     fp, n_shards = fingerprint(settings), -(-len(image_ids) // f.shard_size)
     if accelerator.is_main_process:
         prepare_store(root, settings, f.overwrite)

@@ -49,7 +49,9 @@ def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     for k in sorted(set(old) | set(new)):
         if old.get(k) == new.get(k):
             continue
-        if k in ("images_sha1", "preprocessing", "grid"):
+        if k == "image_files_sha1":
+            parts.append("the image files differ (sizes): the images changed since the store was built")
+        elif k in ("images_sha1", "preprocessing", "grid"):
             parts.append(f"{'image list' if k == 'images_sha1' else k} differs")
         else:
             parts.append(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now")
