@@ -17,7 +17,7 @@ LAUNCH := env $$($(PY) -c 'import torch; print("" if torch.cuda.is_available() e
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data features train eval inspect baselines bench bench-features demo test lint clean
+.PHONY: help setup data features train eval inspect baselines bench bench-features demo test test-browser lint clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -70,8 +70,11 @@ demo: setup ## The whole offline demo: data -> features -> train -> eval (val, t
 	$(MAKE) --no-print-directory eval CONFIG=$(CONFIG) ARGS="$(ARGS) eval.split=test"
 	$(MAKE) --no-print-directory inspect CONFIG=$(CONFIG) ARGS="$(ARGS)"
 
-test: setup ## Run the test suite
+test: setup ## Run the test suite (the browser tests run when Chromium is installed, else they are skipped)
 	$(PY) -m pytest -q
+
+test-browser: setup ## Only the explorer's tests in Chromium; fails without it (apt-get install chromium)
+	VQA_REQUIRE_BROWSER=1 $(PY) -m pytest -q -m browser
 
 lint: setup ## ruff check
 	$(VENV)/bin/ruff check .

@@ -1,6 +1,8 @@
-"""`make inspect`: one PNG per question (the image with one attention overlay per candidate) + index.html.
+"""`make inspect`: one PNG per question (the image with one attention overlay per candidate) + index.html, and the
+attention explorer of the whole split (explorer.html: open it in a browser, no server needed).
 
     python pipelines/inspect.py --config configs/default.yaml [inspect.n=24] [inspect.qa_ids=[12,345]]
+                                [inspect.compare=runs/default_no_supervision]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = run_inspect(cfg)
     right = sum(it["correct"] for it in out["items"])
     print(f"inspect: {len(out['items'])} questions ({right} correct) -> {out['index']}")
+    print(f"explorer: {out['explored']} questions -> {out['explorer']} (open it in a browser)")
 
 
 if __name__ == "__main__":

@@ -210,3 +210,50 @@ def test_eval_metrics_and_inspect_agree_on_a_tie(trained_run, tmp_path, monkeypa
         assert rank_candidates(it["candidates"], [0.0] * 4, it["answer"])[0] == it["chosen"]
     order = np.tile(np.arange(4), (5, 1))  # [5, 4]: the answer in slot 0
     assert accuracy_of({"scores": np.zeros((5, 4)), "order": order, "type": np.zeros(5, dtype=int)})["accuracy"] == 0
+
+
+def read_script(path: Path) -> list:
+    """The JSON arguments of an explorer data file: ``VQAExplorer.<name>(<json>, ...);``."""
+    text = path.read_text()
+    assert text.startswith("VQAExplorer.") and text.rstrip().endswith(");")
+    return json.loads("[" + text[text.index("(") + 1 : text.rstrip().rindex(")")] + "]")
+
+
+def test_inspect_writes_the_explorer_of_the_whole_split(trained_run, tmp_path) -> None:
+    """explorer.html + data files for every test question; the stored maps are the model's (to 1/255 of each map's
+    max), the probabilities and the chosen candidate follow the metrics; a compare run adds its own results."""
+    from vqa.config import save_config
+    from vqa.explorer import decode_map
+
+    save_config(load_config(None, trained_run))  # <run.dir>/config.yaml, as every stage's entry point writes it
+    cfg = load_config(None, [*trained_run, "inspect.n=2", f"inspect.compare={load_config(None, trained_run).run.dir}"])
+    evaluate(load_config(None, [*trained_run, "eval.split=test"]), Accelerator(cpu=True))
+    out = run_inspect(cfg)
+    root = Path(cfg.run.dir) / "inspect"
+    assert out["explorer"] == root / "explorer.html" and (root / "explorer" / "explorer.js").is_file()
+    (index,) = read_script(root / "explorer" / "index.js")
+    test_ids = sorted(q.qa_id for q in load_telling(cfg.data.annotations, cfg.data.images).split("test"))
+    assert [q["qa_id"] for q in index["questions"]] == test_ids == sorted(test_ids) and out["explored"] == len(test_ids)
+    assert len(index["runs"]) == 2 and index["grid"] == [3, 3]
+    q = index["questions"][0]
+    assert (root / q["image"]).is_file() and q["width"] > 0 and 0 <= q["answer_index"] < 4
+    assert q["runs"][0] == q["runs"][1], "the same run compared with itself"
+    chunk, maps = read_script(root / "explorer" / f"maps_{q['chunk']:03d}.js")
+    assert chunk == q["chunk"]
+    cand = maps[str(q["qa_id"])][0]  # run 0: [K][G] maps
+    assert len(cand) == 4 and len(cand[0]) == index["glimpses"]
+    grid = [[decode_map(m, (3, 3)) for m in c] for c in cand]  # [K][G] -> [3, 3]
+    assert all(abs(float(g.sum()) - 1) < 0.05 for c in grid for g in c), "each glimpse is a softmax over the cells"
+    rows = (Path(cfg.run.dir) / "eval" / "test" / "per_question.jsonl").read_text().splitlines()
+    chosen = {r["qa_id"]: r["chosen"] for r in map(json.loads, rows)}
+    assert {e["qa_id"]: e["candidates"][e["runs"][0]["chosen"]] for e in index["questions"]} == chosen
+    with pytest.raises(VQAError, match=r"inspect\.compare=.*no config\.yaml there"):
+        run_inspect(load_config(None, [*trained_run, f"inspect.compare={tmp_path}"]))
+
+
+def test_explorer_data_cannot_end_its_script() -> None:
+    from vqa.explorer import script
+
+    text = script("index", {"question": "</script><script>alert(1)</script> & \u2028"})
+    assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
+    assert json.loads(text[text.index("(") + 1 : text.rindex(")")])["question"].startswith("</script>")

@@ -17,6 +17,7 @@ Accuracy is also reported by question family (``per_question_type``, the questio
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -145,27 +146,47 @@ def _per_question(
     return entries, rows, hits, masses
 
 
-def evaluate(cfg: Config, accelerator: Accelerator) -> dict[str, Any] | None:
-    """Run the eval stage; returns the metrics on the main process (None elsewhere)."""
-    split, run = cfg.eval.split, Path(cfg.run.dir)
+@dataclass
+class SplitPass:
+    """A trained run's scores (and attention) on every question of a split, with what produced them."""
+
+    out: dict[str, Any]  # predict_pass's arrays, by qa_id
+    model: Any  # unwrapped
+    meta: dict[str, Any]
+    path: Path  # the checkpoint
+    qas: list[Any]  # the split's QA
+    skipped: int  # questions whose image has no features
+
+
+def split_pass(cfg: Config, accelerator: Accelerator, split: str, dataset: Any, keep_attention: bool) -> SplitPass:
+    """Load ``eval.checkpoint`` of ``cfg``'s run and score every question of ``split`` of ``dataset`` (the run's
+    data, loaded by the caller) on all processes."""
     model, meta, path, tokenizer = load_trained(cfg)
     reader = FeatureReader(features_dir(cfg))
     if tuple(reader.grid) != tuple(model.spec.grid):
         raise VQAError(f"{path} was trained on {model.spec.grid} features, {reader.root} holds {reader.grid}")
-    dataset = dataset_from_config(cfg)
     qas = dataset.split(split)
     table = qa_table(dataset, qas, tokenizer, cfg.text.max_len)
     rows, skipped = split_rows(table, split, reader)
     loader = DataLoader(QAExamples(rows, reader, cfg.seed, train=False), batch_size=cfg.eval.batch_size,
                         collate_fn=collate)  # fmt: skip
     model, loader = accelerator.prepare(model, loader)
+    out = predict_pass(model, loader, accelerator, keep_attention=keep_attention)
+    return SplitPass(out, accelerator.unwrap_model(model), meta, path, qas, skipped)
+
+
+def evaluate(cfg: Config, accelerator: Accelerator) -> dict[str, Any] | None:
+    """Run the eval stage; returns the metrics on the main process (None elsewhere)."""
+    split, run = cfg.eval.split, Path(cfg.run.dir)
+    dataset = dataset_from_config(cfg)
     grounding = grounding_boxes(cfg, dataset)
-    out = predict_pass(model, loader, accelerator, keep_attention=grounding is not None)
+    p = split_pass(cfg, accelerator, split, dataset, keep_attention=grounding is not None)
     if not accelerator.is_main_process:
         return None
-    by_id = {q.qa_id: q for q in qas}
-    variant = accelerator.unwrap_model(model).spec.variant
-    uniform = not accelerator.unwrap_model(model).spec.attends  # no pointing score for a flat map by construction
+    out, path, meta, skipped = p.out, p.path, p.meta, p.skipped
+    by_id = {q.qa_id: q for q in p.qas}
+    variant = p.model.spec.variant
+    uniform = not p.model.spec.attends  # no pointing score for a flat map by construction
     entries, per_question, hits, masses = _per_question(out, by_id, dataset, grounding, uniform)
     official = score_results(entries, [by_id[i] for i in out["qa_id"].tolist()], split)
     direct = accuracy_of(out)

@@ -1,4 +1,5 @@
-"""Attention maps you can look at: one PNG per question (one overlay per candidate) and a static HTML index.
+"""Attention maps you can look at: one PNG per question (one overlay per candidate), a static HTML index, and the
+interactive explorer of the whole split (``vqa.explorer``).
 
 The overlay is drawn on the image *as the CNN saw it* (squash-resized to S x S), so grid cell (i, j) of an H x W
 attention map covers exactly pixels ``[j*S/W, (j+1)*S/W) x [i*S/H, (i+1)*S/H)``; grounding boxes are mapped the same
@@ -134,6 +135,8 @@ body {{ font-family: system-ui, sans-serif; margin: 1.5em; }}
 </style></head><body>
 <h1>Attention maps: {title}</h1>
 <p>{summary}</p>
+<p><a href="explorer.html">Open the attention explorer</a>: every question of the split, each candidate's and
+glimpse's map over the full image, filters, keyboard, and a second run beside this one (<code>inspect.compare</code>).</p>
 <p>Type <select id="type"><option value="">all</option>{type_options}</select>
 Result <select id="result"><option value="">all</option><option value="correct">correct</option>
 <option value="wrong">wrong</option></select> <span id="count"></span></p>
@@ -232,6 +235,7 @@ def run_inspect(cfg: Any) -> dict[str, Any]:
     from .checkpoint import load_trained
     from .data import dataset_from_config
     from .evaluate import to_file_order
+    from .explorer import build_explorer
     from .features import FeatureReader, features_dir
     from .grounding import grounding_boxes, image_size
     from .images import load_image
@@ -285,6 +289,9 @@ def run_inspect(cfg: Any) -> dict[str, Any]:
                    "attention over the image as the CNN saw it, its probability; green frame = true answer, "
                    "blue frame = chosen; dashed white = grounding box.")  # fmt: skip
         write_index(Path(tmp), items, f"{run.name} / {split}", summary)
+        explorer.update(build_explorer(cfg, Path(tmp)))  # the interactive page: every question of the split
 
+    explorer: dict[str, Any] = {}
     atomic_write_dir(out_dir, write)
-    return {"index": out_dir / "index.html", "items": items}
+    return {"index": out_dir / "index.html", "items": items, "explorer": out_dir / "explorer.html",
+            "explored": explorer["n"]}  # fmt: skip
