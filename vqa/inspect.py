@@ -135,8 +135,9 @@ body {{ font-family: system-ui, sans-serif; margin: 1.5em; }}
 </style></head><body>
 <h1>Attention maps: {title}</h1>
 <p>{summary}</p>
-<p><a href="explorer.html">Open the attention explorer</a>: every question of the split, each candidate's and
-glimpse's map over the full image, filters, keyboard, and a second run beside this one (<code>inspect.compare</code>).</p>
+<p><a href="explorer.html">Open the attention explorer</a>: every question of the split, each candidate's
+and glimpse's map over the full image, filters, keyboard, and a second run beside this one
+(<code>inspect.compare</code>).</p>
 <p>Type <select id="type"><option value="">all</option>{type_options}</select>
 Result <select id="result"><option value="">all</option><option value="correct">correct</option>
 <option value="wrong">wrong</option></select> <span id="count"></span></p>
