@@ -63,7 +63,8 @@ def test_word_vectors_initialise_the_embedding_and_report_coverage(tmp_path: Pat
     assert found[vocab["circle"]] and found[vocab["red"]] and int(found.sum()) == 2
     model = VQAModel(ModelSpec(len(vocab), (8, 2, 2), embed_dim=4, hidden_dim=8, attention_dim=8))
     init_embedding(model, vectors, found)
-    assert torch.equal(model.embed.weight[vocab["circle"]], torch.tensor([1.0, 2, 3, 4]))
+    scale = 2 / ((1 + 4 + 9 + 16) ** 0.5 + 1) * 2  # the two rows' mean length -> sqrt(4), one factor for both
+    torch.testing.assert_close(model.embed.weight[vocab["circle"]], torch.tensor([1.0, 2, 3, 4]) * scale)
     path.write_text("circle 1 2 3 4\nred 1 2 3\n")
     with pytest.raises(VQAError, match=r"vectors\.txt:2: vector of 'red' has 3 values, the file's first has 4"):
         read_word_vectors(path, vocab, 4)
@@ -90,5 +91,8 @@ def test_packaged_glove_reads_offline_for_a_tiny_vocabulary() -> None:
     assert raw.shape == (6, 50) and raw[5].abs().sum() == 0
     cos = torch.nn.functional.cosine_similarity
     assert cos(raw[2], raw[3], dim=0) > cos(raw[2], raw[4], dim=0)  # colours are nearer each other than a shape
+    assert raw[found].norm(dim=1).mean() == pytest.approx(50**0.5), "rows as long as nn.Embedding's N(0, 1) init"
     wide, _ = read_word_vectors("glove-6b-50d", vocab, 128)
-    torch.testing.assert_close(wide @ wide.T, raw @ raw.T, atol=1e-3, rtol=1e-4)
+    assert wide[found].norm(dim=1).mean() == pytest.approx(128**0.5)
+    same = wide @ wide.T * (50 / 128)  # one factor for every row: the similarities are GloVe's
+    torch.testing.assert_close(same, raw @ raw.T, atol=1e-3, rtol=1e-4)

@@ -123,7 +123,19 @@ def read_word_vectors(source: str | Path, vocab: dict[str, int], dim: int,
     """
     name = str(source)
     vectors, found = packaged_vectors(name, vocab) if name in PACKAGED_VECTORS else text_vectors(name, vocab)
-    return fit_dim(vectors, dim, seed), found
+    return to_init_scale(fit_dim(vectors, dim, seed), found), found
+
+
+def to_init_scale(vectors: torch.Tensor, found: torch.Tensor) -> torch.Tensor:
+    """Scale the found rows so their mean length is sqrt(dim), the length of ``nn.Embedding``'s N(0, 1) rows.
+
+    Why: GloVe 50d rows are about 5 long; mapped to 128d they stay 5, while the words without a vector and the
+    layers after the embedding are initialised for rows about 11 long. One factor for all rows keeps every
+    similarity between words."""
+    if not bool(found.any()):
+        return vectors
+    mean = vectors[found].norm(dim=1).mean().clamp(min=1e-8)
+    return vectors * (vectors.shape[1] ** 0.5 / mean)
 
 
 def packaged_vectors(name: str, vocab: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
