@@ -103,3 +103,50 @@ def test_training_on_two_processes_matches_one(trained_run, tmp_path: Path) -> N
         rows = (tmp_path / run / "eval" / "test" / "per_question.jsonl").read_text().splitlines()
         scores[run] = torch.tensor([[c["score"] for c in json.loads(r)["candidates"]] for r in rows]).softmax(1)
     torch.testing.assert_close(scores["one"], scores["two"], rtol=0, atol=1e-4)  # the probability of each answer
+
+
+def two_machines(name: str, *args: str) -> list[subprocess.CompletedProcess]:
+    """``accelerate launch`` as machine 0 and machine 1 on 127.0.0.1, one gloo process each: the multi-node recipe
+    of the README, with both "machines" on this host (same repo, same files: the shared-storage case)."""
+    import socket
+
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "2",
+         "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
+         "--num_processes", "2", "--mixed_precision", "no", "--dynamo_backend", "no", f"pipelines/{name}.py", *args],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]  # fmt: skip
+    out = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=600)
+        assert p.returncode == 0, stderr[-3000:]
+        out.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    return out
+
+
+def test_two_machines_equal_two_processes(trained_run, tmp_path: Path) -> None:
+    """Two "machines" (machine_rank 0 and 1 on localhost) extract the same store and train the same model as one
+    2-process launch: the rank layout is what matters, not where the ranks run."""
+    runs = {}
+    for mode in ("machines", "processes"):
+        args = [*private_copy(trained_run, tmp_path / mode), "train.epochs=1", "train.batch_size=8",
+                "model.dropout=0.0", "features.overwrite=true"]  # fmt: skip
+        shutil.rmtree(tmp_path / mode / "checkpoints")
+        if mode == "machines":
+            _, train = (two_machines(stage_name, *args) for stage_name in ("features", "train"))
+            assert all("(2 process(es))" in t.stdout for t in train), "one world of 2 processes, logged on each machine"
+        else:
+            stage("features", *args, two=True)
+            stage("train", *args, two=True)
+        runs[mode] = args
+    shards = [sorted((tmp_path / m / "features").glob("shard_*.npy")) for m in ("machines", "processes")]
+    assert [p.name for p in shards[0]] == [p.name for p in shards[1]] and shards[0]
+    for a, b in zip(*shards, strict=True):
+        assert np.array_equal(np.load(a), np.load(b)), f"{a.name}: the same features"
+    logs = [[json.loads(line) for line in (tmp_path / m / "train_log.jsonl").read_text().splitlines()]
+            for m in ("machines", "processes")]  # fmt: skip
+    assert [r["val_accuracy"] for r in logs[0]] == [r["val_accuracy"] for r in logs[1]]
+    torch.testing.assert_close(logs[0][0]["train_loss"], logs[1][0]["train_loss"], rtol=1e-6, atol=0)

@@ -396,7 +396,8 @@ def train(cfg: Config, accelerator: Accelerator | None = None) -> TrainerState:
             elif stop.requested():
                 raise Stopped(f"{stop.name}: stopped after epoch {state.epoch} of {cfg.train.epochs}; checkpoint "
                               f"{saved}", ["rerun the same command to resume from it"])  # fmt: skip
-    accelerator.end_training()  # closes the trackers' files (a no-op without one)
+    for tracker in accelerator.trackers:  # close the event files; not end_training(), which also ends the
+        tracker.finish()  # process group that the barrier below (and the stage after training) still needs
     log_path = Path(cfg.run.dir) / "train_log.jsonl"
     if accelerator.is_main_process and log_path.exists():
         curves(log_path, Path(cfg.run.dir) / "curves.png")
