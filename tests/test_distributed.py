@@ -74,7 +74,26 @@ def test_eval_on_two_processes_equals_one(trained_run, tmp_path: Path) -> None:
         {k: v for k, v in m2.items() if k != "processes"}), "the same metrics (grounding mass to 1e-6)"
 
 
-def test_training_on_two_processes_matches_one(trained_run, tmp_path: Path) -> None:
+COMMON = ["train.epochs=2", "train.batch_size=8", "model.dropout=0.0"]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(trained_run, tmp_path_factory) -> tuple[Path, list[str]]:
+    """A 2-process launch (torchrun, gloo) of features and training: the reference both tests below compare with."""
+    root = tmp_path_factory.mktemp("two") / "run"
+    args = [*private_copy(trained_run, root), *COMMON, "features.overwrite=true"]
+    shutil.rmtree(root / "checkpoints")
+    stage("features", *args, two=True)
+    p = stage("train", *args, two=True)
+    assert "(2 process(es))" in p.stdout
+    return root, args
+
+
+def train_log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_training_on_two_processes_matches_one(trained_run, two_process_run, tmp_path: Path) -> None:
     """Same global batch (train.batch_size=8 = 2 x 4): the same optimizer steps on the same examples.
 
     Tolerance: per-epoch train loss within 1e-5 (relative), identical val accuracy, and the final model's
@@ -84,25 +103,22 @@ def test_training_on_two_processes_matches_one(trained_run, tmp_path: Path) -> N
     float noise into lr-sized steps that change no output.) Dropout is off here: with dropout on, each process
     draws its own masks, which is statistically but not numerically the same run.
     """
-    common = ["train.epochs=2", "train.batch_size=8", "model.dropout=0.0"]
-    one_args = [*private_copy(trained_run, tmp_path / "one"), *common]
-    two_args = [*private_copy(trained_run, tmp_path / "two"), *common]
-    for run in ("one", "two"):
-        shutil.rmtree(tmp_path / run / "checkpoints")
+    two, two_args = two_process_run
+    one_args = [*private_copy(trained_run, tmp_path / "one"), *COMMON]
+    shutil.rmtree(tmp_path / "one" / "checkpoints")
+    shutil.rmtree(tmp_path / "one" / "features")
+    shutil.copytree(two / "features", tmp_path / "one" / "features")  # both train on the very same store
     stage("train", *one_args)
-    p = stage("train", *two_args, two=True)
-    assert "(2 process(es))" in p.stdout
-    logs = [[json.loads(line) for line in (tmp_path / r / "train_log.jsonl").read_text().splitlines()]
-            for r in ("one", "two")]  # fmt: skip
+    logs = [train_log(tmp_path / "one"), train_log(two)]
     assert [r["val_accuracy"] for r in logs[0]] == [r["val_accuracy"] for r in logs[1]]
     for r1, r2 in zip(*logs, strict=True):
         torch.testing.assert_close(r1["train_loss"], r2["train_loss"], rtol=1e-5, atol=0)
     scores = {}
-    for run, args in (("one", one_args), ("two", two_args)):
+    for run, args in ((tmp_path / "one", one_args), (two, two_args)):
         evaluate(load_config(None, [*args, "eval.split=test", "eval.checkpoint=last"]), Accelerator(cpu=True))
-        rows = (tmp_path / run / "eval" / "test" / "per_question.jsonl").read_text().splitlines()
+        rows = (run / "eval" / "test" / "per_question.jsonl").read_text().splitlines()
         scores[run] = torch.tensor([[c["score"] for c in json.loads(r)["candidates"]] for r in rows]).softmax(1)
-    torch.testing.assert_close(scores["one"], scores["two"], rtol=0, atol=1e-4)  # the probability of each answer
+    torch.testing.assert_close(scores[tmp_path / "one"], scores[two], rtol=0, atol=1e-4)  # each answer's probability
 
 
 def two_machines(name: str, *args: str) -> list[subprocess.CompletedProcess]:
@@ -127,26 +143,20 @@ def two_machines(name: str, *args: str) -> list[subprocess.CompletedProcess]:
     return out
 
 
-def test_two_machines_equal_two_processes(trained_run, tmp_path: Path) -> None:
-    """Two "machines" (machine_rank 0 and 1 on localhost) extract the same store and train the same model as one
-    2-process launch: the rank layout is what matters, not where the ranks run."""
-    runs = {}
-    for mode in ("machines", "processes"):
-        args = [*private_copy(trained_run, tmp_path / mode), "train.epochs=1", "train.batch_size=8",
-                "model.dropout=0.0", "features.overwrite=true"]  # fmt: skip
-        shutil.rmtree(tmp_path / mode / "checkpoints")
-        if mode == "machines":
-            _, train = (two_machines(stage_name, *args) for stage_name in ("features", "train"))
-            assert all("(2 process(es))" in t.stdout for t in train), "one world of 2 processes, logged on each machine"
-        else:
-            stage("features", *args, two=True)
-            stage("train", *args, two=True)
-        runs[mode] = args
-    shards = [sorted((tmp_path / m / "features").glob("shard_*.npy")) for m in ("machines", "processes")]
+def test_two_machines_equal_two_processes(trained_run, two_process_run, tmp_path: Path) -> None:
+    """Two "machines" (machine_rank 0 and 1 on localhost, one process each) extract the same store and train the
+    same model as one 2-process launch: the rank layout is what matters, not where the ranks run."""
+    two, _ = two_process_run
+    args = [*private_copy(trained_run, tmp_path / "machines"), *COMMON, "features.overwrite=true"]
+    shutil.rmtree(tmp_path / "machines" / "checkpoints")
+    two_machines("features", *args)
+    train = two_machines("train", *args)
+    assert all("(2 process(es))" in t.stdout for t in train), "one world of 2 processes, logged on each machine"
+    shards = [sorted((run / "features").glob("shard_*.npy")) for run in (tmp_path / "machines", two)]
     assert [p.name for p in shards[0]] == [p.name for p in shards[1]] and shards[0]
     for a, b in zip(*shards, strict=True):
         assert np.array_equal(np.load(a), np.load(b)), f"{a.name}: the same features"
-    logs = [[json.loads(line) for line in (tmp_path / m / "train_log.jsonl").read_text().splitlines()]
-            for m in ("machines", "processes")]  # fmt: skip
+    logs = [train_log(tmp_path / "machines"), train_log(two)]
     assert [r["val_accuracy"] for r in logs[0]] == [r["val_accuracy"] for r in logs[1]]
-    torch.testing.assert_close(logs[0][0]["train_loss"], logs[1][0]["train_loss"], rtol=1e-6, atol=0)
+    for r1, r2 in zip(*logs, strict=True):
+        torch.testing.assert_close(r1["train_loss"], r2["train_loss"], rtol=1e-6, atol=0)
