@@ -146,11 +146,14 @@ def outputs(folder: Path, run: Path) -> dict[str, bytes]:
 
     def read(p: Path) -> bytes:
         data = p.read_bytes()
-        if p.suffix in (".json", ".jsonl", ".html"):
-            data = data.replace(str(run).encode(), b"<run>").replace(f"{run.name} /".encode(), b"<name> /")
+        if p.suffix in (".json", ".jsonl", ".html", ".js"):  # .js: the explorer's data (its title and run label)
+            for name, mask in ((str(run), "<run>"), (f"{run.name} /", "<name> /"), (f"{run.name} (", "<name> (")):
+                data = data.replace(name.encode(), mask.encode())
         return data
 
-    return {p.name: read(p) for p in sorted(folder.iterdir())} if folder.is_dir() else {}
+    if not folder.is_dir():
+        return {}
+    return {str(p.relative_to(folder)): read(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize(("stage", "out"), [("evaluate", "eval/test"), ("inspect", "inspect")])

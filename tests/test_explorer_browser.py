@@ -1,7 +1,7 @@
 """The attention explorer in a real browser: the system Chromium driven by Playwright, pages opened from file://.
 
-Three fixtures written with ``write_explorer``: a 450-question telling split (3 map chunks of 200, one question
-and one candidate holding HTML), a two-run comparison and a pointing split (candidates are boxes). Skipped when
+Three fixtures written with ``write_explorer``: a 1,100-question telling split (6 map chunks of 200; one question
+and one candidate hold HTML), a two-run comparison and a pointing split (candidates are boxes). Skipped when
 playwright is not installed or no chromium binary is found. Set EXPLORER_SCREENSHOT=1 to save a screenshot of the
 comparison page to /tmp/explorer_screenshot.png.
 """
@@ -127,7 +127,7 @@ def build(out: Path, n: int, runs: int = 1, pointing: bool = False, seed: int = 
 
 @pytest.fixture(scope="module")
 def telling(tmp_path_factory):
-    return build(tmp_path_factory.mktemp("explorer") / "telling", 450)
+    return build(tmp_path_factory.mktemp("explorer") / "telling", 1100)
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +242,7 @@ def _matches(q: dict[str, Any], query: str) -> bool:
 def test_loads_clean_and_lazily(open_page, telling):
     _, index = telling
     qs = index["questions"]
-    assert max(q["chunk"] for q in qs) == 2
+    assert max(q["chunk"] for q in qs) == 5
     p = open_page(telling)
     p.wait_drawn(qs[0]["qa_id"])
     assert p.errors == []

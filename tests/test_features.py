@@ -248,9 +248,10 @@ def test_compiled_backbone_gives_the_same_features(store, tmp_path) -> None:
         torch.testing.assert_close(compiled[image_id].float(), eager[image_id].float(), rtol=0.02, atol=0.02)
 
 
-def test_a_store_of_other_pixels_is_refused(tiny_dataset, tmp_path) -> None:
-    """Images regenerated under the same names (a new synthetic world, re-encoded files) must not reuse the old
-    store: its features are of other pixels. The refusal says so; an untouched copy of the images is accepted."""
+def test_images_changed_under_the_same_names_are_extracted_again(tiny_dataset, tmp_path, capsys) -> None:
+    """Images regenerated under the same names (a new synthetic world, re-encoded files, a fixed bad image) must not
+    be read through their old features: each shard records its images' file sizes, and a rerun extracts again only
+    the shards whose images changed, and says so. An untouched copy of the images is the same data."""
     import shutil
 
     from PIL import Image
@@ -260,18 +261,24 @@ def test_a_store_of_other_pixels_is_refused(tiny_dataset, tmp_path) -> None:
     images = tmp_path / "images"
     shutil.copytree(tiny_dataset.data.images, images)
     ds = tiny_dataset.data
-    cfg = load_config(None, [f"data.annotations={ds.annotations}", f"data.images={images}",
-                             f"data.grounding={ds.grounding}", f"run.dir={tmp_path / 'run'}", *FAST])  # fmt: skip
+    base = [f"data.annotations={ds.annotations}", f"data.grounding={ds.grounding}", f"run.dir={tmp_path / 'run'}",
+            *FAST, "features.shard_size=8"]  # fmt: skip
+    cfg = load_config(None, [*base, f"data.images={images}"])
     run_features(cfg)
+    root = features_dir(cfg)
+    before = {p.name: p.stat().st_mtime_ns for p in root.glob("shard_*.npy")}
     moved = tmp_path / "moved"
     shutil.copytree(images, moved)  # a copy (new times, same files) is the same data
-    assert run_features(load_config(None, [*_overrides(cfg), f"data.images={moved}"]))["extracted_now"] == 0
-    first = sorted(images.glob("*.jpg"))[0]
-    Image.open(first).convert("RGB").rotate(90).save(first, quality=40)
-    with pytest.raises(VQAError, match=r"the image files differ \(sizes\): the images changed since the store"):
-        run_features(cfg)
-
-
-def _overrides(cfg) -> list[str]:
-    d = cfg.data
-    return [f"data.annotations={d.annotations}", f"data.grounding={d.grounding}", f"run.dir={cfg.run.dir}", *FAST]
+    assert run_features(load_config(None, [*base, f"data.images={moved}"]))["extracted_now"] == 0
+    first = min(load_telling(ds.annotations, images).image_ids())  # in shard 0
+    path = images / f"v7w_{first}.jpg"
+    old = FeatureReader(root)[first].clone()
+    Image.open(path).convert("RGB").rotate(90).save(path, quality=40)
+    capsys.readouterr()
+    out = run_features(cfg)
+    assert out["extracted_now"] == 8, "only the changed image's shard"
+    assert "1 shard(s) extracted again: their images changed" in capsys.readouterr().out
+    after = {p.name: p.stat().st_mtime_ns for p in root.glob("shard_*.npy")}
+    assert [n for n in before if before[n] != after[n]] == ["shard_00000.npy"]
+    assert not torch.equal(FeatureReader(root)[first], old), "the new pixels' features"
+    assert run_features(cfg)["extracted_now"] == 0

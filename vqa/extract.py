@@ -39,6 +39,7 @@ from .features import (
     ShardWriter,
     describe_difference,
     features_dir,
+    file_size,
     fingerprint,
     read_marker,
     write_manifest,
@@ -75,15 +76,9 @@ def resolve_workers(requested: int | str, device: torch.device, num_processes: i
     return min(8, max(1, cores - 1))
 
 
-def store_settings(cfg: Any, backbone: Backbone, precision: str, image_ids: Sequence[int],
-                   paths: dict[int, Path] | None = None) -> dict[str, Any]:  # fmt: skip
+def store_settings(cfg: Any, backbone: Backbone, precision: str, image_ids: Sequence[int]) -> dict[str, Any]:
     """Everything that determines the stored numbers; two runs may share a store only if these are equal.
-
-    With ``paths``, the images' file sizes too (``image_files_sha1``): regenerating a dataset under the same names
-    (a new synthetic world, re-encoded JPEGs) changes them, and a store of the old pixels is then refused instead of
-    silently feeding a model features of other images. Sizes, not contents or times: a stat per image, and a copy
-    of the images (rsync, another node) keeps them.
-    """
+    (The images' own files are checked per shard: see ``_pending``.)"""
     f = cfg.features
     grid = backbone.grid_size(f.image_size)
     return {
@@ -101,19 +96,7 @@ def store_settings(cfg: Any, backbone: Backbone, precision: str, image_ids: Sequ
         "n_images": len(image_ids),
         **({"compile": True} if f.compile else {}),  # fused kernels round differently; absent when off (old stores)
         **({"hypercolumn": list(f.hypercolumn)} if f.hypercolumn else {}),  # absent when off (old stores)
-        **({"image_files_sha1": files_stamp(image_ids, paths)} if paths is not None else {}),
     }
-
-
-def files_stamp(image_ids: Sequence[int], paths: dict[int, Path]) -> str:
-    """sha1 of every image's ``id:size`` (-1 for a missing file: the extraction reports it by name)."""
-    def size(path: Path) -> int:
-        try:
-            return path.stat().st_size
-        except OSError:
-            return -1
-
-    return hashlib.sha1(",".join(f"{i}:{size(paths[i])}" for i in image_ids).encode()).hexdigest()
 
 
 def build(cfg: Any) -> Backbone:
@@ -169,6 +152,7 @@ class Job:
     so every batch, and thus every number, is the same whatever the number of processes)."""
 
     shard_ids: dict[int, list[int]] = field(default_factory=dict)  # shard -> its image ids
+    shard_sizes: dict[int, list[int]] = field(default_factory=dict)  # shard -> its images' file sizes
     ids: list[int] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
     where: list[tuple[int, int]] = field(default_factory=list)  # flat index -> (shard, row)
@@ -182,6 +166,7 @@ def make_job(shards: Sequence[int], image_ids: Sequence[int], paths: dict[int, P
         ids = list(image_ids[shard * shard_size : (shard + 1) * shard_size])
         start = len(job.ids)
         job.shard_ids[shard] = ids
+        job.shard_sizes[shard] = [file_size(paths[i]) for i in ids]  # as read now: recorded in the marker
         job.ids += ids
         job.paths += [paths[i] for i in ids]
         job.where += [(shard, row) for row in range(len(ids))]
@@ -236,7 +221,7 @@ def run_job(job: Job, backbone: Backbone, cfg: Any, settings: dict[str, Any], ac
     for idx, pixels, bad in loader:
         shard = job.where[idx[0] if idx else bad[0][0]][0]
         if shard not in writers:
-            writers[shard] = ShardWriter(root, shard, job.shard_ids[shard], settings["grid"])
+            writers[shard] = ShardWriter(root, shard, job.shard_ids[shard], settings["grid"], job.shard_sizes[shard])
         writer = writers[shard]
         if pixels is not None:
             writer.write([job.where[i][1] for i in idx], forward(backbone, pixels, settings["precision"],
@@ -251,14 +236,23 @@ def run_job(job: Job, backbone: Backbone, cfg: Any, settings: dict[str, Any], ac
     bar.close()
 
 
-def _pending(root: Path, n_shards: int, fp: str, on_error: str) -> list[int]:
-    """Shards to (re)do: not complete, or (when bad images stop the run) holding images that failed last time."""
-    pending = []
+def _pending(root: Path, n_shards: int, fp: str, on_error: str,
+             paths: dict[int, Path]) -> tuple[list[int], list[int]]:  # fmt: skip
+    """Shards to (re)do: not complete, holding images that failed last time (when bad images stop the run), or
+    holding an image whose file size changed since the shard was written. Returns (pending, changed).
+
+    Why sizes: a dataset regenerated under the same names (a new synthetic world, re-encoded JPEGs) must not be
+    read through the features of its old pixels, and a fixed bad image must be extracted again; a stat per image
+    catches both, where the image list alone did not. A copy of the images (rsync, another node) keeps the sizes."""
+    pending, changed = [], []
     for s in range(n_shards):
         marker = read_marker(root, s, fp)
         if marker is None or (on_error == "stop" and marker["missing"]):
             pending.append(s)
-    return pending
+        elif "sizes" in marker and marker["sizes"] != [file_size(paths[int(i)]) for i in marker["ids"]]:
+            pending.append(s)  # (a marker from before sizes were recorded is trusted as before)
+            changed.append(s)
+    return pending, changed
 
 
 def _gather(problems: dict[int, str]) -> dict[int, str]:
@@ -284,12 +278,12 @@ def extract_features(cfg: Any, dataset: Visual7W, accelerator: Accelerator) -> d
     paths = {i: dataset.image_path(i) for i in image_ids}
     backbone = build(cfg)
     backbone.module.to(accelerator.device, memory_format=torch.channels_last)
-    settings = store_settings(cfg, backbone, resolve_precision(f.precision, accelerator.device), image_ids, paths)
+    settings = store_settings(cfg, backbone, resolve_precision(f.precision, accelerator.device), image_ids)
     fp, n_shards = fingerprint(settings), -(-len(image_ids) // f.shard_size)
     if accelerator.is_main_process:
         prepare_store(root, settings, f.overwrite)
     accelerator.wait_for_everyone()
-    pending = _pending(root, n_shards, fp, f.on_error)
+    pending, changed = _pending(root, n_shards, fp, f.on_error, paths)
     accelerator.wait_for_everyone()  # everyone has listed the pending shards before anyone finishes one
     with accelerator.split_between_processes(pending) as mine:
         job = make_job(mine, image_ids, paths, f.shard_size, f.batch_size)
@@ -301,6 +295,9 @@ def extract_features(cfg: Any, dataset: Visual7W, accelerator: Accelerator) -> d
                        bad_lines(bad, paths))  # fmt: skip
     if accelerator.is_main_process and len(pending) < n_shards:
         print(f"resuming: {n_shards - len(pending)} of {n_shards} shards already done")
+    if accelerator.is_main_process and changed:
+        print(f"{len(changed)} shard(s) extracted again: their images changed since they were written "
+              f"(file sizes differ), e.g. shard {changed[0]}")  # fmt: skip
     run_job(job, backbone, cfg, settings, accelerator, bad)
     accelerator.wait_for_everyone()
     markers = [read_marker(root, s, fp) or {"missing": {}} for s in range(n_shards)]

@@ -49,9 +49,7 @@ def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     for k in sorted(set(old) | set(new)):
         if old.get(k) == new.get(k):
             continue
-        if k == "image_files_sha1":
-            parts.append("the image files differ (sizes): the images changed since the store was built")
-        elif k in ("images_sha1", "preprocessing", "grid"):
+        if k in ("images_sha1", "preprocessing", "grid"):
             parts.append(f"{'image list' if k == 'images_sha1' else k} differs")
         else:
             parts.append(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now")
@@ -64,6 +62,14 @@ def shard_path(root: Path, shard: int) -> Path:
 
 def marker_path(root: Path, shard: int) -> Path:
     return root / f"shard_{shard:05d}.json"
+
+
+def file_size(path: Path) -> int:
+    """The file's size in bytes, -1 when it cannot be read (the extraction then reports it by name)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
 
 
 def read_marker(root: Path, shard: int, fp: str) -> dict[str, Any] | None:
@@ -80,8 +86,10 @@ def read_marker(root: Path, shard: int, fp: str) -> dict[str, Any] | None:
 class ShardWriter:
     """Fills one shard's memmap row by row; ``finish`` makes it durable, then visible, then marked complete."""
 
-    def __init__(self, root: Path, shard: int, ids: Sequence[int], grid: Sequence[int]) -> None:
+    def __init__(self, root: Path, shard: int, ids: Sequence[int], grid: Sequence[int],
+                 sizes: Sequence[int] | None = None) -> None:  # fmt: skip
         self.root, self.shard, self.ids = root, shard, list(ids)
+        self.sizes = None if sizes is None else list(sizes)  # the images' file sizes, checked on every rerun
         self.tmp = root / f"shard_{shard:05d}.npy.partial"
         self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=DTYPE, shape=(len(ids), *grid))
         self.missing: dict[int, str] = {}
@@ -103,7 +111,8 @@ class ShardWriter:
         os.replace(self.tmp, shard_path(self.root, self.shard))
         marker = {"shard": self.shard, "file": shard_path(self.root, self.shard).name, "ids": self.ids,
                   "missing": {str(k): v for k, v in self.missing.items()}, "fingerprint": fp,
-                  "rank": rank, "world_size": world_size}  # fmt: skip
+                  "rank": rank, "world_size": world_size,
+                  **({"sizes": self.sizes} if self.sizes is not None else {})}  # fmt: skip
         atomic_write_json(marker_path(self.root, self.shard), marker, indent=None)
         return marker
 
