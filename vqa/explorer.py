@@ -161,18 +161,17 @@ def compare_config(cfg: Any) -> Any:
     return ocfg
 
 
-def build_explorer(cfg: Any, out_dir: Path) -> dict[str, Any]:
-    """Score ``inspect.split`` with this run (and ``inspect.compare``'s) and write the explorer into ``out_dir``."""
+def build_explorer(cfg: Any, out_dir: Path, dataset: Any) -> dict[str, Any]:
+    """Score ``inspect.split`` of ``dataset`` (the run's data, loaded once by the caller) with this run (and
+    ``inspect.compare``'s) and write the explorer into ``out_dir``."""
     import random
 
     import torch
 
-    from .data import dataset_from_config
     from .grounding import grounding_boxes
     from .scoring import choose, question_family
 
     split = cfg.inspect.split
-    dataset = dataset_from_config(cfg)
     runs = [run_results(c, split, dataset) for c in [cfg, *([compare_config(cfg)] if cfg.inspect.compare else [])]]
     ids = sorted(set.intersection(*(set(r["by_id"]) for r in runs)))
     sampled = len(ids) > EXPLORE_MAX

@@ -290,7 +290,7 @@ def run_inspect(cfg: Any) -> dict[str, Any]:
                    "attention over the image as the CNN saw it, its probability; green frame = true answer, "
                    "blue frame = chosen; dashed white = grounding box.")  # fmt: skip
         write_index(Path(tmp), items, f"{run.name} / {split}", summary)
-        explorer.update(build_explorer(cfg, Path(tmp)))  # the interactive page: every question of the split
+        explorer.update(build_explorer(cfg, Path(tmp), dataset))  # the interactive page: every question of the split
 
     explorer: dict[str, Any] = {}
     atomic_write_dir(out_dir, write)
