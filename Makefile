@@ -24,7 +24,7 @@ help: ## List the targets
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	$(PY) -m pip install --disable-pip-version-check --no-cache-dir -q -e '.[dev]'
 	@touch $@
 
 setup: $(VENV)/.installed ## Create .venv and install the project (+ dev tools); fast when nothing changed
