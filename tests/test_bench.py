@@ -77,6 +77,12 @@ def test_bench_cli_runs_every_part_on_a_tiny_size(tiny_dataset, tmp_path: Path, 
     tr = results["training"]
     assert tr["questions"] == 8 and tr["grid"] == [16, 2, 2] and set(tr["modes"]) == {"image", "question"}
     assert tr["gflop_per_question"] > 0 and tr["peak_ratio"] > 0
+    image, question = tr["modes"]["image"], tr["modes"]["question"]
+    # FLOPs are counted on what each mode runs: image-major batches project a grid once for all its questions
+    assert image["gflop_per_question"] < question["gflop_per_question"]
+    assert tr["flop_ceiling"] == pytest.approx(question["gflop_per_question"] / image["gflop_per_question"])
+    assert image["peak_ratio"] == pytest.approx(image["loader_q_s"] * image["gflop_per_question"] / tr["peak_gflop_s"])
+    assert tr["bf16"] is None or tr["bf16"]["precision"] == "bf16"  # bf16 only where the hardware has it
     # 8 questions on 3 images: image-major order reads each image's row once per epoch; per-question order reads
     # an image again whenever the question before was about another one
     assert tr["modes"]["image"]["bytes_read_over_rows"] == pytest.approx(1.0)

@@ -183,12 +183,12 @@ def synthetic_qa(image_ids: list[int], vocab: int, seed: int = 0, n_questions: i
 
 # ------------------------------------------------------------------------------------------------ training
 def training_setup(cfg: Config, reader: FeatureReader, n_questions: int, batching: str, batch_size: int,
-                   per_image: float = 1.0, vocab: int = 3000) -> Training:  # fmt: skip
+                   per_image: float = 1.0, vocab: int = 3000, precision: str = "fp32") -> Training:  # fmt: skip
     """The training stage's own ``Training`` (model from ``cfg.model``, loaders, AdamW, schedule, box losses) over
-    ``n_questions`` synthetic questions on ``n_questions / per_image`` images of ``reader``."""
+    ``n_questions`` synthetic questions on ``n_questions / per_image`` images of ``reader``, in ``precision``
+    (Accelerate keeps one mixed-precision setting per process: one precision per process)."""
     cfg = copy.deepcopy(cfg)
-    cfg.train.batching, cfg.train.batch_size = batching, batch_size
-    cfg.train.mixed_precision = "fp32"  # one Accelerate state per process, and the peak it is compared with
+    cfg.train.batching, cfg.train.batch_size, cfg.train.mixed_precision = batching, batch_size, precision
     ids = sorted(reader.index)[: max(1, round(n_questions / per_image))]
     table = synthetic_qa(ids, vocab, cfg.seed, n_questions, cells=reader.grid[1] * reader.grid[2])
     model = VQAModel(ModelSpec.from_config(cfg, vocab, reader.grid))
@@ -196,7 +196,10 @@ def training_setup(cfg: Config, reader: FeatureReader, n_questions: int, batchin
 
 
 def step_gflop(tr: Training) -> float:
-    """FLOPs of one real training step (forward, the losses, backward) per question, in GFLOP (2 per MAC)."""
+    """FLOPs of one real training step (forward, the losses, backward) per question, in GFLOP (2 per MAC).
+
+    Counted on the mode's own batch: with image-major batches the grid projection runs once per image, so a
+    question costs fewer FLOPs than in per-question batches, and FLOP/s are counted on what actually ran."""
     from torch.utils.flop_counter import FlopCounterMode
 
     batch = next(iter(tr.train_loader))
@@ -222,24 +225,52 @@ def bench_batching(tr: Training, reader: FeatureReader, repeats: int) -> dict[st
             "bytes_read_over_rows": read}  # fmt: skip
 
 
-def bench_training(cfg: Config, reader: FeatureReader, n_questions: int, batch_size: int, repeats: int,
-                   per_image: float) -> dict[str, Any]:  # fmt: skip
-    """Both batching modes of the real training epoch, FLOPs per question, achieved FLOP/s against the fp32 GEMM
-    peak of this device, and evaluation questions/s."""
-    device = make_accelerator().device
-    peak = matmul_peak("fp32", device)["peak"]
+def training_modes(cfg: Config, store: str, n_questions: int, batch_size: int, repeats: int, per_image: float,
+                   precision: str) -> dict[str, Any]:  # fmt: skip
+    """Both batching modes of the real training epoch in ``precision``: questions/s, the FLOPs each mode runs per
+    question, achieved FLOP/s against the GEMM peak of the same precision measured here, and evaluation q/s."""
+    reader = FeatureReader(store)
+    peak = matmul_peak(precision, make_accelerator().device)["peak"]
     modes = {}
     for batching in ("image", "question"):
-        tr = training_setup(cfg, reader, n_questions, batching, batch_size, per_image)
-        modes[batching] = bench_batching(tr, reader, repeats)
-    gflop = step_gflop(tr)
+        tr = training_setup(cfg, reader, n_questions, batching, batch_size, per_image, precision=precision)
+        m = bench_batching(tr, reader, repeats)
+        gflop = step_gflop(tr)
+        modes[batching] = {**m, "gflop_per_question": gflop, "gflop_s": m["loader_q_s"] * gflop,
+                           "peak_ratio": m["loader_q_s"] * gflop / peak}  # fmt: skip
     (evaluation,) = fastest([lambda: validate(tr)], repeats)
-    best = modes["image"]
-    return {**best, "batch_size": batch_size, "grid": list(reader.grid), "num_workers": cfg.train.num_workers,
-            "questions_per_image": per_image, "modes": modes, "gflop_per_question": gflop, "peak_gflop_s": peak,
-            "peak_ratio": best["loader_q_s"] * gflop / peak,
-            "image_over_question": best["loader_q_s"] / modes["question"]["loader_q_s"],
+    image, question = modes["image"], modes["question"]
+    return {"precision": precision, "grid": list(reader.grid), "peak_gflop_s": peak, "modes": modes,
+            "image_over_question": image["loader_q_s"] / question["loader_q_s"],
+            # the most image-major batches can gain at equal FLOP/s: the FLOPs they save per question
+            "flop_ceiling": question["gflop_per_question"] / image["gflop_per_question"],
             "eval_q_s": len(tr.val_loader.dataset) / evaluation}  # fmt: skip
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 runs on hardware here (a GPU with bf16, a CPU with AVX512-BF16): emulated bf16 is slower
+    than fp32 and its figures would say nothing about the precision."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.cpu._is_avx512_bf16_supported()
+
+
+def bench_training(cfg: Config, store: str, n_questions: int, batch_size: int, repeats: int,
+                   per_image: float) -> dict[str, Any]:  # fmt: skip
+    """fp32 in this process, and bf16 (where the hardware has it) in a fresh spawned one: Accelerate's
+    mixed-precision setting is fixed per process. The image-major fp32 figures also sit at the top level."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    fp32 = training_modes(cfg, store, n_questions, batch_size, repeats, per_image, "fp32")
+    out = {**fp32["modes"]["image"], **fp32, "batch_size": batch_size,
+           "num_workers": cfg.train.num_workers, "questions_per_image": per_image, "bf16": None}  # fmt: skip
+    if native_bf16(make_accelerator().device):
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            bf16 = pool.submit(training_modes, cfg, store, n_questions, batch_size, repeats, per_image, "bf16")
+            out["bf16"] = bf16.result()
+        out["bf16_over_fp32"] = out["bf16"]["modes"]["image"]["loader_q_s"] / out["loader_q_s"]
+    return out
 
 
 def _peak_rss_mb() -> float:
