@@ -214,7 +214,7 @@ def build_training(cfg: Config, accelerator: Accelerator, model: VQAModel, train
                               sampler=make_sampler(t.batching, train_rows, cfg.seed), drop_last=True)  # fmt: skip
     val_loader = DataLoader(QAExamples(val_rows, reader, cfg.seed, train=False), batch_size=t.batch_size,
                             collate_fn=collate, num_workers=t.num_workers)  # fmt: skip
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=True)
     steps_per_epoch = math.ceil(len(train_loader) / t.grad_accum)
     schedule = WarmupPlateau(int(t.warmup * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
