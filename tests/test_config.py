@@ -164,6 +164,8 @@ def test_inconsistent_ranges() -> None:
     with pytest.raises(ConfigError, match=r"hypercolumn must list distinct strides among 4, 8, 16, got \[4, 3\]"):
         load_config(None, ["features.hypercolumn=[4, 3]"])
     assert load_config(None, ["features.hypercolumn=[8, 4]"]).features.hypercolumn == [8, 4]
+    with pytest.raises(ConfigError, match=r"model.attention=bilinear is for telling; pointing needs additive"):
+        load_config(None, ["data.task=pointing", "model.attention=bilinear"])
 
 
 def test_resolved_config_round_trips(tmp_path: Path) -> None:

@@ -19,14 +19,15 @@ def batch(b: int = 3, c: int = 16, h: int = 3, w: int = 4) -> dict[str, torch.Te
     }
 
 
+@pytest.mark.parametrize("attention", ["additive", "bilinear"])
 @pytest.mark.parametrize("count", [False, True])
 @pytest.mark.parametrize("variant", ["attention", "no_attention", "image_only", "blind"])
 @pytest.mark.parametrize(("rnn", "bidirectional", "answer_encoder"), [("lstm", False, "rnn"), ("gru", True, "mean")])
 def test_shapes_of_every_variant(variant: str, rnn: str, bidirectional: bool, answer_encoder: str,
-                                 count: bool) -> None:  # fmt: skip
+                                 count: bool, attention: str) -> None:  # fmt: skip
     dims = {"embed_dim": 8, "hidden_dim": 12, "attention_dim": 10, "glimpses": 2}
     spec = ModelSpec(20, (16, 3, 4), variant=variant, rnn=rnn, bidirectional=bidirectional,
-                     answer_encoder=answer_encoder, count=count, **dims)  # fmt: skip
+                     answer_encoder=answer_encoder, count=count, attention=attention, **dims)  # fmt: skip
     model = VQAModel(spec).eval()
     scores, attention = model(**batch())
     assert scores.shape == (3, 4) and attention.shape == (3, 4, 2, 3, 4)
@@ -50,6 +51,27 @@ def test_attention_depends_on_the_candidate_and_on_position() -> None:
     same = {**x, "features": torch.ones_like(x["features"])}  # identical cells: only position tells them apart
     _, flat = model(**same)
     assert flat[0, 0, 0].std() > 0, "the grid carries position information"
+
+
+def test_bilinear_logits_are_the_factorised_mlb_attention() -> None:
+    """logits_kn = W (tanh(P v_n) * tanh(s_k)) + b, computed as one GEMM per question without the [B, K, N, D]
+    hidden state; with shared grids (image_index) each question reads its own image's cells."""
+    torch.manual_seed(0)
+    model = VQAModel(ModelSpec(20, (16, 3, 4), embed_dim=8, hidden_dim=12, attention_dim=10, count=True,
+                               attention="bilinear")).eval()  # fmt: skip
+    proj, s = torch.randn(2, 12, 10), torch.randn(3, 4, 10)  # [I, N, D], [B, K, D]
+    index = torch.tensor([1, 0, 1])
+    weight, bias = model.heads()  # [2G, D]: attention and counting heads
+    hidden = torch.tanh(proj[index]).unsqueeze(1) * torch.tanh(s).unsqueeze(2)  # [B, K, N, D]
+    torch.testing.assert_close(model.bilinear_logits(proj, s, index), hidden @ weight.T + bias)
+    torch.testing.assert_close(model.bilinear_logits(proj[index], s, None), hidden @ weight.T + bias)
+    _, attention = model(**batch())
+    assert not torch.allclose(attention[:, 0], attention[:, 1]), "each candidate has its own attention"
+
+
+def test_pointing_refuses_bilinear_attention() -> None:
+    with pytest.raises(ValueError, match="pointing needs additive"):
+        VQAModel(ModelSpec(20, (16, 3, 4), task="pointing", attention="bilinear"))
 
 
 def test_blind_ignores_the_image() -> None:

@@ -96,6 +96,7 @@ class ModelConfig:
     glimpses: int = _positive(2)
     dropout: float = field(default=0.3, metadata={"min": 0.0, "max": 0.9})
     count: bool = True
+    attention: Literal["additive", "bilinear"] = "additive"
 
 
 @dataclass
@@ -310,6 +311,9 @@ def _check_consistency(cfg: Config, problems: list[str], source: str) -> None:
     hc = cfg.features.hypercolumn
     if any(not isinstance(v, int) or isinstance(v, bool) or v not in (4, 8, 16) for v in hc) or len(set(hc)) != len(hc):
         problems.append(f"{source}: features.hypercolumn must list distinct strides among 4, 8, 16, got {hc}")
+    if cfg.data.task == "pointing" and cfg.model.attention == "bilinear":
+        problems.append(f"{source}: model.attention=bilinear is for telling; pointing needs additive (its attention "
+                        "adds each cell's offset from the candidate box inside the tanh)")  # fmt: skip
     s = cfg.synth
     if s.min_objects > s.max_objects:
         problems.append(f"{source}: synth.min_objects ({s.min_objects}) > synth.max_objects ({s.max_objects})")
