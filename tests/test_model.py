@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vqa.model import ModelSpec, VQAModel
+from vqa.model import ModelSpec, TextEncoder, VQAModel
 
 
 def batch(b: int = 3, c: int = 16, h: int = 3, w: int = 4) -> dict[str, torch.Tensor]:
@@ -40,6 +40,20 @@ def test_shapes_of_every_variant(variant: str, rnn: str, bidirectional: bool, an
     counts = count and variant in ("attention", "image_only")
     assert (gates.shape == (3, 4, 12, 2)) if counts else gates is None, "gate logits [B, K, H*W, G] for the loss"
     scores.sum().backward()
+
+
+@pytest.mark.parametrize(("kind", "bidirectional"), [("lstm", False), ("gru", False), ("lstm", True)])
+@pytest.mark.parametrize("lengths", [[5, 4, 3, 5], [8, 1, 1, 2]], ids=["padded path", "packed path"])
+def test_text_encoder_state_is_that_of_the_unpadded_sequence(kind: str, bidirectional: bool,
+                                                             lengths: list[int]) -> None:  # fmt: skip
+    """Whether the batch runs padded or packed, each sequence's vector is its final state without any padding."""
+    torch.manual_seed(0)
+    enc = TextEncoder(kind, 6, 5, bidirectional).eval()
+    emb = torch.randn(len(lengths), max(lengths), 6)
+    with torch.no_grad():
+        batched = enc(emb, torch.tensor(lengths))
+        alone = torch.cat([enc(emb[i : i + 1, :n], torch.tensor([n])) for i, n in enumerate(lengths)])
+    torch.testing.assert_close(batched, alone)
 
 
 def test_attention_depends_on_the_candidate_and_on_position() -> None:

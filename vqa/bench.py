@@ -16,6 +16,7 @@ images, each in a fresh process: the reader must not make resident memory grow w
 from __future__ import annotations
 
 import copy
+import math
 import resource
 import statistics
 import sys
@@ -195,17 +196,31 @@ def training_setup(cfg: Config, reader: FeatureReader, n_questions: int, batchin
     return build_training(cfg, make_accelerator(cfg, training=True), model, table, table, reader)
 
 
+def _rnn_layer_flop(x: Sequence[int], w_ih: Sequence[int], w_hh: Sequence[int], *_: Any, **__: Any) -> int:
+    """oneDNN's fused RNN layer (the CPU path of a padded LSTM/GRU) has no formula in torch's counter: each
+    token multiplies its input [E] and the state [H] by the gate weights [G*H, E + H], 2 FLOPs per multiply-add."""
+    return 2 * math.prod(x[:-1]) * w_ih[0] * (w_ih[1] + w_hh[1])
+
+
 def step_gflop(tr: Training) -> float:
     """FLOPs of one real training step (forward, the losses, backward) per question, in GFLOP (2 per MAC).
 
     Counted on the mode's own batch: with image-major batches the grid projection runs once per image, so a
     question costs fewer FLOPs than in per-question batches, and FLOP/s are counted on what actually ran."""
+    batch = next(iter(tr.train_loader))
+    return count_flops(lambda: train_step(tr, batch)) / len(batch["label"]) / 1e9
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of ``fn()`` as torch's FlopCounterMode counts them, plus oneDNN's RNN layers (forward, backward)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    batch = next(iter(tr.train_loader))
-    with FlopCounterMode(display=False) as counter:
-        train_step(tr, batch)
-    return counter.get_total_flops() / len(batch["label"]) / 1e9
+    aten = torch.ops.aten
+    rnn = {aten.mkldnn_rnn_layer: _rnn_layer_flop,  # backward: the input and the weights' gradients, 2x forward
+           aten.mkldnn_rnn_layer_backward: lambda *a, **k: 2 * _rnn_layer_flop(*a, **k)}  # fmt: skip
+    with FlopCounterMode(display=False, custom_mapping=rnn) as counter:
+        fn()
+    return counter.get_total_flops()
 
 
 def bench_batching(tr: Training, reader: FeatureReader, repeats: int) -> dict[str, Any]:

