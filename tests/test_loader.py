@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from itertools import pairwise
 
+import pytest
 import torch
 from test_model import batch as model_batch
 
@@ -50,9 +51,12 @@ def test_collate_holds_each_image_once() -> None:
     assert b["label"].tolist() == [0, 1, 2, 3, 0]
 
 
-def test_shared_grids_give_the_same_scores_as_one_grid_per_question() -> None:
+@pytest.mark.parametrize("variant", ["attention", "no_attention", "image_only"])
+@pytest.mark.parametrize("attention", ["additive", "bilinear"])
+def test_shared_grids_give_the_same_scores_as_one_grid_per_question(attention: str, variant: str) -> None:
     torch.manual_seed(0)
-    model = VQAModel(ModelSpec(20, (16, 3, 4), embed_dim=8, hidden_dim=12, attention_dim=10, count=True)).eval()
+    model = VQAModel(ModelSpec(20, (16, 3, 4), variant=variant, embed_dim=8, hidden_dim=12, attention_dim=10,
+                               count=True, attention=attention)).eval()  # fmt: skip
     x = model_batch()  # 3 questions
     index = torch.tensor([1, 0, 1])  # questions 0 and 2 ask about the same image
     per_question = {**x, "features": x["features"][index]}

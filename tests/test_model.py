@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vqa.model import ModelSpec, TextEncoder, VQAModel
+from vqa.model import ModelSpec, TextEncoder, VQAModel, per_image_bmm
 
 
 def batch(b: int = 3, c: int = 16, h: int = 3, w: int = 4) -> dict[str, torch.Tensor]:
@@ -81,6 +81,15 @@ def test_bilinear_logits_are_the_factorised_mlb_attention() -> None:
     torch.testing.assert_close(model.bilinear_logits(proj[index], s, None), hidden @ weight.T + bias)
     _, attention = model(**batch())
     assert not torch.allclose(attention[:, 0], attention[:, 1]), "each candidate has its own attention"
+
+
+def test_per_image_bmm_multiplies_each_question_by_its_own_image() -> None:
+    torch.manual_seed(0)
+    images, rows = torch.randn(3, 5, 4), torch.randn(6, 2, 4)  # [I, P, D], [B, R, D]
+    index = torch.tensor([2, 0, 2, 1, 2, 0])  # image 2 has three questions, not next to each other
+    expected = torch.bmm(images[index], rows.transpose(1, 2))  # [B, P, R]
+    torch.testing.assert_close(per_image_bmm(images, rows, index), expected)
+    torch.testing.assert_close(per_image_bmm(images[index], rows, None), expected)
 
 
 def test_pointing_refuses_bilinear_attention() -> None:

@@ -252,9 +252,9 @@ class VQAModel(nn.Module):
         if v_img is None:  # blind
             ctx = a.new_zeros(b, k, 0)
         else:
-            v = v_img if image_index is None else v_img[image_index]  # [B, N, D]
             if self.spec.variant == "no_attention":
-                ctx = v.mean(1, keepdim=True).expand(-1, k, -1)  # [B, K, D]
+                ctx = v_img.mean(1) if image_index is None else v_img.mean(1)[image_index]  # [B, D]
+                ctx = ctx.unsqueeze(1).expand(-1, k, -1)  # [B, K, D]
             else:
                 s = self.att_s(torch.cat([qk, a], dim=-1))  # [B, K, D]
                 proj = self.att_v(v_img)  # [I, N, D]
@@ -269,7 +269,9 @@ class VQAModel(nn.Module):
                     weight, bias = self.heads()
                     logits = F.linear(torch.tanh(pre), weight, bias).float()  # [B, K, N, G or 2G]
                 att = F.softmax(logits[..., :g], dim=2)  # [B, K, N, G], over the N cells
-                ctx = torch.einsum("bkng,bnd->bkgd", att.to(v.dtype), v).flatten(2)  # [B, K, G*D]
+                rows = att.to(v_img.dtype).permute(0, 1, 3, 2).reshape(b, k * g, h * w)  # [B, K*G, N]
+                ctx = per_image_bmm(v_img.transpose(1, 2), rows, image_index)  # [B, D, K*G]: sum_n att v_n
+                ctx = ctx.transpose(1, 2).reshape(b, k, -1)  # [B, K, G*D]
                 if rel is not None:  # where what it found lies from the box: "is the red star right of me?"
                     offset = torch.einsum("bkng,bknr->bkgr", att, rel).flatten(2)  # [B, K, G*3]
                     ctx = torch.cat([ctx, self.relate(offset).to(ctx.dtype)], dim=-1)  # [B, K, G*D + D]
@@ -309,10 +311,8 @@ class VQAModel(nn.Module):
         """
         b, k, d = s.shape
         weight, bias = self.heads()  # [J, D], [J]
-        cells = torch.tanh(proj)  # [I, N, D]
-        cells = cells if image_index is None else cells[image_index]  # [B, N, D]
         per_candidate = torch.tanh(s).unsqueeze(2) * weight  # [B, K, J, D]
-        logits = torch.bmm(cells, per_candidate.view(b, -1, d).transpose(1, 2))  # [B, N, K*J]
+        logits = per_image_bmm(torch.tanh(proj), per_candidate.view(b, -1, d), image_index)  # [B, N, K*J]
         return logits.view(b, -1, k, weight.shape[0]).transpose(1, 2) + bias  # [B, K, N, J]
 
     def count_features(self, gates: torch.Tensor) -> torch.Tensor:
@@ -324,6 +324,25 @@ class VQAModel(nn.Module):
         """
         mass = torch.sigmoid(gates).sum(2)  # [B, K, G]
         return self.counter(torch.cat([mass / 4, torch.log1p(mass)], dim=-1))  # [B, K, D]
+
+
+def per_image_bmm(images: torch.Tensor, rows: torch.Tensor, image_index: torch.Tensor | None) -> torch.Tensor:
+    """images [I, P, D], rows [B, R, D], image_index [B] (None: I = B) -> [B, P, R]: for every question b,
+    images[image_index[b]] @ rows[b].T.
+
+    Why not gather ``images[image_index]`` first: that copies an image's [P, D] grid for each of its questions
+    ([B, N, D] written, and scattered back in the backward). Here each image's questions' small [R, D] rows are
+    stacked in per-image slots, and one bmm over the I images multiplies each grid once by all of them.
+    """
+    if image_index is None:
+        return torch.bmm(images, rows.transpose(1, 2))  # [B, P, R]
+    same = image_index[:, None] == image_index[None, :]  # [B, B]
+    slot = torch.tril(same, diagonal=-1).sum(1)  # [B]: earlier questions of the batch about the same image
+    n_slots = int(slot.max()) + 1
+    (i, p, d), r = images.shape, rows.shape[1]
+    stacked = rows.new_zeros(i, n_slots, r, d).index_put((image_index, slot), rows)  # [I, slots, R, D]
+    out = torch.bmm(images, stacked.view(i, n_slots * r, d).transpose(1, 2))  # [I, P, slots*R]
+    return out.view(i, p, n_slots, r)[image_index, :, slot]  # [B, P, R]
 
 
 def relative_cells(boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
