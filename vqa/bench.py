@@ -5,7 +5,7 @@ against (a) the pure forward pass of the same backbone, batch and precision on p
 (b) the roofline: the backbone's FLOPs per image x images/s, divided by this device's measured matmul peak in
 the same precision (convolutions run on the same GEMM kernels, so the peak is the most a backbone can get).
 Training: the training stage's own ``train_one_epoch`` (forward, answer and box losses, backward, clipping, AdamW,
-LR schedule) over a synthetic Visual7W-shape store with 2.4 questions per image, in both ``train.batching``
+LR schedule) over a synthetic Visual7W-shape store (4.86 questions per image by default), in both ``train.batching``
 modes: questions/s with the real loader against the same batches already in memory (the loader's overhead), store
 bytes read per epoch against the rows its images hold, FLOPs per question and achieved FLOP/s against the fp32
 GEMM peak measured in the same run. Evaluation questions/s.
