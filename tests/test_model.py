@@ -97,6 +97,14 @@ def test_pointing_refuses_bilinear_attention() -> None:
         VQAModel(ModelSpec(20, (16, 3, 4), task="pointing", attention="bilinear"))
 
 
+def test_auto_attention_is_bilinear_for_telling_and_additive_for_pointing() -> None:
+    from vqa.config import load_config
+
+    spec = lambda *o: ModelSpec.from_config(load_config(None, list(o)), 20, (16, 3, 4))  # noqa: E731
+    assert spec().attention == "bilinear" and spec("data.task=pointing").attention == "additive"
+    assert spec("model.attention=additive").attention == "additive"
+
+
 def test_blind_ignores_the_image() -> None:
     model = VQAModel(ModelSpec(20, (16, 3, 4), variant="blind", embed_dim=8, hidden_dim=12)).eval()
     x = batch()

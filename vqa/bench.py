@@ -202,6 +202,12 @@ def _rnn_layer_flop(x: Sequence[int], w_ih: Sequence[int], w_hh: Sequence[int], 
     return 2 * math.prod(x[:-1]) * w_ih[0] * (w_ih[1] + w_hh[1])
 
 
+def _cudnn_rnn_flop(x: Sequence[int], weights: Sequence[Sequence[int]], *_: Any, **__: Any) -> int:
+    """cuDNN's RNN (the GPU path of an LSTM/GRU) likewise: every token through every gate matrix ([G*H, E] input
+    and [G*H, H] state weights of each layer and direction; the biases are the 1-D entries)."""
+    return 2 * math.prod(x[:-1]) * sum(w[0] * w[1] for w in weights if len(w) == 2)
+
+
 def step_gflop(tr: Training) -> float:
     """FLOPs of one real training step (forward, the losses, backward) per question, in GFLOP (2 per MAC).
 
@@ -212,12 +218,13 @@ def step_gflop(tr: Training) -> float:
 
 
 def count_flops(fn: Callable[[], Any]) -> int:
-    """FLOPs of ``fn()`` as torch's FlopCounterMode counts them, plus oneDNN's RNN layers (forward, backward)."""
+    """FLOPs of ``fn()`` as torch's FlopCounterMode counts them, plus oneDNN's and cuDNN's RNN layers."""
     from torch.utils.flop_counter import FlopCounterMode
 
     aten = torch.ops.aten
-    rnn = {aten.mkldnn_rnn_layer: _rnn_layer_flop,  # backward: the input and the weights' gradients, 2x forward
-           aten.mkldnn_rnn_layer_backward: lambda *a, **k: 2 * _rnn_layer_flop(*a, **k)}  # fmt: skip
+    twice = lambda f: lambda *a, **k: 2 * f(*a, **k)  # noqa: E731  (backward: input and weight gradients)
+    rnn = {aten.mkldnn_rnn_layer: _rnn_layer_flop, aten.mkldnn_rnn_layer_backward: twice(_rnn_layer_flop),
+           aten._cudnn_rnn: _cudnn_rnn_flop, aten._cudnn_rnn_backward: twice(_cudnn_rnn_flop)}  # fmt: skip
     with FlopCounterMode(display=False, custom_mapping=rnn) as counter:
         fn()
     return counter.get_total_flops()

@@ -96,7 +96,7 @@ class ModelConfig:
     glimpses: int = _positive(2)
     dropout: float = field(default=0.3, metadata={"min": 0.0, "max": 0.9})
     count: bool = True
-    attention: Literal["additive", "bilinear"] = "additive"
+    attention: Literal["auto", "additive", "bilinear"] = "auto"  # auto: bilinear for telling, additive for pointing
 
 
 @dataclass

@@ -54,9 +54,10 @@ class ModelSpec:
     @classmethod
     def from_config(cls, cfg: Any, vocab_size: int, grid: tuple[int, int, int]) -> ModelSpec:
         m = cfg.model
+        attention = m.attention if m.attention != "auto" else "additive" if cfg.data.task == "pointing" else "bilinear"
         return cls(vocab_size, tuple(grid), m.variant, m.rnn, m.bidirectional, m.embed_dim, m.hidden_dim,
                    m.answer_encoder, m.glimpses, m.attention_dim, m.dropout, m.count, cfg.data.task,
-                   m.attention)  # fmt: skip
+                   attention)  # fmt: skip
 
     @property
     def attends(self) -> bool:
