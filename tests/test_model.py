@@ -56,6 +56,19 @@ def test_text_encoder_state_is_that_of_the_unpadded_sequence(kind: str, bidirect
     torch.testing.assert_close(batched, alone)
 
 
+@pytest.mark.parametrize("attention", ["additive", "bilinear"])
+def test_training_step_runs_under_cpu_bf16_autocast(attention: str) -> None:
+    """train.mixed_precision=bf16 on a CPU: every op must have a bf16 (or fp32 fallback) kernel, whatever the CPU
+    (oneDNN's fused RNN layer has no bf16 primitive without AVX512-BF16)."""
+    model = VQAModel(ModelSpec(20, (16, 3, 4), embed_dim=8, hidden_dim=12, attention_dim=10, count=True,
+                               attention=attention))  # fmt: skip
+    x = {**batch(), "question_len": torch.tensor([7, 6, 5])}  # padding under half: the padded RNN path
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores, _ = model(**x)
+    scores.float().sum().backward()
+    assert torch.isfinite(scores).all() and model.cells[0].weight.grad is not None
+
+
 def test_attention_depends_on_the_candidate_and_on_position() -> None:
     torch.manual_seed(0)
     model = VQAModel(ModelSpec(20, (16, 3, 4), embed_dim=8, hidden_dim=12, attention_dim=10)).eval()

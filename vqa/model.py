@@ -84,7 +84,9 @@ class TextEncoder(nn.Module):
 
     def forward(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # emb [S, L, E], lengths [S] (>= 1)
-        if not self.rnn.bidirectional and emb.shape[0] * emb.shape[1] <= 2 * int(lengths.sum()):
+        # (not under CPU autocast: oneDNN has no bf16 RNN primitive on CPUs without AVX512-BF16)
+        cpu_autocast = emb.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+        if not self.rnn.bidirectional and not cpu_autocast and emb.shape[0] * emb.shape[1] <= 2 * int(lengths.sum()):
             out, _ = self.rnn(emb)  # [S, L, H]: the state after every step
             return out[torch.arange(emb.shape[0], device=emb.device), lengths.to(emb.device) - 1]  # [S, H]
         packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
