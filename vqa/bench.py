@@ -252,10 +252,10 @@ def training_modes(cfg: Config, store: str, n_questions: int, batch_size: int, r
     """Both batching modes of the real training epoch in ``precision``: questions/s, the FLOPs each mode runs per
     question, achieved FLOP/s against the GEMM peak of the same precision measured here, and evaluation q/s."""
     reader = FeatureReader(store)
-    peak = matmul_peak(precision, make_accelerator().device)["peak"]
-    modes = {}
+    modes, peak = {}, None
     for batching in ("image", "question"):
         tr = training_setup(cfg, reader, n_questions, batching, batch_size, per_image, precision=precision)
+        peak = peak or matmul_peak(precision, tr.accelerator.device)["peak"]  # (the run's own Accelerate state)
         m = bench_batching(tr, reader, repeats)
         gflop = step_gflop(tr)
         modes[batching] = {**m, "gflop_per_question": gflop, "gflop_s": m["loader_q_s"] * gflop,
