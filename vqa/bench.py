@@ -260,6 +260,7 @@ def training_modes(cfg: Config, store: str, n_questions: int, batch_size: int, r
         gflop = step_gflop(tr)
         modes[batching] = {**m, "gflop_per_question": gflop, "gflop_s": m["loader_q_s"] * gflop,
                            "peak_ratio": m["loader_q_s"] * gflop / peak}  # fmt: skip
+        print(f"  {precision}, train.batching={batching}: {m['loader_q_s']:.0f} questions/s", flush=True)
     (evaluation,) = fastest([lambda: validate(tr)], repeats)
     image, question = modes["image"], modes["question"]
     return {"precision": precision, "grid": list(reader.grid), "peak_gflop_s": peak, "modes": modes,
