@@ -196,15 +196,10 @@ def training_setup(cfg: Config, reader: FeatureReader, n_questions: int, batchin
     return build_training(cfg, make_accelerator(cfg, training=True), model, table, table, reader)
 
 
-def _rnn_layer_flop(x: Sequence[int], w_ih: Sequence[int], w_hh: Sequence[int], *_: Any, **__: Any) -> int:
-    """oneDNN's fused RNN layer (the CPU path of a padded LSTM/GRU) has no formula in torch's counter: each
-    token multiplies its input [E] and the state [H] by the gate weights [G*H, E + H], 2 FLOPs per multiply-add."""
-    return 2 * math.prod(x[:-1]) * w_ih[0] * (w_ih[1] + w_hh[1])
-
-
-def _cudnn_rnn_flop(x: Sequence[int], weights: Sequence[Sequence[int]], *_: Any, **__: Any) -> int:
-    """cuDNN's RNN (the GPU path of an LSTM/GRU) likewise: every token through every gate matrix ([G*H, E] input
-    and [G*H, H] state weights of each layer and direction; the biases are the 1-D entries)."""
+def _rnn_flop(x: Sequence[int], weights: Sequence[Sequence[int]]) -> int:
+    """A fused RNN layer's forward: every token of ``x`` [.., E] through every gate matrix ([G*H, E] input and
+    [G*H, H] state weights of each layer and direction; the biases are the 1-D entries), 2 FLOPs per multiply-add.
+    oneDNN's (the CPU path of a padded LSTM/GRU) and cuDNN's RNN ops have no formula in torch's counter."""
     return 2 * math.prod(x[:-1]) * sum(w[0] * w[1] for w in weights if len(w) == 2)
 
 
@@ -222,9 +217,11 @@ def count_flops(fn: Callable[[], Any]) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     aten = torch.ops.aten
+    onednn = lambda x, w_ih, w_hh, *_, **__: _rnn_flop(x, (w_ih, w_hh))  # noqa: E731  (weights: separate args)
+    cudnn = lambda x, weights, *_, **__: _rnn_flop(x, weights)  # noqa: E731  (weights: one list)
     twice = lambda f: lambda *a, **k: 2 * f(*a, **k)  # noqa: E731  (backward: input and weight gradients)
-    rnn = {aten.mkldnn_rnn_layer: _rnn_layer_flop, aten.mkldnn_rnn_layer_backward: twice(_rnn_layer_flop),
-           aten._cudnn_rnn: _cudnn_rnn_flop, aten._cudnn_rnn_backward: twice(_cudnn_rnn_flop)}  # fmt: skip
+    rnn = {aten.mkldnn_rnn_layer: onednn, aten.mkldnn_rnn_layer_backward: twice(onednn),
+           aten._cudnn_rnn: cudnn, aten._cudnn_rnn_backward: twice(cudnn)}  # fmt: skip
     with FlopCounterMode(display=False, custom_mapping=rnn) as counter:
         fn()
     return counter.get_total_flops()

@@ -54,7 +54,9 @@ class ModelSpec:
     @classmethod
     def from_config(cls, cfg: Any, vocab_size: int, grid: tuple[int, int, int]) -> ModelSpec:
         m = cfg.model
-        attention = m.attention if m.attention != "auto" else "additive" if cfg.data.task == "pointing" else "bilinear"
+        attention = m.attention
+        if attention == "auto":  # bilinear wherever it can: pointing adds box offsets inside the additive tanh
+            attention = "additive" if cfg.data.task == "pointing" else "bilinear"
         return cls(vocab_size, tuple(grid), m.variant, m.rnn, m.bidirectional, m.embed_dim, m.hidden_dim,
                    m.answer_encoder, m.glimpses, m.attention_dim, m.dropout, m.count, cfg.data.task,
                    attention)  # fmt: skip
