@@ -30,8 +30,8 @@ CONTRACT = {
     "train.lr": ("5e-4", 5e-4, "0", "train.lr must be > 0.0, got 0.0"),
     "seed": ("11", 11, "-1", "seed must be >= 0, got -1"),
     "model.variant": ("image_only", "image_only", "Attention",
-                      "'model.variant' must be 'attention' | 'no_attention' | 'image_only' | 'blind', got str "
-                      "'Attention'"),
+                      "'model.variant' must be 'attention' | 'no_attention' | 'image_only' | 'blind' | 'answer_only', "
+                      "got str 'Attention'"),
 }  # fmt: skip
 
 

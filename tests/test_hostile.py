@@ -32,7 +32,7 @@ from safetensors.torch import save_file
 
 from vqa import cli
 from vqa.model import ModelSpec, VQAModel
-from vqa.synth_pointing import annotation_paths
+from vqa.synth.pointing import annotation_paths
 
 CONFIG = REPO / "configs" / "default.yaml"
 USER_ERROR = 2  # the exit code of every input error (README, vqa/cli.py)

@@ -136,7 +136,7 @@ def pointing_run(tiny_dataset, tmp_path_factory) -> Any:
     from vqa.config import load_config, save_config
     from vqa.evaluate import evaluate
     from vqa.extract import extract_features
-    from vqa.synth_pointing import annotation_paths
+    from vqa.synth.pointing import annotation_paths
     from vqa.train import train
 
     ann = annotation_paths(tiny_dataset)["pointing"]

@@ -18,7 +18,10 @@ from vqa.pointing import (
     load_pointing,
     parse_pointing,
 )
-from vqa.synth_pointing import annotation_paths, pointing_file
+from vqa.scoring import question_family
+from vqa.synth.draw_pages import INKS
+from vqa.synth.pointing import annotation_paths, pointing_file
+from vqa.synth.shapes import COLORS
 
 
 def test_written_next_to_telling_for_the_same_images(tiny_dataset) -> None:
@@ -40,11 +43,11 @@ def test_the_answer_box_holds_the_named_object(tiny_dataset) -> None:
     colour of a box is the palette colour nearest to its saturated pixels (every fill pattern shows some)."""
     cfg = tiny_dataset
     ds = load_pointing(annotation_paths(cfg)["pointing"], cfg.data.images)
-    palette = np.array(list(synth.COLORS.values()), np.float32)
+    palette = np.array(list(COLORS.values()), np.float32)
     checked = 0
     for q in ds.qa:
         words = q.question.rstrip("?").split()
-        named = [w for w in words if w in synth.COLORS]
+        named = [w for w in words if w in COLORS]
         if not named or any(w in words for w in ("left", "right", "above", "below")):
             continue  # relative questions name the reference object's colour, not the answer's
         box = candidate_regions(ds, q)[0]
@@ -54,7 +57,7 @@ def test_the_answer_box_holds_the_named_object(tiny_dataset) -> None:
                                                                               box.y + box.height))), np.float32)
         pixels = crop.reshape(-1, 3)
         vivid = pixels[pixels.max(1) - pixels.min(1) > 80].mean(0)
-        assert list(synth.COLORS)[int(np.abs(palette - vivid).sum(1).argmin())] == named[0], q.question
+        assert list(COLORS)[int(np.abs(palette - vivid).sum(1).argmin())] == named[0], q.question
         checked += 1
     assert checked >= 10
 
@@ -77,3 +80,30 @@ def test_box_geometry_alone_stays_near_chance() -> None:
     ds = parse_pointing(pointing_file(scenes, splits, 0, 3, {}, 1), "/nonexistent")
     prior = geometry_prior_baseline(ds, ds.split("train"), ds.split("test"))
     assert prior["n"] > 1000 and prior["accuracy"] <= 0.45, prior
+
+
+def test_pages_are_asked_in_pointing_and_their_answer_box_holds_the_glyph(tiny_dataset) -> None:
+    """Pages get their own pointing kinds ("Which box holds the 7?", "Which digit is written in red ink?", "Which
+    character is left of the 7?"); the answer box is the named glyph's, and an ink question's box shows that ink."""
+    cfg = tiny_dataset
+    ds = load_pointing(annotation_paths(cfg)["pointing"], cfg.data.images)
+    families = {question_family(q.question) for q in ds.qa}
+    assert "which box" in families and families & {"which digit", "which letter", "which character"}
+    inks = np.array(list(INKS.values()), np.float32)
+    checked = 0
+    for q in ds.qa:
+        words = q.question.rstrip("?").split()
+        box = candidate_regions(ds, q)[0]
+        if words[:3] == ["Which", "box", "holds"]:
+            assert box.name.split()[1] == words[-1], (q.question, box.name)  # "<ink> <char>"
+        elif "ink" in words:
+            named = words[words.index("ink") - 1]
+            assert box.name.split()[0] == named, (q.question, box.name)
+            with Image.open(ds.image_path(q.image_id)) as img:
+                crop = np.asarray(img.convert("RGB").crop(tuple(int(v) for v in (box.x, box.y, box.x + box.width,
+                                                                                  box.y + box.height))), np.float32)
+            pixels = crop.reshape(-1, 3)
+            ink = pixels[pixels.sum(1) < np.percentile(pixels.sum(1), 8)].mean(0)  # the darkest: the strokes
+            assert list(INKS)[int(np.abs(inks - ink).sum(1).argmin())] == named, q.question
+            checked += 1
+    assert checked >= 1

@@ -46,6 +46,7 @@ class SynthConfig:
     train_images: int = _positive(1600)
     val_images: int = _positive(200)
     test_images: int = _positive(400)
+    page_share: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})
     min_objects: int = field(default=4, metadata={"min": 1, "max": 8})
     max_objects: int = field(default=6, metadata={"min": 1, "max": 8})
     object_questions: int = field(default=3, metadata={"min": 1, "max": 8})
@@ -64,6 +65,7 @@ class FeaturesConfig:
     backbone: Literal["efficientnet_lite0", "resnet50", "resnet101", "resnet152"] = "efficientnet_lite0"
     image_size: int = field(default=224, metadata={"min": 32})
     hypercolumn: list[int] = field(default_factory=lambda: [4, 8])
+    space_to_depth: list[int] = field(default_factory=list)
     dir: str | None = None
     pretrained: bool = True
     weights: str | None = None
@@ -85,7 +87,7 @@ class TextConfig:
 
 @dataclass
 class ModelConfig:
-    variant: Literal["attention", "no_attention", "image_only", "blind"] = "attention"
+    variant: Literal["attention", "no_attention", "image_only", "blind", "answer_only"] = "attention"
     rnn: Literal["lstm", "gru"] = "lstm"
     bidirectional: bool = False
     answer_encoder: Literal["rnn", "mean"] = "rnn"
@@ -94,6 +96,7 @@ class ModelConfig:
     hidden_dim: int = _positive(512)
     attention_dim: int = _positive(512)
     glimpses: int = _positive(2)
+    question_glimpses: int = _non_negative(0)
     dropout: float = field(default=0.3, metadata={"min": 0.0, "max": 0.9})
     count: bool = True
     attention: Literal["auto", "additive", "bilinear"] = "auto"  # auto: bilinear for telling, additive for pointing
@@ -101,10 +104,9 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = _positive(40)
+    epochs: int = _positive(60)
     patience: int = _positive(4)
-    lr_patience: int = _positive(2)
-    lr_decay: float = field(default=0.5, metadata={"min_exclusive": 0.0, "max": 1.0})
+    cooldown: float = field(default=0.2, metadata={"min": 0.0, "max": 1.0})
     batch_size: int = _positive(64)
     batching: Literal["image", "question"] = "image"
     lr: float = field(default=1e-3, metadata={"min_exclusive": 0.0})
@@ -308,9 +310,15 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def _check_consistency(cfg: Config, problems: list[str], source: str) -> None:
-    hc = cfg.features.hypercolumn
-    if any(not isinstance(v, int) or isinstance(v, bool) or v not in (4, 8, 16) for v in hc) or len(set(hc)) != len(hc):
-        problems.append(f"{source}: features.hypercolumn must list distinct strides among 4, 8, 16, got {hc}")
+    for key in ("hypercolumn", "space_to_depth"):
+        hc = getattr(cfg.features, key)
+        strides_ok = all(isinstance(v, int) and not isinstance(v, bool) and v in (4, 8, 16) for v in hc)
+        if not strides_ok or len(set(hc)) != len(hc):
+            problems.append(f"{source}: features.{key} must list distinct strides among 4, 8, 16, got {hc}")
+    both = set(cfg.features.hypercolumn) & set(cfg.features.space_to_depth)
+    if both:
+        problems.append(f"{source}: stride {sorted(both)} is in both features.hypercolumn and features.space_to_depth;"
+                        " a stage is appended one way")  # fmt: skip
     if cfg.data.task == "pointing" and cfg.model.attention == "bilinear":
         problems.append(f"{source}: model.attention=bilinear is for telling; pointing needs additive (its attention "
                         "adds each cell's offset from the candidate box inside the tanh)")  # fmt: skip

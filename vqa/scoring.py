@@ -80,13 +80,14 @@ def strictly_best(scores: np.ndarray, true_pos: np.ndarray) -> np.ndarray:
 # "what is the", so "What color is the man's shirt?" stays "what color is".
 QUESTION_FAMILIES = (
     "what color is", "what color are", "what color", "what shape is", "what shape are", "what shape",
-    "what is the", "what is", "what are the", "what are", "what kind of", "what type of", "what time",
-    "what does", "what do", "what",
-    "where is", "where are", "where was", "where",
+    "what is the", "what is written", "what is", "what are the", "what are", "what kind of", "what type of",
+    "what time", "what color ink", "what does", "what do", "what",
+    "where is", "where are", "where was", "where on the page", "where",
     "when was", "when is", "when did", "when",
     "who is", "who are", "who", "why is", "why are", "why do", "why",
-    "which is the", "which object is", "which one is", "which shape is", "which",
-    "how many", "how much", "how is", "how are", "how does", "how do", "how",
+    "which is the", "which object is", "which one is", "which shape is", "which box", "which digit", "which letter",
+    "which character", "which",
+    "how many digits", "how many letters", "how many", "how much", "how is", "how are", "how does", "how do", "how",
 )  # fmt: skip
 _PREFIXES = sorted((tuple(f.split()) for f in QUESTION_FAMILIES), key=len, reverse=True)
 

@@ -1,16 +1,16 @@
-"""Drawing the synthetic 7W world's scenes (``synth.Scene``) as JPEG images: shapes with fill patterns on a noisy
-background, and a window whose sky shows the time of day. Kept apart from the questions (``synth``) so each reads
-on its own; ``synth.SYNTH_VERSION`` covers both."""
+"""Drawing the synthetic 7W world's shapes scenes (``shapes.make_scene``): shapes with fill patterns on a noisy
+background, and a window whose sky shows the time of day. Kept apart from the questions so each reads on its own;
+``synth.SYNTH_VERSION`` covers both."""
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .synth import COLORS, Scene
+from .questions import Scene
+from .shapes import COLORS
 
 SKY = {"night": (18, 24, 70), "day": (120, 190, 245), "sunset": (235, 95, 35), "dawn": (240, 175, 200)}
 
@@ -106,9 +106,3 @@ def render(scene: Scene, seed: int) -> Image.Image:
             x, y, s, _ = obj["box"]
             _draw_window(img, obj["time"], (x, y, x + s - 1, y + s - 1))
     return img
-
-
-def jpeg_bytes(img: Image.Image, quality: int) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()

@@ -2,7 +2,8 @@
 
 The same images as telling (one feature store serves both tasks). Each question names one object and its four
 candidates are object boxes; the model must find the object in the image, the box geometry alone must not say
-which box it is. Kinds, drawn uniformly among those the scene can carry:
+which box it is. Kinds on a shapes scene, drawn uniformly among those the scene can carry (pages have their own,
+in ``pages.which_page``):
   color         "Which object is red?"                     the only red object
   shape         "Which object is a star?"                  the only star
   color_shape   "Which is the red star?"                   (colour, shape) pairs are unique in every scene
@@ -21,7 +22,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .synth import SIZE_RANGE, Scene
+from . import pages
+from .questions import Scene
+from .shapes import SIZE_RANGE
 
 POINTING_TEMPLATES = {
     "color": ("Which object is {color}?", "Which shape is {color}?"),
@@ -100,17 +103,19 @@ def _background_box(rng: random.Random, scene: Scene, taken: set[int]) -> tuple[
 
 def which_questions(rng: random.Random, scene: Scene, n: int) -> list[dict[str, Any]]:
     """Up to ``n`` distinct pointing questions: {question, answer: object, distractors: [object | box tuple]}."""
-    objs = [o for o in scene.objects if o["shape"] != "window"]
+    objs = [o for o in scene.objects if o.get("shape") != "window"]
+    templates, pick = ((pages.POINTING_TEMPLATES, pages.which_page) if scene.kind == "page"
+                       else (POINTING_TEMPLATES, _pick))  # fmt: skip
     out: list[dict[str, Any]] = []
     for _ in range(4 * n):
         if len(out) == n:
             break
-        kind = rng.choice(KINDS)
-        picked = _pick(rng, kind, objs)
+        kind = rng.choice(tuple(templates))
+        picked = pick(rng, kind, objs)
         if picked is None:
             continue
         obj, fields, hard = picked
-        question = rng.choice(POINTING_TEMPLATES[kind]).format(**fields)
+        question = rng.choice(templates[kind]).format(**fields)
         if any(q["question"] == question for q in out):
             continue
         hard = [o for o in hard if o is not obj]
@@ -137,14 +142,14 @@ def _image_qa(rng: random.Random, scene: Scene, image_id: int, questions: int, b
     def box_id(item: Any) -> int:  # an object (dict) or a background box (tuple)
         if id(item) not in ids:
             x, y, w, h = item["box"] if isinstance(item, dict) else item
-            name = f"{item['color']} {item['shape']}" if isinstance(item, dict) else "background"
+            name = item["name"] if isinstance(item, dict) else "background"
             boxes.append({"box_id": len(boxes) + 1, "image_id": image_id, "name": name,
                           "x": x, "y": y, "width": w, "height": h})  # fmt: skip
             ids[id(item)] = len(boxes)
         return ids[id(item)]
 
     for obj in scene.objects:  # ids in the scene's order, not the answer's: a box id never hints at the answer
-        if obj["shape"] != "window":
+        if obj.get("shape") != "window":
             box_id(obj)
     return [{"qa_id": qa_id + i, "image_id": image_id, "type": "which", "question": q["question"],
              "answer": box_id(q["answer"]), "multiple_choices": [box_id(d) for d in q["distractors"]]}
