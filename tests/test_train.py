@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,11 +13,13 @@ from accelerate import Accelerator
 from conftest import tiny_config
 from safetensors.torch import load_file
 
+from vqa.checkpoint import TrainerState
 from vqa.config import load_config
 from vqa.data import load_telling
 from vqa.evaluate import evaluate
 from vqa.extract import extract_features
 from vqa.loader import EVAL_EPOCH, QAExamples, candidate_order
+from vqa.schedule import after_epoch, resume_plan
 from vqa.synth import write_dataset
 from vqa.train import train
 
@@ -205,63 +208,104 @@ def test_a_bad_checkpoint_is_refused_on_resume(tiny_dataset, features_root, tmp_
     assert not (tmp_path / "pwned").exists(), "weights_only loading must refuse code in a pickle"
 
 
-def test_plateau_decays_the_lr_on_val_loss_and_stops_on_val_accuracy() -> None:
-    from types import SimpleNamespace
+def run_schedule(accuracy: list[float], loss: list[float], **train: float) -> tuple[TrainerState, list]:
+    """Feed ``schedule.after_epoch`` a run's val accuracy and loss per epoch; (final state, stop reason per epoch)."""
+    t = SimpleNamespace(**{"patience": 3, "cooldown": 0.2, "epochs": 60, **train})
+    state, reasons = TrainerState(), []
+    for acc, val_loss in zip(accuracy, loss, strict=True):
+        state.epoch += 1
+        improved = acc > state.best_accuracy
+        if improved:
+            state.best_accuracy, state.best_epoch = acc, state.epoch
+        reasons.append(after_epoch(state, improved, val_loss, t))
+        if reasons[-1]:
+            break
+    return state, reasons
 
-    from vqa.checkpoint import TrainerState
-    from vqa.train import plateau
 
-    t = SimpleNamespace(patience=3, lr_patience=1, lr_decay=0.5, epochs=40)
-    state = TrainerState(epoch=1, best_accuracy=0.5, best_epoch=1)
-    assert plateau(state, True, 1.0, t) is None and state.lr_scale == 1.0
-    state.epoch = 2
-    assert plateau(state, False, 0.9, t) is None and state.lr_scale == 1.0, "the loss fell: no decay"
-    assert state.bad_epochs == 1, "but the accuracy did not rise: patience counts"
-    state.epoch = 3
-    assert plateau(state, True, 0.95, t) is None and state.lr_scale == 0.5, "the loss rose: decay"
-    assert state.bad_epochs == 0, "a new best accuracy resets the patience"
-    for epoch in (4, 5):
-        state.epoch = epoch
-        assert plateau(state, False, 0.95, t) is None
-    state.epoch = 6
-    assert "early stop: val accuracy has not improved for 3 epochs" in plateau(state, False, 0.95, t)
-    assert state.lr_scale == 0.5**4
-    state.epoch, state.bad_epochs = 40, 0
-    assert "reached train.epochs=40" in plateau(state, True, 0.1, t)
+def test_the_schedule_does_not_stop_a_run_that_is_still_learning() -> None:
+    """A slow learner: val accuracy flat for 2 epochs (under the patience of 3), then a new best, again and again,
+    while its val loss *rises* (it grows confident on what it knows). It never stalls: the LR stays at its peak."""
+    accuracy = [0.30, 0.30, 0.29, 0.35, 0.35, 0.34, 0.41, 0.40, 0.41, 0.48, 0.47, 0.47, 0.55]
+    loss = [1.2 + 0.05 * i for i in range(len(accuracy))]
+    state, reasons = run_schedule(accuracy, loss)
+    assert reasons == [None] * len(accuracy) and state.cooldown_from == 0
+    # the same for a run whose val accuracy stalls while its val loss still falls
+    state, reasons = run_schedule([0.4] * 10, [1.0 - 0.01 * i for i in range(10)])
+    assert reasons == [None] * 10 and state.cooldown_from == 0
 
+
+def test_the_schedule_cools_down_after_a_stall_then_stops() -> None:
+    """No new best val accuracy and no new lowest val loss for ``patience`` epochs: the LR falls to 0 over
+    max(2, ceil(cooldown x epochs so far)) epochs, and training stops at the end of it, saying why."""
+    accuracy = [0.5, 0.6, 0.7] + [0.7] * 3 + [0.72, 0.71, 0.7]
+    loss = [1.0, 0.9, 0.8] + [0.85] * 6
+    state, reasons = run_schedule(accuracy, loss)
+    assert (state.cooldown_from, state.cooldown_epochs) == (6, 2), "stalled at epoch 6: 3 epochs without progress"
+    assert reasons[:7] == [None] * 7 and "stopped after the cooldown" in reasons[7] and len(reasons) == 8
+    assert "best val accuracy 0.7200 at epoch 7" in reasons[7], "a new best in the cooldown is still kept"
+    state, _ = run_schedule([0.5 + 0.01 * i for i in range(20)] + [0.6] * 5, [1.0] * 25)
+    assert state.cooldown_epochs == 5, "the cooldown is a share of the run: ceil(0.2 x 23)"
     fresh = TrainerState(epoch=1)
-    plateau(fresh, False, float("nan"), t)  # a diverged first epoch is no lowest loss...
-    plateau(fresh, False, 2.0, t)
-    assert fresh.best_loss == 2.0 and fresh.loss_bad_epochs == 0, "...so the next finite loss is"
+    after_epoch(fresh, False, float("nan"), SimpleNamespace(patience=3, cooldown=0.2, epochs=60))
+    assert fresh.best_loss is None, "a diverged epoch is no lowest loss"
+
+
+def test_the_schedule_ends_its_cooldown_by_the_epoch_ceiling() -> None:
+    state, reasons = run_schedule([0.1 * i for i in range(10)], [1.0 - 0.01 * i for i in range(10)], epochs=10)
+    assert (state.cooldown_from, state.cooldown_epochs) == (8, 2), "cooldown over the last 2 of 10 epochs"
+    assert "reached train.epochs=10 while still making progress" in reasons[-1] and len(reasons) == 10
+    resume_plan(state, SimpleNamespace(epochs=20))
+    assert state.cooldown_from == 0, "a higher ceiling continues the run at the peak LR"
+    stalled, _ = run_schedule([0.5] * 6, [1.0] * 6)
+    resume_plan(stalled, SimpleNamespace(epochs=100))
+    assert stalled.cooldown_from == 4, "a run that stalled stays stopped"
+
+
+def test_the_lr_warms_up_stays_and_falls_linearly_to_zero() -> None:
+    from vqa.schedule import WarmupStableDecay
+
+    schedule = WarmupStableDecay(warmup=4)
+    assert [schedule(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    schedule.follow(TrainerState(cooldown_from=2, cooldown_epochs=2), steps_per_epoch=5)
+    assert schedule(9) == 1.0 and schedule(14) == pytest.approx(0.5) and schedule(19) == 0.0
 
 
 def test_early_stopping_and_its_resume(tiny_dataset, features_root, tmp_path) -> None:
-    """With a learning rate too small to change anything, val accuracy stalls after epoch 1: patience 2 stops
-    training at epoch 3 of 10. A run killed mid-patience resumes to the same stop and the same weights."""
+    """With a learning rate too small to change anything, val accuracy and loss stall after epoch 1: patience 2
+    starts the cooldown at epoch 3, which ends at epoch 5 of 10. A run killed mid-cooldown resumes to the same
+    stop and the same weights; a run the ceiling ended continues when the ceiling is raised."""
     import shutil
 
-    args = ["train.epochs=10", "train.patience=2", "train.lr_patience=1", "train.lr=1e-12"]
+    args = ["train.epochs=10", "train.patience=2", "train.lr=1e-12"]
     full = with_features(setup_run(tiny_dataset, tmp_path / "full", *args), features_root)
     state = train(full, Accelerator(cpu=True))
-    assert state.epoch == 3 and state.bad_epochs == 2 and state.best_epoch == 1
+    assert (state.epoch, state.cooldown_from, state.best_epoch) == (5, 3, 1)
     rows = [json.loads(line) for line in (tmp_path / "full" / "train_log.jsonl").read_text().splitlines()]
-    assert [r["stop"] for r in rows[:-1]] == [None, None]
-    assert rows[-1]["stop"].startswith("early stop: val accuracy has not improved for 2 epochs")
-    assert rows[-1]["lr"] < rows[0]["lr"], "the plateau halved the LR"
-    assert train(full, Accelerator(cpu=True)).epoch == 3, "a stopped run reruns to a no-op"
+    assert [r["stop"] for r in rows[:-1]] == [None] * 4
+    assert rows[-1]["stop"].startswith("stopped after the cooldown: no new best val accuracy or lowest val loss")
+    assert rows[3]["lr"] < rows[2]["lr"] and rows[-1]["lr"] == 0.0, "the cooldown took the LR to 0"
+    assert rows[0]["val_per_family"] and set(rows[0]["val_per_family"]) <= {"how many", "how many digits",
+        "how many letters", "what shape is", "what color is", "where is", "how is", "when was", "what is written",
+        "where on the page", "what color ink"}  # fmt: skip
+    assert train(full, Accelerator(cpu=True)).epoch == 5, "a stopped run reruns to a no-op"
 
-    shutil.copytree(tmp_path / "full", tmp_path / "killed")  # killed during epoch 3: one bad epoch so far
-    shutil.rmtree(tmp_path / "killed" / "checkpoints" / "epoch_003")
+    shutil.copytree(tmp_path / "full", tmp_path / "killed")  # killed during epoch 5, in the cooldown
+    shutil.rmtree(tmp_path / "killed" / "checkpoints" / "epoch_005")
     resumed = train(setup_run(tiny_dataset, tmp_path / "killed", *args), Accelerator(cpu=True))
-    assert (resumed.epoch, resumed.bad_epochs, resumed.lr_scale) == (3, 2, state.lr_scale)
-    a = load_file(str(tmp_path / "full" / "checkpoints" / "epoch_003" / "model.safetensors"))
-    b = load_file(str(tmp_path / "killed" / "checkpoints" / "epoch_003" / "model.safetensors"))
+    assert (resumed.epoch, resumed.cooldown_from, resumed.cooldown_epochs) == (5, 3, 2)
+    a = load_file(str(tmp_path / "full" / "checkpoints" / "epoch_005" / "model.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "checkpoints" / "epoch_005" / "model.safetensors"))
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
 
-    more = train(setup_run(tiny_dataset, tmp_path / "full", "train.epochs=10", "train.patience=3",
-                           "train.lr_patience=1", "train.lr=1e-12"), Accelerator(cpu=True))  # fmt: skip
-    assert more.epoch == 4, "more patience continues a stopped run"
+    short = ["train.epochs=2", "train.patience=5"]
+    ended = train(with_features(setup_run(tiny_dataset, tmp_path / "short", *short), features_root),
+                  Accelerator(cpu=True))  # fmt: skip
+    assert ended.epoch == 2 and not ended.stalled
+    more = train(setup_run(tiny_dataset, tmp_path / "short", "train.epochs=3", "train.patience=5"),
+                 Accelerator(cpu=True))  # fmt: skip
+    assert more.epoch == 3, "a higher ceiling continues a run the ceiling ended"
 
 
 def test_tensorboard_tracker_writes_readable_events(tiny_dataset, features_root, tmp_path) -> None:

@@ -44,10 +44,12 @@ class TrainerState:
     step: int = 0  # optimizer steps done
     best_accuracy: float = -1.0  # best val accuracy so far, reached at ``best_epoch``
     best_epoch: int = 0
-    bad_epochs: int = 0  # epochs since the last new best val accuracy (early stopping counts these)
+    bad_epochs: int = 0  # epochs since the last new best val accuracy
     best_loss: float | None = None  # lowest val loss so far
-    loss_bad_epochs: int = 0  # epochs since the last new lowest val loss (the LR decay counts these)
-    lr_scale: float = 1.0  # the plateau schedule's multiplier of train.lr
+    progress_epoch: int = 0  # the last epoch with a new best val accuracy or a new lowest val loss
+    cooldown_from: int = 0  # > 0: the LR falls to 0 from the end of this epoch (``schedule.py``)
+    cooldown_epochs: int = 0  # ... over this many epochs, after which training stops
+    stalled: bool = False  # the cooldown began because progress stopped (else: to end by train.epochs)
     loss_sum: list[float] = field(default_factory=lambda: [0.0, 0.0])  # a stopped epoch's [loss sum, examples]
     history: list[dict[str, Any]] = field(default_factory=list)  # one log row per epoch (train_log.jsonl)
 

@@ -24,6 +24,7 @@ from .data import N_CANDIDATES, QA, TYPE_INDEX, dataset_from_config
 from .errors import VQAError
 from .grounding import grounding_targets
 from .io import atomic_write_dir
+from .scoring import question_family
 
 PAD, UNK = "[PAD]", "[UNK]"
 
@@ -78,6 +79,7 @@ def tokenise_qa(qas: Sequence[QA], tokenizer: PreTrainedTokenizerFast, max_len: 
         "image_id": [q.image_id for q in qas],
         "split": [q.split for q in qas],
         "type": [TYPE_INDEX.index(q.type) for q in qas],
+        "family": [question_family(q.question) for q in qas],  # for the training log's per-family val accuracy
         "question_ids": questions,
         "candidate_ids": [flat[N_CANDIDATES * i : N_CANDIDATES * (i + 1)] for i in range(len(qas))],
         "label": [0] * len(qas),  # the true answer is candidates[0]; loaders shuffle the order

@@ -1,6 +1,6 @@
 """The training stage on Accelerate: a loop that reads top to bottom (``train``), like torchvision's references.
 
-    train: setup -> resume -> for each epoch: train_one_epoch -> validate -> end_epoch (best, plateau, checkpoint)
+    train: setup -> resume -> for each epoch: train_one_epoch -> validate -> end_epoch (best, schedule, checkpoint)
 
 Batches: ``train.batch_size`` is the *global* batch. The DataLoader is prepared with ``split_batches=True``, so
 each of N processes gets batch_size / N examples of the same global batch, the scheduler steps once per optimizer
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
@@ -45,11 +46,12 @@ from .checkpoint import (
 from .config import Config
 from .errors import Stopped, VQAError
 from .evaluate import accuracy_of, predict_pass
-from .features import FeatureReader, check_store, features_dir
+from .features import FeatureReader, check_covers, check_store, features_dir
 from .grounding import attention_loss, gate_loss
 from .io import atomic_write_text, reached, save_figure
 from .loader import QAExamples, collate, make_sampler, model_inputs, split_rows
 from .model import ModelSpec, VQAModel, init_embedding
+from .schedule import WarmupStableDecay, after_epoch, describe_epoch, resume_plan, stop_reason
 from .text import prepare_qa, read_word_vectors
 
 
@@ -65,50 +67,6 @@ def build_model(cfg: Config, tokenizer: Any, grid: tuple[int, int, int], log: An
         log(f"word vectors: {len(words) - len(missing)}/{len(words)} vocabulary words found in "
             f"{cfg.model.word_vectors}" + (f"; not found: {', '.join(missing[:12])}" if missing else ""))
     return model
-
-
-class WarmupPlateau:
-    """LR multiplier: linear warmup over ``warmup`` steps, then ``scale``, which ``plateau`` lowers on stalls.
-
-    Why not cosine over ``train.epochs``: with early stopping, ``epochs`` is only a ceiling, and a schedule laid
-    out over the ceiling would still be at its peak when training stops. The LR instead halves (``train.lr_decay``)
-    every ``train.lr_patience`` epochs without a new lowest val loss, and training stops after ``train.patience``
-    epochs without a new best val accuracy (``plateau``). A callable object, not a closure, so
-    ``LambdaLR.state_dict`` (and ``save_state``) keeps ``scale``.
-    """
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.scale = warmup, 1.0
-
-    def __call__(self, step: int) -> float:
-        return self.scale * min(1.0, (step + 1) / max(1, self.warmup))
-
-
-def plateau(state: TrainerState, improved: bool, val_loss: float, t: Any) -> str | None:
-    """Update the patience counters in ``state`` after an epoch; returns why training stops now, or None.
-
-    Two signals, each for what it is good at. The LR decays when the val *loss* stops falling: accuracy on ~1,000
-    val questions moves by +-0.01 from noise alone, and decaying on every such dip halved the LR while the model
-    was still learning fast (0.5e-3 at epoch 8, 1.25e-4 at epoch 12 on the demo). Stopping and model selection
-    use val *accuracy*, the number reported."""
-    state.bad_epochs = 0 if improved else state.bad_epochs + 1
-    if not math.isnan(val_loss) and (state.best_loss is None or val_loss < state.best_loss):
-        state.best_loss, state.loss_bad_epochs = val_loss, 0
-    else:
-        state.loss_bad_epochs += 1
-        if state.loss_bad_epochs % t.lr_patience == 0:
-            state.lr_scale *= t.lr_decay
-    return plateau_reason(state, t)
-
-
-def plateau_reason(state: TrainerState, t: Any) -> str | None:
-    """Why training is over at this state (early stop, or the epoch ceiling), or None to go on."""
-    best = f"best {state.best_accuracy:.4f} at epoch {state.best_epoch}"
-    if state.bad_epochs >= t.patience:
-        return f"early stop: val accuracy has not improved for {t.patience} epochs ({best})"
-    if state.epoch >= t.epochs:
-        return f"reached train.epochs={t.epochs} before val accuracy stopped improving ({best}): raise train.epochs"
-    return None
 
 
 def curves(log_path: Path, out: Path) -> None:
@@ -194,16 +152,17 @@ class Training:
     model: Any  # VQAModel, as wrapped by accelerator.prepare
     optimizer: Any
     scheduler: Any  # LambdaLR over ``schedule``
-    schedule: WarmupPlateau
+    schedule: WarmupStableDecay
     train_loader: Any
     val_loader: Any
     train_examples: QAExamples
     steps_per_epoch: int  # optimizer steps per epoch
+    val_family: dict[int, str]  # qa_id -> question family, for the log (empty for a table cached before it)
 
 
 def build_training(cfg: Config, accelerator: Accelerator, model: VQAModel, train_rows: Any, val_rows: Any,
                    reader: FeatureReader | None) -> Training:  # fmt: skip
-    """Loaders, AdamW and the warmup-plateau schedule around ``model``, all prepared by Accelerate.
+    """Loaders, AdamW and the warmup-stable-decay schedule around ``model``, all prepared by Accelerate.
 
     ``reader`` None: no image features (the blind variant). drop_last on train: every optimizer step sees a full
     global batch, so 1 and N processes take the same steps (Accelerate would pad an uneven last batch with
@@ -216,13 +175,15 @@ def build_training(cfg: Config, accelerator: Accelerator, model: VQAModel, train
                             collate_fn=collate, num_workers=t.num_workers)  # fmt: skip
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=True)
     steps_per_epoch = math.ceil(len(train_loader) / t.grad_accum)
-    schedule = WarmupPlateau(int(t.warmup * steps_per_epoch))
+    schedule = WarmupStableDecay(int(t.warmup * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, scheduler
     )
+    families = dict(zip(val_rows["qa_id"], val_rows["family"], strict=True)) if "family" in val_rows.column_names \
+        else {}
     return Training(cfg, accelerator, model, optimizer, scheduler, schedule, train_loader, val_loader,
-                    train_examples, steps_per_epoch)  # fmt: skip
+                    train_examples, steps_per_epoch, families)  # fmt: skip
 
 
 def setup(cfg: Config, accelerator: Accelerator) -> tuple[Training, FeatureReader]:
@@ -236,6 +197,7 @@ def setup(cfg: Config, accelerator: Accelerator) -> tuple[Training, FeatureReade
     reader = FeatureReader(features_dir(cfg))
     check_store(cfg.features, reader)
     tokenizer, table = prepare_qa(cfg, accelerator, resuming, reader.grid)
+    check_covers(reader, table["image_id"])
     train_rows, dropped = split_rows(table, "train", reader)
     val_rows, _ = split_rows(table, "val", reader)
     if dropped:
@@ -244,7 +206,7 @@ def setup(cfg: Config, accelerator: Accelerator) -> tuple[Training, FeatureReade
         raise VQAError(f"{len(train_rows)} train questions is less than one batch (train.batch_size={t.batch_size})")
     set_seed(cfg.seed)
     model = build_model(cfg, tokenizer, reader.grid, log)
-    features = reader if cfg.model.variant != "blind" else None
+    features = reader if model.spec.sees_image else None
     return build_training(cfg, accelerator, model, train_rows, val_rows, features), reader
 
 
@@ -319,13 +281,18 @@ def train_one_epoch(tr: Training, state: TrainerState, epoch: int, stop: StopSig
 
 
 def validate(tr: Training) -> dict[str, Any]:
-    """Val accuracy (ties wrong), per type, and the answer loss, gathered over every process."""
-    return accuracy_of(predict_pass(tr.model, tr.val_loader, tr.accelerator))
+    """Val accuracy (ties wrong), per type and per question family, and the answer loss, gathered over every
+    process."""
+    out = predict_pass(tr.model, tr.val_loader, tr.accelerator)
+    val = accuracy_of(out)
+    families = np.array([tr.val_family.get(int(i), "") for i in out["qa_id"]])
+    val["per_family"] = {f: float(val["correct"][families == f].mean()) for f in sorted(set(families)) if f}
+    return val
 
 
 def end_epoch(tr: Training, state: TrainerState, stats: EpochStats, val: dict[str, Any],
               meta: dict[str, Any]) -> tuple[str | None, Path]:  # fmt: skip
-    """After an epoch: keep the best weights, update the plateau, log, checkpoint. Returns (why stop, checkpoint)."""
+    """After an epoch: keep the best weights, update the schedule, log, checkpoint. Returns (why stop, checkpoint)."""
     acc, t, epoch = tr.accelerator, tr.cfg.train, state.epoch + 1
     reached(f"train:validated:epoch{epoch}")
     totals = acc.reduce(stats.loss_sum, reduction="sum")
@@ -336,21 +303,24 @@ def end_epoch(tr: Training, state: TrainerState, stats: EpochStats, val: dict[st
         if acc.is_main_process:
             save_best(acc.unwrap_model(tr.model), checkpoints_dir(tr.cfg),
                       {**meta, "epoch": epoch, "val_accuracy": val["accuracy"], "val_per_type": val["per_type"]})
-    reason = plateau(state, improved, val["loss"], t)  # patience, LR scale, and whether to stop
-    tr.schedule.scale = state.lr_scale
+    reason = after_epoch(state, improved, val["loss"], t)  # progress, the cooldown, and whether to stop
+    tr.schedule.follow(state, tr.steps_per_epoch)
     row = {"epoch": epoch, "train_loss": float(totals[0] / totals[1]), "val_loss": val["loss"],
-           "val_accuracy": val["accuracy"], "val_per_type": val["per_type"], "lr": tr.scheduler.get_last_lr()[0],
+           "val_accuracy": val["accuracy"], "val_per_type": val["per_type"], "val_per_family": val["per_family"],
+           "lr": tr.scheduler.get_last_lr()[0],
            "questions_per_s": stats.seen * acc.num_processes / stats.seconds,  # all processes
-           "data_wait": stats.data_wait, "seconds": round(stats.seconds, 2), "best": improved, "stop": reason}
+           "data_wait": stats.data_wait, "seconds": round(stats.seconds, 2), "best": improved,
+           "schedule": describe_epoch(state, t), "stop": reason}
     state.history.append(row)
     acc.log(tracked(row), step=epoch)  # to train.log_with's tracker; a no-op without one
     saved = save_training_state(tr.cfg, acc, state, {**meta, "epoch": epoch})
     if acc.is_main_process:  # rewritten from the checkpointed history: a kill never loses a row
         rows = "".join(json.dumps(r) + "\n" for r in state.history)
         atomic_write_text(Path(tr.cfg.run.dir) / "train_log.jsonl", rows)
-    best = " (best)" if improved else f" (no gain for {state.bad_epochs}/{t.patience})"
+    best = " best" if improved else ""
     acc.print(f"epoch {epoch}: loss {row['train_loss']:.4f}  val loss {val['loss']:.4f} acc {val['accuracy']:.4f}"
-              f"{best}  lr {row['lr']:.2e}  {row['questions_per_s']:.0f} q/s, data wait {row['data_wait']:.1%}")
+              f"{best} ({row['schedule']})  lr {row['lr']:.2e}  {row['questions_per_s']:.0f} q/s, "
+              f"data wait {row['data_wait']:.1%}")
     return reason, saved
 
 
@@ -373,14 +343,16 @@ def stop_mid_epoch(tr: Training, state: TrainerState, stats: EpochStats, meta: d
 
 
 def train(cfg: Config, accelerator: Accelerator | None = None) -> TrainerState:
-    """Train ``cfg.model`` on the train split until val accuracy plateaus; the best epoch on val is kept."""
+    """Train ``cfg.model`` on the train split until it stops making progress (``schedule.py``); the best epoch on
+    val is kept."""
     accelerator = accelerator or make_accelerator(cfg, training=True)
     tr, reader = setup(cfg, accelerator)
     state = resume_training_state(cfg, accelerator)
-    tr.schedule.scale = state.lr_scale  # also restored by load_state; the trainer state is the one we log
+    resume_plan(state, cfg.train)
+    tr.schedule.follow(state, tr.steps_per_epoch)  # also restored by load_state; the trainer state rules
     meta = {"spec": accelerator.unwrap_model(tr.model).spec.to_dict(), "features": reader.manifest["fingerprint"],
             "seed": cfg.seed}  # fmt: skip
-    reason = plateau_reason(state, cfg.train)
+    reason = stop_reason(state, cfg.train)
     if reason:
         accelerator.print(f"nothing to do: {reason}")
     if cfg.train.log_with != "none":  # TensorBoard (or another Accelerate tracker) under <run.dir>/tb/train
