@@ -36,7 +36,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         rate = out["extracted_now"] / out["seconds"] if out["extracted_now"] else 0.0
         print(f"features: {out['images']} images -> {features_dir(cfg)} ({s['backbone']}@{s['image_size']}, grid "
               f"{'x'.join(map(str, s['grid']))}, {s['precision']}, {out['processes']} process(es))")
-        print(f"  extracted {out['extracted_now']} now in {out['seconds']:.1f}s ({rate:.1f} img/s end to end)")
+        if out.get("served_by"):
+            print(f"  the store already holds all {out['images']} images of this dataset (it serves "
+                  f"{out['served_by']}): nothing to extract")  # fmt: skip
+        else:
+            print(f"  extracted {out['extracted_now']} now in {out['seconds']:.1f}s ({rate:.1f} img/s end to end)")
         if out["missing"]:
             print(f"  {len(out['missing'])} image(s) skipped as unusable (listed in manifest.json 'missing'):")
             for image_id, reason in sorted(out["missing"].items())[:20]:

@@ -282,3 +282,40 @@ def test_images_changed_under_the_same_names_are_extracted_again(tiny_dataset, t
     assert [n for n in before if before[n] != after[n]] == ["shard_00000.npy"]
     assert not torch.equal(FeatureReader(root)[first], old), "the new pixels' features"
     assert run_features(cfg)["extracted_now"] == 0
+
+
+def test_a_store_serves_a_dataset_over_a_subset_of_its_images(store, tmp_path) -> None:
+    """A pointing file (or a filtered dataset) asks about some of the telling images: the telling store serves it
+    with nothing extracted, training reads it; a dataset with an image the store lacks is refused, naming it."""
+    from vqa.config import load_config
+    from vqa.data import dataset_from_config
+    from vqa.features import check_covers
+    from vqa.synth.pointing import annotation_paths
+
+    d = store.data
+    shared = f"features.dir={features_dir(store)}"
+    telling = json.loads(Path(d.annotations).read_text())
+    subset = {**telling, "images": telling["images"][::3]}
+    (tmp_path / "subset.json").write_text(json.dumps(subset))
+    kept = {im["image_id"] for im in subset["images"]}
+    cfg = load_config(None, [f"data.annotations={tmp_path / 'subset.json'}", f"data.images={d.images}",
+                             f"run.dir={tmp_path / 'run'}", *FAST, shared])  # fmt: skip
+    before = {p.name: p.stat().st_mtime_ns for p in features_dir(store).glob("*")}
+    out = run_features(cfg)
+    assert out["extracted_now"] == 0 and out["served_by"] == 38 and out["images"] == len(kept)
+    assert {p.name: p.stat().st_mtime_ns for p in features_dir(store).glob("*")} == before, "the store is untouched"
+    pointing = load_config(None, [f"data.annotations={annotation_paths(store)['pointing']}", "data.task=pointing",
+                                  f"data.images={d.images}", f"run.dir={tmp_path / 'p'}", *FAST, shared])  # fmt: skip
+    assert extract_features(pointing, dataset_from_config(pointing), Accelerator(cpu=True))["extracted_now"] == 0
+
+    first = telling["images"][0]
+    qa = [{**q, "qa_id": 10_000 + i, "image_id": 999} for i, q in enumerate(first["qa_pairs"])]
+    extra = {**telling, "images": [*telling["images"], {**first, "image_id": 999, "qa_pairs": qa}]}
+    (tmp_path / "more.json").write_text(json.dumps(extra))
+    more = load_config(None, [f"data.annotations={tmp_path / 'more.json'}", f"data.images={d.images}",
+                              f"run.dir={tmp_path / 'more'}", *FAST, shared])  # fmt: skip
+    with pytest.raises(VQAError, match="lacks 1 of this dataset's 39") as e:
+        run_features(more)
+    assert "image_id 999" in e.value.render()
+    with pytest.raises(VQAError, match=r"lacks 1 image\(s\) of this dataset \(image_id 999\)"):
+        check_covers(FeatureReader(features_dir(store)), [*kept, 999])

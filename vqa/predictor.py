@@ -83,13 +83,14 @@ class Predictor:
         model, _, _, tokenizer = load_trained(cfg)
         manifest = load_manifest(features_dir(cfg))
         backbone = None
-        if model.spec.variant != "blind":
+        if model.spec.sees_image:
             if not manifest["pretrained"]:
                 raise VQAError(f"the features in {features_dir(cfg)} come from a randomly initialised backbone, "
                                "which cannot be rebuilt for a new image; extract with features.pretrained=true")
             weights = manifest["weights"] if Path(manifest["weights"]).is_file() else None
             backbone = build_backbone(manifest["backbone"], int(manifest["image_size"]), pretrained=True,
-                                      weights=weights, hypercolumn=manifest.get("hypercolumn", []))  # fmt: skip
+                                      weights=weights, hypercolumn=manifest.get("hypercolumn", []),
+                                      space_to_depth=manifest.get("space_to_depth", []))  # fmt: skip
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if backbone is not None:
             backbone.module.to(dev, memory_format=torch.channels_last)
