@@ -44,15 +44,19 @@ eval: setup ## Score eval.split (default test) in the official protocol -> <run.
 inspect: setup ## Attention maps: one PNG per question (+ index.html) in <run.dir>/inspect/
 	$(PY) pipelines/inspect.py --config $(CONFIG) $(ARGS)
 
-baselines: setup ## Train + eval the honest baselines in <run.dir>_<name>, sharing the main run's feature store
+# the honest baselines: each trains and evaluates in <run.dir>_<name> on the main run's feature store
+BASELINES ?= no_supervision no_attention image_only blind answer_only
+BASELINE_no_supervision := model.variant=attention train.attention_supervision=0
+BASELINE_no_attention := model.variant=no_attention
+BASELINE_image_only := model.variant=image_only
+BASELINE_blind := model.variant=blind
+BASELINE_answer_only := model.variant=answer_only
+
+baselines: setup ## Train + eval the honest baselines (no_supervision, no_attention, image_only, blind, answer_only) in <run.dir>_<name>
 	@dirs=$$($(PY) -c 'import sys; from vqa.config import load_config; from vqa.features import features_dir; c = load_config(sys.argv[1], sys.argv[2:]); print(c.run.dir, features_dir(c))' $(CONFIG) $(ARGS)); \
 	set -- $$dirs; run_dir=$$1; store=$$2; \
-	for b in "no_supervision model.variant=attention train.attention_supervision=0" "no_attention model.variant=no_attention" \
-	         "image_only model.variant=image_only" "blind model.variant=blind"; do \
-	  set -- $$b; name=$$1; shift; \
-	  $(MAKE) --no-print-directory features train eval CONFIG=$(CONFIG) \
-	    ARGS="$(ARGS) run.dir=$${run_dir}_$$name features.dir=$$store $$*" || exit 1; \
-	done
+	$(foreach b,$(BASELINES),$(MAKE) --no-print-directory features train eval CONFIG=$(CONFIG) \
+	  ARGS="$(ARGS) run.dir=$${run_dir}_$(b) features.dir=$$store $(BASELINE_$(b))" || exit 1;)
 
 bench: setup ## Speed + memory ratios of this machine -> <run.dir>/bench/bench.json, bench.png (ARGS="--only training")
 	@ann=$$($(PY) -c 'import sys; from vqa.config import load_config; print(load_config(sys.argv[1], [a for a in sys.argv[2:] if "=" in a and not a.startswith("-")]).data.annotations)' $(CONFIG) $(ARGS)); \
@@ -62,11 +66,11 @@ bench: setup ## Speed + memory ratios of this machine -> <run.dir>/bench/bench.j
 bench-features: setup ## Only the extraction part of `make bench`
 	$(MAKE) --no-print-directory bench CONFIG=$(CONFIG) ARGS="$(ARGS) --only extraction"
 
-demo: setup ## The whole offline demo: data -> features -> train -> eval (val, test) -> baselines -> inspect
+demo: setup ## The offline demo: data -> features -> train -> eval (val, test) -> the blind baseline -> inspect
 	$(MAKE) --no-print-directory data CONFIG=$(CONFIG)
 	$(MAKE) --no-print-directory features train CONFIG=$(CONFIG) ARGS="$(ARGS)"
 	$(MAKE) --no-print-directory eval CONFIG=$(CONFIG) ARGS="$(ARGS) eval.split=val"
-	$(MAKE) --no-print-directory baselines CONFIG=$(CONFIG) ARGS="$(ARGS)"
+	$(MAKE) --no-print-directory baselines CONFIG=$(CONFIG) ARGS="$(ARGS)" BASELINES=blind
 	$(MAKE) --no-print-directory eval CONFIG=$(CONFIG) ARGS="$(ARGS) eval.split=test"
 	$(MAKE) --no-print-directory inspect CONFIG=$(CONFIG) ARGS="$(ARGS)"
 
@@ -80,5 +84,4 @@ lint: setup ## ruff check
 	$(VENV)/bin/ruff check .
 
 clean: ## Remove generated data and runs (keeps .venv)
-	rm -rf data/synth7w runs/default runs/default_no_supervision runs/default_no_attention runs/default_image_only runs/default_blind \
-	  runs/pointing runs/pointing_no_supervision runs/pointing_no_attention runs/pointing_image_only runs/pointing_blind
+	rm -rf data/synth7w $(foreach r,default pointing,runs/$(r) $(foreach b,no_supervision no_attention image_only blind answer_only,runs/$(r)_$(b)))

@@ -20,25 +20,28 @@ def batch(b: int = 3, c: int = 16, h: int = 3, w: int = 4) -> dict[str, torch.Te
 
 
 @pytest.mark.parametrize("attention", ["additive", "bilinear"])
-@pytest.mark.parametrize("count", [False, True])
-@pytest.mark.parametrize("variant", ["attention", "no_attention", "image_only", "blind"])
+@pytest.mark.parametrize(("count", "question_glimpses"), [(False, 0), (True, 0), (True, 1)])
+@pytest.mark.parametrize("variant", ["attention", "no_attention", "image_only", "blind", "answer_only"])
 @pytest.mark.parametrize(("rnn", "bidirectional", "answer_encoder"), [("lstm", False, "rnn"), ("gru", True, "mean")])
 def test_shapes_of_every_variant(variant: str, rnn: str, bidirectional: bool, answer_encoder: str,
-                                 count: bool, attention: str) -> None:  # fmt: skip
+                                 count: bool, question_glimpses: int, attention: str) -> None:  # fmt: skip
     dims = {"embed_dim": 8, "hidden_dim": 12, "attention_dim": 10, "glimpses": 2}
     spec = ModelSpec(20, (16, 3, 4), variant=variant, rnn=rnn, bidirectional=bidirectional,
-                     answer_encoder=answer_encoder, count=count, attention=attention, **dims)  # fmt: skip
+                     answer_encoder=answer_encoder, count=count, attention=attention,
+                     question_glimpses=question_glimpses, **dims)  # fmt: skip
     model = VQAModel(spec).eval()
     scores, attention = model(**batch())
-    assert scores.shape == (3, 4) and attention.shape == (3, 4, 2, 3, 4)
-    assert torch.allclose(attention.sum((-2, -1)), torch.ones(3, 4, 2), atol=1e-5)
-    if variant in ("no_attention", "blind"):
+    g = 2 + (question_glimpses if variant == "attention" else 0)  # image_only has no question to drive a glimpse
+    assert scores.shape == (3, 4) and attention.shape == (3, 4, g, 3, 4)
+    assert torch.allclose(attention.sum((-2, -1)), torch.ones(3, 4, g), atol=1e-5)
+    if variant in ("no_attention", "blind", "answer_only"):
         assert torch.allclose(attention, torch.full_like(attention, 1 / 12))
     again, _ = model(**batch())
     assert torch.equal(scores, again), "eval-mode forward is a pure function of its inputs"
     _, _, gates = model(**batch(), with_gates=True)
     counts = count and variant in ("attention", "image_only")
-    assert (gates.shape == (3, 4, 12, 2)) if counts else gates is None, "gate logits [B, K, H*W, G] for the loss"
+    gate_glimpses = question_glimpses if variant == "attention" and question_glimpses else 2
+    assert (gates.shape == (3, 4, 12, gate_glimpses)) if counts else gates is None, "gate logits [B, K, H*W, G]"
     scores.sum().backward()
 
 
@@ -124,6 +127,19 @@ def test_blind_ignores_the_image() -> None:
     a, _ = model(**x)
     b, _ = model(**{**x, "features": torch.zeros_like(x["features"])})
     assert torch.equal(a, b)
+
+
+def test_answer_only_reads_nothing_but_the_candidates() -> None:
+    """Visual7W's distractors are known to leak the answer (Chao et al., NAACL 2018): this baseline sees the
+    candidate alone, no question and no image."""
+    model = VQAModel(ModelSpec(20, (16, 3, 4), variant="answer_only", embed_dim=8, hidden_dim=12)).eval()
+    x = batch()
+    a, _ = model(**x)
+    b, _ = model(**{**x, "question": torch.randint(2, 20, x["question"].shape),
+                    "features": torch.zeros_like(x["features"])})  # fmt: skip
+    assert torch.equal(a, b)
+    c, _ = model(**{**x, "candidates": torch.randint(2, 20, x["candidates"].shape)})
+    assert not torch.equal(a, c), "it does read the candidates"
 
 
 def test_image_only_never_reads_the_question() -> None:

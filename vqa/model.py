@@ -50,6 +50,7 @@ class ModelSpec:
     count: bool = False  # the counting path (False in checkpoints written before it existed)
     task: str = "telling"  # telling: candidates are text | pointing: candidates are boxes (``BoxEncoder``)
     attention: str = "additive"  # additive: tanh(W_v v + W_s s) | bilinear: tanh(W_v v) * tanh(W_s s) (MLB)
+    question_glimpses: int = 0  # telling: glimpses driven by the question alone, shared by the candidates
 
     @classmethod
     def from_config(cls, cfg: Any, vocab_size: int, grid: tuple[int, int, int]) -> ModelSpec:
@@ -59,11 +60,19 @@ class ModelSpec:
             attention = "additive" if cfg.data.task == "pointing" else "bilinear"
         return cls(vocab_size, tuple(grid), m.variant, m.rnn, m.bidirectional, m.embed_dim, m.hidden_dim,
                    m.answer_encoder, m.glimpses, m.attention_dim, m.dropout, m.count, cfg.data.task,
-                   attention)  # fmt: skip
+                   attention, m.question_glimpses if cfg.data.task == "telling" else 0)  # fmt: skip
 
     @property
     def attends(self) -> bool:
         return self.variant in ("attention", "image_only")
+
+    @property
+    def sees_image(self) -> bool:
+        return self.variant not in ("blind", "answer_only")
+
+    @property
+    def reads_question(self) -> bool:
+        return self.variant not in ("image_only", "answer_only")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,9 +151,9 @@ class VQAModel(nn.Module):
         self.spec = spec
         c, _, _ = spec.grid
         self.embed = nn.Embedding(spec.vocab_size, spec.embed_dim, padding_idx=0)
-        # image_only never reads the question: no encoder at all (an unused one would also upset DDP)
+        # image_only and answer_only never read the question: no encoder at all (an unused one would upset DDP)
         self.question = (TextEncoder(spec.rnn, spec.embed_dim, spec.hidden_dim, spec.bidirectional)
-                         if spec.variant != "image_only" else None)  # fmt: skip
+                         if spec.reads_question else None)  # fmt: skip
         self.answer = (TextEncoder(spec.rnn, spec.embed_dim, spec.hidden_dim, spec.bidirectional)
                        if spec.answer_encoder == "rnn" and spec.task == "telling" else None)  # fmt: skip
         q_dim = self.question.out_dim if self.question is not None else 0
@@ -155,9 +164,9 @@ class VQAModel(nn.Module):
         self.boxes = None
         if spec.task == "pointing":  # candidates are boxes: encoded from the grid and their geometry
             a_dim = spec.hidden_dim
-            self.boxes = BoxEncoder(d if spec.variant != "blind" else None, a_dim)
+            self.boxes = BoxEncoder(d if spec.sees_image else None, a_dim)
         ctx_dim = 0
-        if spec.variant != "blind":
+        if spec.sees_image:
             self.cells = nn.Sequential(nn.Linear(c, d), nn.LayerNorm(d))  # cell features -> [.., D]
             self.where = nn.Linear(2, d)  # (x, y) -> [.., D], added: position on the same scale as content
             ctx_dim = d
@@ -177,13 +186,26 @@ class VQAModel(nn.Module):
                     self.seek_w = nn.Linear(d, 1)
                     self.placed = nn.Sequential(nn.Linear(3, d), nn.ReLU(), nn.Linear(d, d))
                     ctx_dim += d
-        self.counter = None
+        # telling: glimpses driven by the question alone, the same for every candidate. Why: a candidate-driven
+        # attention can find evidence for *each* candidate ("Red." looks at the red object, "Blue." at the blue one)
+        # when every candidate is something the image shows; without grounding boxes it learns exactly that and
+        # stalls at chance. The question's own glimpse must find what the question is about.
+        gq = spec.question_glimpses if spec.attends and q_dim else 0
+        self.seek_t = self.seek_tw = None
+        if gq:
+            self.seek_t = nn.Linear(q_dim, d)
+            self.seek_tw = nn.Linear(d, gq)  # attention logits
+            ctx_dim += d * gq
+        self.counter = self.count_w = self.gate = None
         if spec.attends and spec.count:
-            self.count_w = nn.Linear(d, spec.glimpses)  # per-cell "this cell matches" logits, one per glimpse
             # most cells hold no object: start the gates near 0.02, not 0.5 (RetinaNet's prior), or their first
             # mass is ~N/2 whatever the image and the first epochs go to unlearning it
-            nn.init.constant_(self.count_w.bias, -4.0)
-            self.counter = nn.Sequential(nn.Linear(2 * spec.glimpses, d), nn.ReLU(), nn.Linear(d, d))  # f(m)
+            if gq:  # the question's glimpses count too: gate = sigmoid(a * e + b) of their own attention logits e
+                self.gate = nn.Parameter(torch.tensor([[1.0] * gq, [-4.0] * gq]))  # [2, Gq]: (a, b) per glimpse
+            else:
+                self.count_w = nn.Linear(d, spec.glimpses)  # per-cell "this cell matches" logits, one per glimpse
+                nn.init.constant_(self.count_w.bias, -4.0)
+            self.counter = nn.Sequential(nn.Linear(2 * (gq or spec.glimpses), d), nn.ReLU(), nn.Linear(d, d))  # f(m)
             ctx_dim += d
         self.drop = nn.Dropout(spec.dropout)
         # the fused term (P_c c) * (P_s [q; a]) lets the scorer *compare* what it saw with what the candidate says;
@@ -246,7 +268,7 @@ class VQAModel(nn.Module):
             q = candidates.new_zeros(b, 0, dtype=torch.float32)  # [B, 0]
         if self.boxes is None:  # (before the grid: the dropout masks come in the order they always did)
             a = self.drop(self.encode_answers(candidates, candidate_len))  # [B, K, Da]
-        v_img = self.grid_cells(features) if self.spec.variant != "blind" else None  # [I, N, D]
+        v_img = self.grid_cells(features) if self.spec.sees_image else None  # [I, N, D]
         if self.boxes is not None:
             if boxes is None:
                 raise ValueError("a pointing model needs the candidates' boxes [B, K, 4]")
@@ -285,9 +307,14 @@ class VQAModel(nn.Module):
                         att_q = F.softmax(self.seek_w(seek).squeeze(-1).float(), dim=1)  # [B, N]
                         placed = torch.einsum("bn,bknr->bkr", att_q, rel)  # [B, K, 3]: (dx, dy, share inside)
                         ctx = torch.cat([ctx, self.placed(placed).to(ctx.dtype)], dim=-1)  # [B, K, .. + D]
-                if self.counter is not None:
+                if self.seek_t is not None:  # the question's own glimpses: [B, K, G + Gq, H, W] maps in all
+                    att_q, ctx_q, gates = self.question_glimpses(proj, v_img, q, image_index, k)
+                    att = torch.cat([att, att_q], dim=-1)  # [B, K, N, G + Gq]
+                    ctx = torch.cat([ctx, ctx_q], dim=-1)  # [B, K, G*D + Gq*D]
+                elif self.counter is not None:
                     gates = logits[..., g:]  # [B, K, N, G] counting-gate logits
-                    ctx = torch.cat([ctx, self.count_features(gates).to(ctx.dtype)], dim=-1)  # [B, K, G*D + D]
+                if self.counter is not None:
+                    ctx = torch.cat([ctx, self.count_features(gates).to(ctx.dtype)], dim=-1)  # [B, K, .. + D]
         parts = [ctx, qk, a]
         if self.fuse_c is not None:
             qa = torch.cat([qk, a], dim=-1)  # [B, K, Dq+Da]
@@ -295,15 +322,37 @@ class VQAModel(nn.Module):
         if self.fuse_q is not None:  # pointing: does what the box holds match what the question asks for?
             parts.insert(0, torch.tanh(self.fuse_q(qk)) * torch.tanh(self.fuse_a(a)))  # [B, K, hidden]
         scores = self.scorer(torch.cat(parts, dim=-1)).squeeze(-1)  # [B, K]
-        attention = att.permute(0, 1, 3, 2).reshape(b, k, g, h, w).float()
+        attention = att.permute(0, 1, 3, 2).reshape(b, k, -1, h, w).float()
         return (scores.float(), attention, gates) if with_gates else (scores.float(), attention)
 
     def heads(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The per-cell heads as one [J, D] weight and [J] bias: G attention logits, then G counting-gate logits
         with the counting path. One product for both: each alone is a thin [.., D] x [D, G] product."""
-        if self.counter is None:
+        if self.count_w is None:
             return self.att_w.weight, self.att_w.bias
         return torch.cat([self.att_w.weight, self.count_w.weight]), torch.cat([self.att_w.bias, self.count_w.bias])
+
+    def question_glimpses(self, proj: torch.Tensor, v_img: torch.Tensor, q: torch.Tensor,
+                          image_index: torch.Tensor | None, k: int) -> tuple[torch.Tensor, ...]:  # fmt: skip
+        """Glimpses driven by the question alone: proj [I, N, D] (W_v v), v_img [I, N, D], q [B, Dq] ->
+        attention [B, K, N, Gq], context [B, K, Gq*D] and counting-gate logits [B, K, N, Gq] (None without the
+        counting path), each the same for the K candidates."""
+        gq = self.spec.question_glimpses
+        s = self.seek_t(q)  # [B, D]
+        if self.spec.attention == "bilinear":
+            rows = torch.tanh(s).unsqueeze(1) * self.seek_tw.weight  # [B, Jq, D]
+            logits = per_image_bmm(torch.tanh(proj), rows, image_index) + self.seek_tw.bias  # [B, N, Jq]
+        else:
+            proj = proj if image_index is None else proj[image_index]  # [B, N, D]
+            logits = self.seek_tw(torch.tanh(proj + s.unsqueeze(1)))  # [B, N, Jq]
+        logits = logits.float()
+        att = F.softmax(logits[..., :gq], dim=1)  # [B, N, Gq]
+        ctx = per_image_bmm(v_img.transpose(1, 2), att.to(v_img.dtype).transpose(1, 2), image_index)  # [B, D, Gq]
+        ctx = ctx.transpose(1, 2).reshape(q.shape[0], 1, -1).expand(-1, k, -1)  # [B, K, Gq*D]
+        gates = None
+        if self.gate is not None:  # what the question is about, counted: the same logits that place the glimpse
+            gates = (logits * self.gate[0] + self.gate[1]).unsqueeze(1).expand(-1, k, -1, -1)  # [B, K, N, Gq]
+        return att.unsqueeze(1).expand(-1, k, -1, -1), ctx, gates
 
     def bilinear_logits(self, proj: torch.Tensor, s: torch.Tensor, image_index: torch.Tensor | None) -> torch.Tensor:
         """[I, N, D] projected cells, [B, K, D] projected [q; a_k] -> [B, K, N, J] head logits of the bilinear
