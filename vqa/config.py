@@ -97,6 +97,7 @@ class ModelConfig:
     attention_dim: int = _positive(512)
     glimpses: int = _positive(2)
     question_glimpses: int = _non_negative(0)
+    cell_context: int = _non_negative(0)
     dropout: float = field(default=0.3, metadata={"min": 0.0, "max": 0.9})
     count: bool = True
     attention: Literal["auto", "additive", "bilinear"] = "auto"  # auto: bilinear for telling, additive for pointing

@@ -51,6 +51,7 @@ class ModelSpec:
     task: str = "telling"  # telling: candidates are text | pointing: candidates are boxes (``BoxEncoder``)
     attention: str = "additive"  # additive: tanh(W_v v + W_s s) | bilinear: tanh(W_v v) * tanh(W_s s) (MLB)
     question_glimpses: int = 0  # telling: glimpses driven by the question alone, shared by the candidates
+    cell_context: int = 0  # > 0: each projected cell also sees its k x k neighbourhood (a grouped conv, residual)
 
     @classmethod
     def from_config(cls, cfg: Any, vocab_size: int, grid: tuple[int, int, int]) -> ModelSpec:
@@ -60,7 +61,8 @@ class ModelSpec:
             attention = "additive" if cfg.data.task == "pointing" else "bilinear"
         return cls(vocab_size, tuple(grid), m.variant, m.rnn, m.bidirectional, m.embed_dim, m.hidden_dim,
                    m.answer_encoder, m.glimpses, m.attention_dim, m.dropout, m.count, cfg.data.task,
-                   attention, m.question_glimpses if cfg.data.task == "telling" else 0)  # fmt: skip
+                   attention, m.question_glimpses if cfg.data.task == "telling" else 0,
+                   m.cell_context)  # fmt: skip
 
     @property
     def attends(self) -> bool:
@@ -169,6 +171,8 @@ class VQAModel(nn.Module):
         if spec.sees_image:
             self.cells = nn.Sequential(nn.Linear(c, d), nn.LayerNorm(d))  # cell features -> [.., D]
             self.where = nn.Linear(2, d)  # (x, y) -> [.., D], added: position on the same scale as content
+            k = spec.cell_context
+            self.context = nn.Conv2d(d, d, k, padding=k // 2, groups=8) if k else None
             ctx_dim = d
         self.att_r = self.seek_q = None  # pointing only (relative offsets; the question's own glimpse)
         if spec.attends:
@@ -241,8 +245,11 @@ class VQAModel(nn.Module):
         ys = (torch.arange(h, device=features.device, dtype=torch.float32) + 0.5) / h * 2 - 1
         xs = (torch.arange(w, device=features.device, dtype=torch.float32) + 0.5) / w * 2 - 1
         pos = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).view(h * w, 2)  # [N, 2]: (x, y)
-        cells = self.cells(features.flatten(2).transpose(1, 2).float())  # [I, N, D]
-        return self.drop(F.relu(cells + self.where(pos)))  # [I, N, D]
+        cells = F.relu(self.cells(features.flatten(2).transpose(1, 2).float()) + self.where(pos))  # [I, N, D]
+        if self.context is not None:  # a glyph spans several cells of a 14 x 14 grid: let each see its neighbours
+            grid = cells.transpose(1, 2).reshape(-1, cells.shape[2], h, w)  # [I, D, H, W]
+            cells = cells + F.relu(self.context(grid)).flatten(2).transpose(1, 2)  # [I, N, D]
+        return self.drop(cells)  # [I, N, D]
 
     # ---------------------------------------------------------------------------------------------- forward
     def forward(
