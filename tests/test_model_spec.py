@@ -1,0 +1,60 @@
+"""``ModelSpec`` (``vqa/model/spec.py``): settings from the config, saved and read back, older layouts refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vqa.errors import ConfigError
+from vqa.model import LAYOUT, ModelSpec, VQAModel
+
+RETRAIN = 'make train ARGS="train.resume=never"'
+
+
+def old_layout_spec() -> dict:
+    """A spec as the single-module model saved it: every field of its time, no ``layout``."""
+    spec = ModelSpec(20, (16, 3, 4), embed_dim=8, hidden_dim=12).to_dict()
+    del spec["layout"]
+    spec["grid"] = list(spec["grid"])  # as JSON gives it back
+    return spec
+
+
+def test_pointing_refuses_bilinear_attention() -> None:
+    with pytest.raises(ValueError, match="pointing needs additive"):
+        VQAModel(ModelSpec(20, (16, 3, 4), task="pointing", attention="bilinear"))
+
+
+def test_auto_attention_is_bilinear_for_telling_and_additive_for_pointing() -> None:
+    from vqa.config import load_config
+
+    spec = lambda *o: ModelSpec.from_config(load_config(None, list(o)), 20, (16, 3, 4))  # noqa: E731
+    assert spec().attention == "bilinear" and spec("data.task=pointing").attention == "additive"
+    assert spec("model.attention=additive").attention == "additive"
+    assert spec("data.task=pointing", "model.question_glimpses=2").question_glimpses == 0, "telling only"
+
+
+def test_a_saved_spec_reads_back_as_itself() -> None:
+    spec = ModelSpec(20, (16, 3, 4), variant="image_only", count=True, question_glimpses=2, cell_context=3)
+    assert spec.to_dict()["layout"] == LAYOUT
+    assert ModelSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_an_older_layout_is_refused_with_how_to_retrain() -> None:
+    with pytest.raises(ConfigError, match="older model layout") as e:
+        ModelSpec.from_dict(old_layout_spec())
+    assert RETRAIN in str(e.value)
+    with pytest.raises(ConfigError, match="model layout 3") as e:
+        ModelSpec.from_dict({**old_layout_spec(), "layout": 3})
+    assert RETRAIN in str(e.value)
+
+
+@pytest.mark.parametrize(("spec", "problem"), [
+    ({"vocab_size": 20}, "no grid"),
+    ([1, 2], "a mapping was expected, got list"),
+    ({**old_layout_spec(), "layout": LAYOUT, "heads": 4}, "fields this code does not know: heads"),
+    ({**old_layout_spec(), "layout": LAYOUT, "grid": 7}, "does not describe a model"),
+])  # fmt: skip
+def test_a_spec_that_describes_no_model_is_refused(spec: object, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        ModelSpec.from_dict(spec)

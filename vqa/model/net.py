@@ -1,0 +1,77 @@
+"""``VQAModel``: the parts, chosen once when the model is built, and the one path every batch takes through them.
+
+Which parts (``ModelSpec``):
+    question     ``QuestionEncoder``, or ``NoQuestion`` for the variants that never read it
+    candidates   ``AnswerEncoder`` / ``MeanAnswerEncoder`` (telling: text), ``BoxCandidates`` (pointing: boxes)
+    grid         ``GridCells``, or ``NoGrid`` for the variants that never see the image
+    look         ``Look`` (attention, image_only), ``MeanLook`` (no_attention), ``NoLook`` (blind, answer_only)
+    scorer       ``Scorer``
+
+``forward`` holds no ``if`` on the variant, the task, the attention form or counting: a setting that changes
+the computation changes which part sits in a slot. Nothing is cached on ``self`` during ``forward``: the same
+module serves training, evaluation and inspection.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .grid import BoxCandidates, GridCells, NoGrid
+from .looks import build_look
+from .scorer import Scorer
+from .spec import ModelSpec
+from .text import AnswerEncoder, MeanAnswerEncoder, NoQuestion, QuestionEncoder
+
+
+def candidate_encoder(spec: ModelSpec) -> nn.Module:
+    """Telling: candidates are text (an RNN or the mean of their word vectors); pointing: they are boxes."""
+    if spec.task == "pointing":
+        return BoxCandidates(spec)
+    return AnswerEncoder(spec) if spec.answer_encoder == "rnn" else MeanAnswerEncoder(spec)
+
+
+class VQAModel(nn.Module):
+    """Scores each (image, question, candidate): question and candidates encoded, the grid looked at, scored."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.embed = nn.Embedding(spec.vocab_size, spec.embed_dim, padding_idx=0)  # shared by question, answers
+        self.question = QuestionEncoder(spec) if spec.reads_question else NoQuestion()
+        self.candidates = candidate_encoder(spec)
+        self.grid = GridCells(spec) if spec.sees_image else NoGrid()
+        self.look = build_look(spec, self.question.out_dim, self.candidates.out_dim)
+        self.scorer = Scorer(spec, self.look.out_dim, self.question.out_dim, self.candidates.out_dim)
+
+    def forward(
+        self, features: torch.Tensor, question: torch.Tensor, question_len: torch.Tensor, candidates: torch.Tensor,
+        candidate_len: torch.Tensor, image_index: torch.Tensor | None = None, with_gates: bool = False,
+        boxes: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """features [I, C, H, W], question [B, Lq], question_len [B], candidates [B, K, La], candidate_len [B, K],
+        image_index [B] (question b asks about image image_index[b]; None: I = B, one image per question)
+        -> scores [B, K], attention [B, K, G, H, W] (uniform for the variants that do not attend), and with
+        ``with_gates`` the counting-gate logits [B, K, H*W, G] (None without the counting path), for their loss.
+        Pointing: ``boxes`` [B, K, 4] are the candidates (``candidates`` holds one [UNK] each and is not read).
+
+        Why ``image_index``: Visual7W asks 2.4 questions per image (the demo 5); projecting each image's grid once
+        and broadcasting it to its questions saves the largest GEMM of the step and the store reads.
+        """
+        b, k = candidates.shape[:2]
+        _, h, w = self.spec.grid
+        q = self.question(self.embed, question, question_len)  # [B, Dq] ([B, 0]: never read)
+        cells = self.grid(features)  # [I, H*W, D] (None: never sees the image)
+        a = self.candidates(self.embed, candidates, candidate_len, boxes, cells, image_index)  # [B, K, Da]
+        qk = q.unsqueeze(1).expand(-1, k, -1)  # [B, K, Dq]: the question, once per candidate
+        ctx, att, gates = self.look(cells, q, qk, a, boxes, image_index)  # [B, K, C], [B, K, H*W, G], gates
+        scores = self.scorer(ctx, qk, a).float()  # [B, K]
+        attention = att.permute(0, 1, 3, 2).reshape(b, k, -1, h, w).float()  # [B, K, G, H, W]
+        return (scores, attention, gates) if with_gates else (scores, attention)
+
+
+def init_embedding(model: VQAModel, vectors: torch.Tensor, found: torch.Tensor) -> None:
+    """Copy pretrained vectors into the embedding for the words that have one; the rest keep their random init."""
+    with torch.no_grad():
+        model.embed.weight[found] = vectors[found].to(model.embed.weight.dtype)
+        model.embed.weight[0].zero_()  # PAD

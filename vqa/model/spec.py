@@ -1,0 +1,96 @@
+"""What a network is: the settings that rebuild it from a checkpoint, and the rules between them.
+
+``meta.json`` beside every checkpoint holds ``ModelSpec.to_dict()``; ``ModelSpec.from_dict`` reads it back and
+refuses what this code cannot rebuild (another parameter layout, unknown fields) with a message that says what to
+do, instead of a wall of "Missing key(s) in state_dict".
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Any
+
+from ..errors import ConfigError
+
+# The parameter layout of ``VQAModel``: bumped whenever parameter names or shapes move, so that a checkpoint of
+# another layout is refused by name instead of failing halfway through ``load_state_dict``.
+# 1 (no ``layout`` field): the single-module ``vqa/model.py``. 2: the model made of parts (``vqa/model/``).
+LAYOUT = 2
+RETRAIN = 'retrain with `make train ARGS="train.resume=never"` (plus the CONFIG and ARGS the run was trained with)'
+# Pointing adds each cell's offset from the candidate box inside the attention's tanh, which only the additive
+# form has: the one place this rule is written (``from_config`` picks it, ``ModelSpec`` refuses anything else).
+POINTING_ATTENTION = "additive"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild the network (saved beside every checkpoint)."""
+
+    vocab_size: int
+    grid: tuple[int, int, int]  # (C, H, W) of the features
+    variant: str = "attention"  # attention | no_attention | image_only | blind | answer_only
+    rnn: str = "lstm"
+    bidirectional: bool = False
+    embed_dim: int = 300
+    hidden_dim: int = 512
+    answer_encoder: str = "rnn"
+    glimpses: int = 2
+    attention_dim: int = 512
+    dropout: float = 0.3
+    count: bool = False  # the counting path
+    task: str = "telling"  # telling: candidates are text | pointing: candidates are boxes (``BoxEncoder``)
+    attention: str = "additive"  # additive: tanh(W_v v + W_s s) | bilinear: tanh(W_v v) * tanh(W_s s) (MLB)
+    question_glimpses: int = 0  # telling: glimpses driven by the question alone, shared by the candidates
+    cell_context: int = 0  # > 0: each projected cell also sees its k x k neighbourhood (a grouped conv, residual)
+    layout: int = LAYOUT  # the parameter layout the weights were written in (see ``LAYOUT``)
+
+    def __post_init__(self) -> None:
+        if self.task == "pointing" and self.attention != POINTING_ATTENTION:
+            raise ValueError("pointing needs additive attention: each cell's offset from the box joins inside the tanh")
+
+    @classmethod
+    def from_config(cls, cfg: Any, vocab_size: int, grid: tuple[int, int, int]) -> ModelSpec:
+        m, task = cfg.model, cfg.data.task
+        attention = m.attention
+        if attention == "auto":  # bilinear wherever it can: it is the cheaper form (``attention.py``)
+            attention = POINTING_ATTENTION if task == "pointing" else "bilinear"
+        return cls(vocab_size, tuple(grid), m.variant, m.rnn, m.bidirectional, m.embed_dim, m.hidden_dim,
+                   m.answer_encoder, m.glimpses, m.attention_dim, m.dropout, m.count, task, attention,
+                   m.question_glimpses if task == "telling" else 0, m.cell_context)  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ModelSpec:
+        """A saved spec back, or ``ConfigError`` saying why these weights cannot be rebuilt here."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"'spec' does not describe a model: a mapping was expected, got {type(d).__name__}")
+        missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in d]
+        if missing:
+            raise ConfigError(f"'spec' does not describe a model: no {', '.join(missing)}")
+        if "layout" not in d:
+            raise ConfigError("this checkpoint was written by an older model layout (1, the single-module model; "
+                              f"this code reads layout {LAYOUT})", [RETRAIN])  # fmt: skip
+        if d["layout"] != LAYOUT:
+            raise ConfigError(f"this checkpoint was written in model layout {d['layout']!r}; this code reads layout "
+                              f"{LAYOUT}", [RETRAIN + ", or use the code that wrote it"])  # fmt: skip
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"'spec' has fields this code does not know: {', '.join(unknown)}", [RETRAIN])
+        try:
+            return cls(**{**d, "grid": tuple(d["grid"])})
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"'spec' does not describe a model ({type(e).__name__}: {e})") from None
+
+    @property
+    def attends(self) -> bool:
+        return self.variant in ("attention", "image_only")
+
+    @property
+    def sees_image(self) -> bool:
+        return self.variant not in ("blind", "answer_only")
+
+    @property
+    def reads_question(self) -> bool:
+        return self.variant not in ("image_only", "answer_only")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
