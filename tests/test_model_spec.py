@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from vqa.checkpoint import load_model, save_best
 from vqa.errors import ConfigError
 from vqa.model import LAYOUT, ModelSpec, VQAModel
 
@@ -58,3 +60,13 @@ def test_an_older_layout_is_refused_with_how_to_retrain() -> None:
 def test_a_spec_that_describes_no_model_is_refused(spec: object, problem: str) -> None:
     with pytest.raises(ConfigError, match=problem):
         ModelSpec.from_dict(spec)
+
+
+def test_loading_a_checkpoint_of_the_older_layout_says_how_to_retrain(tmp_path: Path) -> None:
+    save_best(VQAModel(ModelSpec(20, (16, 3, 4), embed_dim=8, hidden_dim=12)), tmp_path, {"epoch": 1})
+    best = tmp_path / "best"
+    load_model(best)  # this layout loads
+    (best / "meta.json").write_text(json.dumps({"epoch": 1, "spec": old_layout_spec()}))
+    with pytest.raises(ConfigError, match="older model layout") as e:
+        load_model(best)
+    assert str(best / "meta.json") in str(e.value) and RETRAIN in str(e.value)

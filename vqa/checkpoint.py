@@ -191,7 +191,9 @@ def load_model(path: Path, spec: ModelSpec | None = None) -> tuple[VQAModel, dic
         if not isinstance(meta, dict) or "spec" not in meta:
             raise VQAError(f"{path} has no meta.json describing the model")
         try:
-            spec = ModelSpec(**{**meta["spec"], "grid": tuple(meta["spec"]["grid"])})
+            spec = ModelSpec.from_dict(meta["spec"])  # refuses older model layouts, saying how to retrain
+        except VQAError as e:
+            raise type(e)(f"{meta_path}: {e.headline}", e.problems) from None
         except (KeyError, TypeError, ValueError) as e:
             raise VQAError(f"{meta_path}: 'spec' does not describe a model ({type(e).__name__}: {e})") from None
     model = VQAModel(spec)
