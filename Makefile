@@ -41,8 +41,8 @@ train: setup ## Train the model on the train split, keep the best epoch on val (
 eval: setup ## Score eval.split (default test) in the official protocol -> <run.dir>/eval/<split>/
 	$(LAUNCH) pipelines/evaluate.py --config $(CONFIG) $(ARGS)
 
-inspect: setup ## Attention maps: one PNG per question (+ index.html) in <run.dir>/inspect/
-	$(PY) pipelines/inspect.py --config $(CONFIG) $(ARGS)
+inspect report: setup ## Attention maps: one PNG per question + index.html, and explorer.html (the whole split) in <run.dir>/inspect/
+	$(PY) pipelines/report.py --config $(CONFIG) $(ARGS)
 
 # the honest baselines: each trains and evaluates in <run.dir>_<name> on the main run's feature store
 BASELINES ?= no_supervision no_attention image_only blind answer_only

@@ -9,15 +9,11 @@ parts a synthetic Visual7W-shape store (2048 x 14 x 14 fp16): speed does not dep
 
 from __future__ import annotations
 
-import vqa.entry  # noqa: F401  (first: takes pipelines/ off sys.path, see vqa/entry.py)
-
-# isort: split
-
 import argparse
 import sys
 from collections.abc import Sequence
 
-from vqa import bench, bench_report, cli
+from vqa import bench_data, bench_report, cli
 
 
 def _flags(parser: argparse.ArgumentParser) -> None:
@@ -30,14 +26,14 @@ def _flags(parser: argparse.ArgumentParser) -> None:
                         help="Visual7W telling's train split: 69,817 questions on 14,366 images")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=32, help="training batch for the training/memory parts")
     parser.add_argument("--store-images", type=int, default=512, help="S: images in the smaller synthetic store")
-    parser.add_argument("--grid", type=int, nargs=3, default=bench.VISUAL7W_GRID, metavar=("C", "H", "W"))
+    parser.add_argument("--grid", type=int, nargs=3, default=bench_data.VISUAL7W_GRID, metavar=("C", "H", "W"))
     parser.add_argument("--no-compile", action="store_true", help="skip the features.compile=true extraction row")
     parser.add_argument("--profile", action="store_true", help="write torch.profiler tables of extraction/training")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    cfg, args = cli.parse(__doc__.splitlines()[0], argv, _flags)
-    bench_report.run(cfg, args)
+    run, args = cli.parse(__doc__.splitlines()[0], argv, _flags)
+    bench_report.run(run.cfg, args)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,6 @@
 
 from __future__ import annotations
 
-import vqa.entry  # noqa: F401  (first: takes pipelines/ off sys.path, see vqa/entry.py)
-
-# isort: split
-
 import argparse
 import sys
 import time
@@ -17,9 +13,6 @@ from collections.abc import Sequence
 
 from vqa import cli, synth
 from vqa.config import save_config
-from vqa.data import dataset_from_config
-from vqa.pointing import geometry_prior_baseline
-from vqa.scoring import answer_prior_baseline
 
 
 def _flags(parser: argparse.ArgumentParser) -> None:
@@ -27,24 +20,19 @@ def _flags(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    cfg, args = cli.parse(__doc__.splitlines()[0], argv, _flags)
-    start = time.perf_counter()
+    run, args = cli.parse(__doc__.splitlines()[0], argv, _flags)
+    cfg, start = run.cfg, time.perf_counter()
     result = synth.write_dataset(cfg, force=args.force)
-    dataset = dataset_from_config(cfg)  # the loader must accept what we wrote
+    dataset = run.dataset  # the loader must accept what we wrote
     save_config(cfg)
     splits = {s: len(dataset.split(s)) for s in ("train", "val", "test")}
     types = Counter(q.type for q in dataset.qa)
-    if dataset.regions is None:
-        prior = answer_prior_baseline(dataset.split("train"), dataset.split("test"))
-        label = "blind answer-frequency baseline"
-    else:
-        prior = geometry_prior_baseline(dataset, dataset.split("train"), dataset.split("test"))
-        label = "blind box-geometry baseline (best rule per question family)"
+    prior = run.task.prior_baseline(dataset, dataset.split("train"), dataset.split("test"))
     state = "wrote" if result["written"] else "up to date (use --force to rebuild):"
     took = time.perf_counter() - start
     print(f"{state} {cfg.data.annotations}: {result['images']} images, {len(dataset.qa)} QA in {took:.1f}s")
     print(f"  QA by split: {splits}; by type: {dict(sorted(types.items()))}")
-    print(f"  {label} on test: {prior['accuracy']:.3f} (chance 0.25)")
+    print(f"  {run.task.baseline_label} on test: {prior['accuracy']:.3f} (chance 0.25)")
 
 
 if __name__ == "__main__":

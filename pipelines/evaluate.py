@@ -5,13 +5,8 @@
 
 from __future__ import annotations
 
-import vqa.entry  # noqa: F401  (first: takes pipelines/ off sys.path, see vqa/entry.py)
-
-# isort: split
-
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from vqa import cli
 from vqa.accel import make_accelerator
@@ -19,16 +14,16 @@ from vqa.evaluate import comparison_table, evaluate, grounding_line, skipped_lin
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    cfg, _ = cli.parse(__doc__.splitlines()[0], argv)
+    run, _ = cli.parse(__doc__.splitlines()[0], argv)
     accelerator = make_accelerator()
-    metrics = evaluate(cfg, accelerator)
+    metrics = evaluate(run, accelerator)
     accelerator.wait_for_everyone()
     accelerator.end_training()  # tear the process group down before exit (an abort at exit otherwise)
     if metrics is None:
         return
-    out = Path(cfg.run.dir) / "eval" / cfg.eval.split
-    print(f"{cfg.eval.split}: accuracy {metrics['accuracy']:.4f} on {metrics['n']} questions -> {out}/")
-    lines = [skipped_line(metrics), comparison_table(cfg, metrics), grounding_line(metrics.get("grounding"))]
+    split = run.cfg.eval.split
+    print(f"{split}: accuracy {metrics['accuracy']:.4f} on {metrics['n']} questions -> {run.eval_dir(split)}/")
+    lines = [skipped_line(metrics), comparison_table(run, metrics), grounding_line(metrics.get("grounding"))]
     print("\n".join(line for line in lines if line))
 
 

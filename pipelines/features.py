@@ -6,35 +6,27 @@
 
 from __future__ import annotations
 
-import vqa.entry  # noqa: F401  (first: takes pipelines/ off sys.path, see vqa/entry.py)
-
-# isort: split
-
 import sys
 from collections.abc import Sequence
 
 from vqa import cli
 from vqa.accel import make_accelerator
 from vqa.config import save_config
-from vqa.data import dataset_from_config
 from vqa.extract import extract_features
-from vqa.features import features_dir
-from vqa.pointing import check_regions_inside, image_sizes
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    cfg, _ = cli.parse(__doc__.splitlines()[0], argv)
-    accelerator = make_accelerator()
-    dataset = dataset_from_config(cfg)  # validated before any long work
-    if dataset.regions is not None:  # pointing: candidate boxes must lie on their images (file headers only)
-        check_regions_inside(dataset, image_sizes(dataset))
+    run, _ = cli.parse(__doc__.splitlines()[0], argv)
+    cfg, accelerator = run.cfg, make_accelerator()
+    dataset = run.dataset  # validated before any long work
+    run.task.check_images(dataset)  # e.g. pointing's candidate boxes lie on their images (file headers only)
     if accelerator.is_main_process:
         save_config(cfg)
     out = extract_features(cfg, dataset, accelerator)
     if accelerator.is_main_process:
         s = out["settings"]
         rate = out["extracted_now"] / out["seconds"] if out["extracted_now"] else 0.0
-        print(f"features: {out['images']} images -> {features_dir(cfg)} ({s['backbone']}@{s['image_size']}, grid "
+        print(f"features: {out['images']} images -> {run.features_dir} ({s['backbone']}@{s['image_size']}, grid "
               f"{'x'.join(map(str, s['grid']))}, {s['precision']}, {out['processes']} process(es))")
         if out.get("served_by"):
             print(f"  the store already holds all {out['images']} images of this dataset (it serves "

@@ -8,10 +8,6 @@ A pointing run (data.task=pointing) takes boxes in the image's pixels: --choices
 
 from __future__ import annotations
 
-import vqa.entry  # noqa: F401  (first: takes pipelines/ off sys.path, see vqa/entry.py)
-
-# isort: split
-
 import argparse
 import sys
 from collections.abc import Sequence
@@ -19,8 +15,8 @@ from pathlib import Path
 
 from vqa import cli
 from vqa.errors import VQAError
-from vqa.inspect import predict_one
 from vqa.io import atomic_write_bytes
+from vqa.report import predict_one
 
 
 def _flags(parser: argparse.ArgumentParser) -> None:
@@ -32,15 +28,15 @@ def _flags(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    cfg, args = cli.parse(__doc__.splitlines()[0], argv, _flags)
+    run, args = cli.parse(__doc__.splitlines()[0], argv, _flags)
     if len(args.choices) < 2:
         raise VQAError("give at least 2 --choices")
     if len({c.strip().lower() for c in args.choices}) != len(args.choices):
         raise VQAError("--choices must differ (case-insensitively)")
-    out = predict_one(cfg, args.image, args.question, args.choices)
+    out = predict_one(run, args.image, args.question, args.choices)
     for rank, (choice, prob, score) in enumerate(out["ranked"], 1):
         print(f"{rank}. {choice:<40} p={prob:.3f}  score={score:.3f}")
-    path = args.out or Path(cfg.run.dir) / "predict" / f"{args.image.stem}.png"
+    path = args.out or run.dir / "predict" / f"{args.image.stem}.png"
     atomic_write_bytes(path, out["png"])
     print(f"attention overlay -> {path}")
 

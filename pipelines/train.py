@@ -6,10 +6,6 @@
 
 from __future__ import annotations
 
-import vqa.entry  # noqa: F401  (first: takes pipelines/ off sys.path, see vqa/entry.py)
-
-# isort: split
-
 import sys
 from collections.abc import Sequence
 
@@ -20,13 +16,13 @@ from vqa.train import train
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    cfg, _ = cli.parse(__doc__.splitlines()[0], argv)
-    accelerator = make_accelerator(cfg, training=True)
+    run, _ = cli.parse(__doc__.splitlines()[0], argv)
+    accelerator = make_accelerator(run.cfg, training=True)
     if accelerator.is_main_process:
-        save_config(cfg)
-    state = train(cfg, accelerator)
+        save_config(run.cfg)
+    state = train(run, accelerator)
     accelerator.print(f"best val accuracy {state.best_accuracy:.4f} at epoch {state.best_epoch} "
-                      f"({accelerator.num_processes} process(es)); model in {cfg.run.dir}/checkpoints/best")
+                      f"({accelerator.num_processes} process(es)); model in {run.checkpoints_dir / 'best'}")
     accelerator.end_training()  # tear the process group down before exit (an abort at exit otherwise)
 
 

@@ -7,8 +7,25 @@ from pathlib import Path
 import pytest
 
 from vqa.config import Config, load_config
+from vqa.model import ModelSpec, VQAModel
+from vqa.tasks import task_of
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+# a model of the tests' choosing: every field but the ones a test changes (the product's defaults are base.yaml's)
+TEST_SPEC = {"variant": "attention", "rnn": "lstm", "bidirectional": False, "embed_dim": 300, "hidden_dim": 512,
+             "answer_encoder": "rnn", "glimpses": 2, "attention_dim": 512, "dropout": 0.3, "count": False,
+             "task": "telling", "attention": "additive", "question_glimpses": 0, "cell_context": 0}  # fmt: skip
+
+
+def model_spec(vocab_size: int = 20, grid: tuple[int, int, int] = (16, 3, 4), **changes) -> ModelSpec:
+    return ModelSpec(vocab_size, grid, **{**TEST_SPEC, **changes})
+
+
+def build_model(spec: ModelSpec) -> VQAModel:
+    """The network of ``spec`` as its task builds it (with the task's candidate parts)."""
+    return task_of(spec.task).build_model(spec)
 
 
 def tiny_config(root: Path, *extra: str) -> Config:
@@ -43,8 +60,8 @@ def trained_run(tiny_dataset, tmp_path_factory) -> list[str]:
     """The tiny dataset, its features (96 px: a 3x3 grid) and a 1-epoch attention model: the overrides to use it."""
     from accelerate import Accelerator
 
-    from vqa.data import load_telling
     from vqa.extract import extract_features
+    from vqa.tasks.telling import load_telling
     from vqa.train import train
 
     d = tiny_dataset.data

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import REPO
 
-from vqa import bench, cli
+from vqa import bench, bench_data, cli
 from vqa.backbones import build_backbone
 
 
@@ -30,18 +30,18 @@ def test_matmul_peak_counts_two_flops_per_multiply_add(monkeypatch) -> None:
 
 
 def test_synthetic_store_reads_like_a_real_one(tmp_path: Path) -> None:
-    reader = bench.synthetic_store(tmp_path, 10, grid=(8, 2, 2), shard_size=4)
+    reader = bench_data.synthetic_store(tmp_path, 10, grid=(8, 2, 2), shard_size=4)
     assert len(reader) == 10 and reader.grid == (8, 2, 2) and sorted(reader.index) == list(range(1, 11))
     assert reader[10].dtype == torch.float16 and reader[10].shape == (8, 2, 2)
     assert reader[10].abs().sum() > 0
-    table = bench.synthetic_qa(sorted(reader.index), vocab=50)
+    table = bench_data.synthetic_qa(sorted(reader.index), vocab=50)
     assert len(table) == 10 and all(len(c) == 4 for c in table["candidate_ids"])
     assert all(2 <= t < 50 for q in table["question_ids"] for t in q), "no PAD/UNK ids in synthetic questions"
 
 
 def test_reader_keeps_resident_memory_flat(tmp_path: Path) -> None:
     """Reading every row of a store leaves the process's RSS where it was (page cache, not private memory)."""
-    reader = bench.synthetic_store(tmp_path, 256, grid=(256, 14, 14), shard_size=64)  # 25 MB
+    reader = bench_data.synthetic_store(tmp_path, 256, grid=(256, 14, 14), shard_size=64)  # 25 MB
     before = _rss_mb()
     total = sum(float(reader[i][0, 0, 0]) for i in reader.index)
     assert np.isfinite(total)

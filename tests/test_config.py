@@ -10,6 +10,7 @@ import yaml
 
 from vqa.config import Config, flat_keys, load_config, parse_override, save_config
 from vqa.errors import ConfigError
+from vqa.run import Run
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = REPO / "configs" / "base.yaml"
@@ -221,7 +222,7 @@ def test_inconsistent_ranges() -> None:
         load_config(None, ["features.hypercolumn=[4, 3]"])
     assert load_config(None, ["features.hypercolumn=[8, 4]"]).features.hypercolumn == [8, 4]
     with pytest.raises(ConfigError, match=r"model.attention=bilinear is for telling; pointing needs additive"):
-        load_config(None, ["data.task=pointing", "model.attention=bilinear"])
+        Run(load_config(None, ["data.task=pointing", "model.attention=bilinear"]))  # the task says, once chosen
 
 
 def test_resolved_config_round_trips(tmp_path: Path) -> None:

@@ -27,9 +27,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from vqa.config import load_config
-from vqa.data import load_telling
 from vqa.extract import extract_features
 from vqa.synth import write_dataset
+from vqa.tasks.telling import load_telling
 
 pytestmark = pytest.mark.slow
 SMALL = ["features.image_size=64", "features.num_workers=0", "features.precision=fp32", "model.embed_dim=16",
@@ -39,7 +39,7 @@ SEED = int(os.environ.get("VQA_CRASH_SEED", "0"))
 TRAIN_KILLS = ["checkpoint-written:epoch_002", "train:epoch2:batch3", "train:validated:epoch2", "dir-written:best",
                "train:epoch3:batch1"]  # fmt: skip
 OUTPUT_KILLS = {"evaluate": ["dir-swap:test", "eval:predictions-written", "dir-written:test"],
-                "inspect": ["inspect:png3", "dir-swap:inspect", "dir-written:inspect"]}  # fmt: skip
+                "report": ["inspect:png3", "dir-swap:inspect", "dir-written:inspect"]}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     args = [f"data.annotations={d.annotations}", f"data.images={d.images}", f"data.grounding={d.grounding}", *SMALL]
     cfg = load_config(None, [*args, f"run.dir={root / 'ref'}"])
     extract_features(cfg, load_telling(d.annotations, d.images), Accelerator(cpu=True))
-    for stage in ("train", "evaluate", "inspect"):
+    for stage in ("train", "evaluate", "report"):
         p = stage_run(stage, args, root / "ref")
         assert p.returncode == 0, p.stderr
     return root, args
@@ -156,7 +156,7 @@ def outputs(folder: Path, run: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): read(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize(("stage", "out"), [("evaluate", "eval/test"), ("inspect", "inspect")])
+@pytest.mark.parametrize(("stage", "out"), [("evaluate", "eval/test"), ("report", "inspect")])
 def test_eval_and_inspect_kill_9_never_leave_a_mixed_output(base, stage: str, out: str) -> None:
     """Killed over an earlier output: the folder holds the old set or the new set, whole; killed between the two
     renames, the old set waits whole in ``.<name>.old`` and the next run puts it back before writing."""
@@ -179,6 +179,6 @@ def test_eval_and_inspect_kill_9_never_leave_a_mixed_output(base, stage: str, ou
     assert p.returncode == 0, p.stderr
     assert outputs(old, run) == ref, f"seed {SEED}, killed at {event}"
     assert not [p for p in old.parent.iterdir() if p.name.startswith(f".{old.name}.")], "temp folders removed"
-    if stage == "inspect":
+    if stage == "report":
         with Image.open(old / next(n for n in ref if n.endswith(".png"))) as im:
             assert im.size[0] > 100

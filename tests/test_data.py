@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from vqa.data import load_grounding, load_telling, parse_grounding, parse_telling
 from vqa.errors import DatasetError
+from vqa.grounding import load_grounding, parse_grounding
 from vqa.scoring import result_entry, score_results
+from vqa.tasks.telling import load_telling, parse_telling
 
 
 def valid() -> dict[str, Any]:

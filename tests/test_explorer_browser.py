@@ -421,9 +421,9 @@ def test_pointing(open_page, pointing):
 def test_a_real_run_end_to_end(open_page, trained_run):
     """`make inspect` on a trained run writes an explorer that opens clean and draws each candidate's own map."""
     from vqa.config import load_config
-    from vqa.inspect import run_inspect
+    from vqa.report import run_report
 
-    out = run_inspect(load_config(None, [*trained_run, "inspect.n=2"]))
+    out = run_report(load_config(None, [*trained_run, "inspect.n=2"]))
     p = open_page((out["explorer"], {}))
     p.wait_drawn()
     assert p.errors == [] and p.count().endswith(f"of {out['explored']} shown")

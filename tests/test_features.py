@@ -12,12 +12,13 @@ import torch
 from accelerate import Accelerator
 
 from vqa import extract as extract_mod
+from vqa import store as store_mod
 from vqa.backbones import build_backbone
-from vqa.data import load_telling
 from vqa.errors import VQAError
 from vqa.extract import extract_features, forward
 from vqa.features import FeatureReader, features_dir, shard_path
 from vqa.images import load_image, to_tensor
+from vqa.tasks.telling import load_telling
 
 FAST = ["features.image_size=64", "features.shard_size=8", "features.batch_size=4", "features.num_workers=0",
         "features.precision=fp32"]  # fmt: skip
@@ -221,7 +222,7 @@ def test_a_disk_too_small_is_refused_before_any_work(tiny_dataset, tmp_path, mon
     from collections import namedtuple
 
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(extract_mod.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10_000, 10_000))
+    monkeypatch.setattr(store_mod.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10_000, 10_000))
     cfg = with_run_dir(tiny_dataset, tmp_path / "run")
     n = len(load_telling(cfg.data.annotations, cfg.data.images).image_ids())
     need = n * 1344 * 2 * 2 * 2  # Lite0 at 64 px with hypercolumn [4, 8]: a 1344 x 2 x 2 fp16 grid per image
@@ -288,8 +289,8 @@ def test_a_store_serves_a_dataset_over_a_subset_of_its_images(store, tmp_path) -
     """A pointing file (or a filtered dataset) asks about some of the telling images: the telling store serves it
     with nothing extracted, training reads it; a dataset with an image the store lacks is refused, naming it."""
     from vqa.config import load_config
-    from vqa.data import dataset_from_config
     from vqa.features import check_covers
+    from vqa.run import Run
     from vqa.synth.pointing import annotation_paths
 
     d = store.data
@@ -306,7 +307,7 @@ def test_a_store_serves_a_dataset_over_a_subset_of_its_images(store, tmp_path) -
     assert {p.name: p.stat().st_mtime_ns for p in features_dir(store).glob("*")} == before, "the store is untouched"
     pointing = load_config(None, [f"data.annotations={annotation_paths(store)['pointing']}", "data.task=pointing",
                                   f"data.images={d.images}", f"run.dir={tmp_path / 'p'}", *FAST, shared])  # fmt: skip
-    assert extract_features(pointing, dataset_from_config(pointing), Accelerator(cpu=True))["extracted_now"] == 0
+    assert extract_features(pointing, Run(pointing).dataset, Accelerator(cpu=True))["extracted_now"] == 0
 
     first = telling["images"][0]
     qa = [{**q, "qa_id": 10_000 + i, "image_id": 999} for i, q in enumerate(first["qa_pairs"])]

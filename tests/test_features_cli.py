@@ -17,10 +17,10 @@ from conftest import REPO
 from PIL import Image
 
 from vqa.config import load_config
-from vqa.data import load_telling
 from vqa.errors import VQAError
 from vqa.extract import extract_features
 from vqa.features import FeatureReader
+from vqa.tasks.telling import load_telling
 
 SETTINGS = ["features.image_size=64", "features.shard_size=4", "features.batch_size=2", "features.precision=fp32"]
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from vqa.data import Box
+from vqa.boxes import Box
 from vqa.grounding import attention_loss, box_coverage, gate_loss, grounding_targets
 
 
@@ -18,12 +18,10 @@ def box(x: float, y: float, w: float, h: float) -> Box:
 def test_density_counts_the_boxes(tmp_path, monkeypatch) -> None:
     """Each box adds a mass of 1 however large it is, so a count question's density sums to its count."""
     boxes = {1: [box(0, 0, 40, 40), box(60, 60, 20, 20), box(10, 70, 10, 10)], 2: [box(0, 0, 100, 100)]}
-    monkeypatch.setattr("vqa.grounding.load_grounding", lambda path: boxes)
     monkeypatch.setattr("vqa.grounding.image_size", lambda path: (100, 100))
     qa = [SimpleNamespace(qa_id=i, image_id=1) for i in (1, 2, 3)]
     dataset = SimpleNamespace(qa=qa, image_path=lambda image_id: tmp_path / "x.jpg")
-    cfg = SimpleNamespace(data=SimpleNamespace(grounding="g.json"))
-    three, whole, none = grounding_targets(cfg, dataset, (8, 5, 5))
+    three, whole, none = grounding_targets(boxes, dataset, (8, 5, 5))
     assert sum(three) == pytest.approx(3.0) and sum(whole) == pytest.approx(1.0) and none == []
     assert max(three) <= 1.0 + 1e-6, "objects in different cells: no cell holds more than one"
     assert box_coverage([box(0, 0, 40, 40)], 100, 100, 5, 5)[0, 0] == 1.0

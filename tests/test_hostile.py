@@ -27,11 +27,11 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, build_model
 from safetensors.torch import save_file
 
 from vqa import cli
-from vqa.model import ModelSpec, VQAModel
+from vqa.model import ModelSpec
 from vqa.synth.pointing import annotation_paths
 
 CONFIG = REPO / "configs" / "default.yaml"
@@ -51,8 +51,7 @@ STAGES: dict[str, Callable[[Sequence[str] | None], None]] = {}
 def stage_main(name: str) -> Callable[[Sequence[str] | None], None]:
     """``main`` of ``pipelines/<name>.py``, loaded by file path under a private module name.
 
-    Why by path: ``pipelines/`` is not a package, and ``pipelines/inspect.py`` would shadow the standard ``inspect``
-    if the folder were put on ``sys.path``.
+    Why by path: ``pipelines/`` is not a package; its scripts are run as files, as ``make`` runs them.
     """
     if name not in STAGES:
         spec = importlib.util.spec_from_file_location(f"_hostile_pipeline_{name}", REPO / "pipelines" / f"{name}.py")
@@ -198,7 +197,7 @@ def other_weights(**changes: Any) -> Callable[[Path], None]:
 
     def mutate(ckpt: Path) -> None:
         spec = json.loads((ckpt / "meta.json").read_text())["spec"]
-        model = VQAModel(ModelSpec(**{**spec, "grid": tuple(spec["grid"]), **changes}))
+        model = build_model(ModelSpec(**{**spec, "grid": tuple(spec["grid"]), **changes}))
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt / "model.safetensors"))
 
     return mutate

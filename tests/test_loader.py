@@ -6,10 +6,10 @@ from itertools import pairwise
 
 import pytest
 import torch
+from conftest import build_model, model_spec
 from test_model import batch as model_batch
 
 from vqa.loader import EpochSampler, ImageMajorSampler, collate
-from vqa.model import ModelSpec, VQAModel
 
 IMAGES = [7, 7, 7, 3, 3, 9, 9, 9, 9, 1, 5, 5]  # the image of each row, as in a QA table (file order)
 
@@ -40,7 +40,7 @@ def test_question_order_mixes_images() -> None:
 def item(image_id: int, label: int) -> dict:
     return {"image_id": image_id, "features": torch.full((2, 1, 1), float(image_id)), "question": [2, 3],
             "candidates": [[4], [5, 6], [7], [8]], "label": label, "order": torch.arange(4).numpy(), "qa_id": label,
-            "type": 0, "target": []}  # fmt: skip
+            "type": 0, "target": [], "per_candidate": {}}  # fmt: skip
 
 
 def test_collate_holds_each_image_once() -> None:
@@ -55,7 +55,7 @@ def test_collate_holds_each_image_once() -> None:
 @pytest.mark.parametrize("attention", ["additive", "bilinear"])
 def test_shared_grids_give_the_same_scores_as_one_grid_per_question(attention: str, variant: str) -> None:
     torch.manual_seed(0)
-    model = VQAModel(ModelSpec(20, (16, 3, 4), variant=variant, embed_dim=8, hidden_dim=12, attention_dim=10,
+    model = build_model(model_spec(20, (16, 3, 4), variant=variant, embed_dim=8, hidden_dim=12, attention_dim=10,
                                count=True, attention=attention)).eval()  # fmt: skip
     x = model_batch()  # 3 questions
     index = torch.tensor([1, 0, 1])  # questions 0 and 2 ask about the same image

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import build_model, model_spec
 
-from vqa.model import ModelSpec, VQAModel
 from vqa.model.looks import Look, MeanLook, NoLook
 
 
@@ -39,10 +39,10 @@ def pointing_batch() -> dict[str, torch.Tensor]:
 def test_shapes_of_every_variant(variant: str, rnn: str, bidirectional: bool, answer_encoder: str,
                                  count: bool, question_glimpses: int, attention: str) -> None:  # fmt: skip
     dims = {"embed_dim": 8, "hidden_dim": 12, "attention_dim": 10, "glimpses": 2}
-    spec = ModelSpec(20, (16, 3, 4), variant=variant, rnn=rnn, bidirectional=bidirectional,
+    spec = model_spec(20, (16, 3, 4), variant=variant, rnn=rnn, bidirectional=bidirectional,
                      answer_encoder=answer_encoder, count=count, attention=attention,
                      question_glimpses=question_glimpses, **dims)  # fmt: skip
-    model = VQAModel(spec).eval()
+    model = build_model(spec).eval()
     scores, attention = model(**batch())
     g = 2 + (question_glimpses if variant == "attention" else 0)  # image_only has no question to drive a glimpse
     assert scores.shape == (3, 4) and attention.shape == (3, 4, g, 3, 4)
@@ -61,7 +61,7 @@ def test_shapes_of_every_variant(variant: str, rnn: str, bidirectional: bool, an
 @pytest.mark.parametrize(("variant", "look"), [("attention", Look), ("image_only", Look), ("no_attention", MeanLook),
                                                ("blind", NoLook), ("answer_only", NoLook)])  # fmt: skip
 def test_the_variant_chooses_the_look_when_the_model_is_built(variant: str, look: type) -> None:
-    assert type(VQAModel(ModelSpec(20, (16, 3, 4), variant=variant, embed_dim=8, hidden_dim=12)).look) is look
+    assert type(build_model(model_spec(20, (16, 3, 4), variant=variant, embed_dim=8, hidden_dim=12)).look) is look
 
 
 @pytest.mark.parametrize("task", ["telling", "pointing"])
@@ -70,9 +70,9 @@ def test_every_part_built_is_used(task: str, variant: str) -> None:
     """DDP fails on parameters that get no gradient: the parts chosen at build time are exactly those used.
     Known exception: pointing without a question reads no token at all, so the embedding table gets none."""
     gq = 1 if task == "telling" else 0
-    spec = ModelSpec(20, (16, 3, 4), variant=variant, task=task, embed_dim=8, hidden_dim=12, attention_dim=16,
+    spec = model_spec(20, (16, 3, 4), variant=variant, task=task, embed_dim=8, hidden_dim=12, attention_dim=16,
                      count=True, question_glimpses=gq, cell_context=3)  # fmt: skip
-    model = VQAModel(spec)
+    model = build_model(spec)
     x = pointing_batch() if task == "pointing" else batch()
     scores, _ = model(**x)
     scores.sum().backward()
@@ -84,7 +84,7 @@ def test_every_part_built_is_used(task: str, variant: str) -> None:
 def test_training_step_runs_under_cpu_bf16_autocast(attention: str) -> None:
     """train.mixed_precision=bf16 on a CPU: every op must have a bf16 (or fp32 fallback) kernel, whatever the CPU
     (oneDNN's fused RNN layer has no bf16 primitive without AVX512-BF16)."""
-    model = VQAModel(ModelSpec(20, (16, 3, 4), embed_dim=8, hidden_dim=12, attention_dim=10, count=True,
+    model = build_model(model_spec(20, (16, 3, 4), embed_dim=8, hidden_dim=12, attention_dim=10, count=True,
                                attention=attention))  # fmt: skip
     x = {**batch(), "question_len": torch.tensor([7, 6, 5])}  # padding under half: the padded RNN path
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -93,10 +93,7 @@ def test_training_step_runs_under_cpu_bf16_autocast(attention: str) -> None:
     assert torch.isfinite(scores).all() and model.grid.cells[0].weight.grad is not None
 
 
-SHARED = [pytest.param(task, att, gq, id=f"{task}-{att}-gq{gq}",
-                       marks=[pytest.mark.xfail(strict=True, reason="additive question glimpses gather the cells "
-                                                "by image_index twice (kept from the single-module model)")]
-                       if att == "additive" and gq else [])
+SHARED = [pytest.param(task, att, gq, id=f"{task}-{att}-gq{gq}")
           for task, att, gq in [("telling", "bilinear", 1), ("telling", "additive", 1), ("pointing", "additive", 0)]]
 
 
@@ -106,7 +103,7 @@ def test_a_grid_shared_by_its_questions_scores_as_a_grid_per_question(task: str,
     """``image_index`` only saves work: two questions about one image score as if each had its own copy
     (``test_loader`` checks the variants; here the question's own glimpses and pointing's parts)."""
     torch.manual_seed(0)
-    model = VQAModel(ModelSpec(20, (16, 3, 4), task=task, attention=attention, question_glimpses=question_glimpses,
+    model = build_model(model_spec(20, (16, 3, 4), task=task, attention=attention, question_glimpses=question_glimpses,
                                count=True, embed_dim=8, hidden_dim=12, attention_dim=10)).eval()  # fmt: skip
     x = pointing_batch() if task == "pointing" else batch()
     index = torch.tensor([1, 0, 1])
@@ -118,7 +115,7 @@ def test_a_grid_shared_by_its_questions_scores_as_a_grid_per_question(task: str,
 
 def test_attention_depends_on_the_candidate_and_on_position() -> None:
     torch.manual_seed(0)
-    model = VQAModel(ModelSpec(20, (16, 3, 4), embed_dim=8, hidden_dim=12, attention_dim=10)).eval()
+    model = build_model(model_spec(20, (16, 3, 4), embed_dim=8, hidden_dim=12, attention_dim=10)).eval()
     x = batch()
     _, attention = model(**x)
     assert not torch.allclose(attention[:, 0], attention[:, 1]), "each candidate has its own attention"
@@ -129,14 +126,14 @@ def test_attention_depends_on_the_candidate_and_on_position() -> None:
 
 def test_bilinear_attention_depends_on_the_candidate() -> None:
     torch.manual_seed(0)
-    model = VQAModel(ModelSpec(20, (16, 3, 4), embed_dim=8, hidden_dim=12, attention_dim=10, count=True,
+    model = build_model(model_spec(20, (16, 3, 4), embed_dim=8, hidden_dim=12, attention_dim=10, count=True,
                                attention="bilinear")).eval()  # fmt: skip
     _, attention = model(**batch())
     assert not torch.allclose(attention[:, 0], attention[:, 1]), "each candidate has its own attention"
 
 
 def test_blind_ignores_the_image() -> None:
-    model = VQAModel(ModelSpec(20, (16, 3, 4), variant="blind", embed_dim=8, hidden_dim=12)).eval()
+    model = build_model(model_spec(20, (16, 3, 4), variant="blind", embed_dim=8, hidden_dim=12)).eval()
     x = batch()
     a, _ = model(**x)
     b, _ = model(**{**x, "features": torch.zeros_like(x["features"])})
@@ -146,7 +143,7 @@ def test_blind_ignores_the_image() -> None:
 def test_answer_only_reads_nothing_but_the_candidates() -> None:
     """Visual7W's distractors are known to leak the answer (Chao et al., NAACL 2018): this baseline sees the
     candidate alone, no question and no image."""
-    model = VQAModel(ModelSpec(20, (16, 3, 4), variant="answer_only", embed_dim=8, hidden_dim=12)).eval()
+    model = build_model(model_spec(20, (16, 3, 4), variant="answer_only", embed_dim=8, hidden_dim=12)).eval()
     x = batch()
     a, _ = model(**x)
     b, _ = model(**{**x, "question": torch.randint(2, 20, x["question"].shape),
@@ -157,7 +154,7 @@ def test_answer_only_reads_nothing_but_the_candidates() -> None:
 
 
 def test_image_only_never_reads_the_question() -> None:
-    model = VQAModel(ModelSpec(20, (16, 3, 4), variant="image_only", embed_dim=8, hidden_dim=12, count=True)).eval()
+    model = build_model(model_spec(20, (16, 3, 4), variant="image_only", embed_dim=8, hidden_dim=12, count=True)).eval()
     x = batch()
     a, _ = model(**x)
     b, _ = model(**{**x, "question": torch.randint(2, 20, x["question"].shape)})
@@ -169,7 +166,7 @@ def test_image_only_never_reads_the_question() -> None:
 def test_counting_path_sees_how_much_matches() -> None:
     """Softmax attention gives the same context for one matching cell as for three; the count path does not."""
     torch.manual_seed(0)
-    model = VQAModel(ModelSpec(20, (16, 3, 4), embed_dim=8, hidden_dim=12, attention_dim=10, count=True)).eval()
+    model = build_model(model_spec(20, (16, 3, 4), embed_dim=8, hidden_dim=12, attention_dim=10, count=True)).eval()
     x = batch(b=1)
     one = torch.zeros(1, 16, 3, 4)
     one[0, :, 0, 0] = 5.0
@@ -191,7 +188,7 @@ def test_counting_path_sees_how_much_matches() -> None:
 # ------------------------------------------------------------------------------------------------ pointing
 @pytest.mark.parametrize("variant", ["attention", "no_attention", "image_only", "blind"])
 def test_pointing_scores_boxes_in_every_variant(variant: str) -> None:
-    model = VQAModel(ModelSpec(20, (16, 3, 4), variant=variant, task="pointing", embed_dim=8, hidden_dim=12,
+    model = build_model(model_spec(20, (16, 3, 4), variant=variant, task="pointing", embed_dim=8, hidden_dim=12,
                                attention_dim=10)).eval()  # fmt: skip
     x = {**batch(), "candidates": torch.ones(3, 4, 1, dtype=torch.long), "candidate_len": torch.ones(3, 4)}
     scores, attention = model(**x, boxes=boxes())

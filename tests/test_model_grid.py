@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import model_spec
 
-from vqa.model import BoxEncoder, ModelSpec, relative_cells
+from vqa.model import BoxEncoder, relative_cells
 from vqa.model.grid import GridCells
 
 
@@ -21,7 +22,7 @@ def test_relative_cells_say_where_each_cell_lies_from_the_box() -> None:
 @pytest.mark.parametrize("cell_context", [0, 3])
 def test_identical_cells_differ_by_their_position(cell_context: int) -> None:
     torch.manual_seed(0)
-    grid = GridCells(ModelSpec(20, (16, 3, 4), attention_dim=16, cell_context=cell_context)).eval()
+    grid = GridCells(model_spec(20, (16, 3, 4), attention_dim=16, cell_context=cell_context)).eval()
     cells = grid(torch.ones(2, 16, 3, 4).half())
     assert cells.shape == (2, 12, 16) and cells.dtype == torch.float32
     assert not torch.allclose(cells[0, 0], cells[0, 5]), "the same features at two places are two cells"

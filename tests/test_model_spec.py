@@ -6,38 +6,25 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import build_model, model_spec
 
 from vqa.checkpoint import load_model, save_best
 from vqa.errors import ConfigError
-from vqa.model import LAYOUT, ModelSpec, VQAModel
+from vqa.model import LAYOUT, ModelSpec
 
 RETRAIN = 'make train ARGS="train.resume=never"'
 
 
 def old_layout_spec() -> dict:
     """A spec as the single-module model saved it: every field of its time, no ``layout``."""
-    spec = ModelSpec(20, (16, 3, 4), embed_dim=8, hidden_dim=12).to_dict()
+    spec = model_spec(20, (16, 3, 4), embed_dim=8, hidden_dim=12).to_dict()
     del spec["layout"]
     spec["grid"] = list(spec["grid"])  # as JSON gives it back
     return spec
 
 
-def test_pointing_refuses_bilinear_attention() -> None:
-    with pytest.raises(ValueError, match="pointing needs additive"):
-        VQAModel(ModelSpec(20, (16, 3, 4), task="pointing", attention="bilinear"))
-
-
-def test_auto_attention_is_bilinear_for_telling_and_additive_for_pointing() -> None:
-    from vqa.config import load_config
-
-    spec = lambda *o: ModelSpec.from_config(load_config(None, list(o)), 20, (16, 3, 4))  # noqa: E731
-    assert spec().attention == "bilinear" and spec("data.task=pointing").attention == "additive"
-    assert spec("model.attention=additive").attention == "additive"
-    assert spec("data.task=pointing", "model.question_glimpses=2").question_glimpses == 0, "telling only"
-
-
 def test_a_saved_spec_reads_back_as_itself() -> None:
-    spec = ModelSpec(20, (16, 3, 4), variant="image_only", count=True, question_glimpses=2, cell_context=3)
+    spec = model_spec(20, (16, 3, 4), variant="image_only", count=True, question_glimpses=2, cell_context=3)
     assert spec.to_dict()["layout"] == LAYOUT
     assert ModelSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
 
@@ -63,7 +50,7 @@ def test_a_spec_that_describes_no_model_is_refused(spec: object, problem: str) -
 
 
 def test_loading_a_checkpoint_of_the_older_layout_says_how_to_retrain(tmp_path: Path) -> None:
-    save_best(VQAModel(ModelSpec(20, (16, 3, 4), embed_dim=8, hidden_dim=12)), tmp_path, {"epoch": 1})
+    save_best(build_model(model_spec(20, (16, 3, 4), embed_dim=8, hidden_dim=12)), tmp_path, {"epoch": 1})
     best = tmp_path / "best"
     load_model(best)  # this layout loads
     (best / "meta.json").write_text(json.dumps({"epoch": 1, "spec": old_layout_spec()}))

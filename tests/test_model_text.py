@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import model_spec
 from torch import nn
 
-from vqa.model import ModelSpec, TextEncoder
+from vqa.model import TextEncoder
 from vqa.model.text import MeanAnswerEncoder, NoQuestion
 
 
@@ -27,7 +28,7 @@ def test_text_encoder_state_is_that_of_the_unpadded_sequence(kind: str, bidirect
 def test_mean_answer_is_the_mean_of_its_words_without_padding() -> None:
     torch.manual_seed(0)
     embed = nn.Embedding(10, 4, padding_idx=0)
-    enc = MeanAnswerEncoder(ModelSpec(10, (8, 2, 2), embed_dim=4)).eval()
+    enc = MeanAnswerEncoder(model_spec(10, (8, 2, 2), embed_dim=4)).eval()
     candidates = torch.tensor([[[3, 5, 0, 0], [7, 0, 0, 0]]])  # [B=1, K=2, La=4]
     with torch.no_grad():
         a = enc(embed, candidates, torch.tensor([[2, 1]]))

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from vqa.data import dataset_from_config
 from vqa.errors import DatasetError
-from vqa.pointing import candidate_regions, check_regions_inside, load_pointing, parse_pointing
+from vqa.run import Run
 from vqa.scoring import result_entry, score_results
+from vqa.tasks.pointing import candidate_boxes, check_boxes_inside, load_pointing, parse_pointing
 
 
 def valid() -> dict[str, Any]:
@@ -46,7 +46,7 @@ def test_valid_file_loads_with_box_ids_as_candidates(tmp_path: Path) -> None:
     assert [q.qa_id for q in ds.qa] == [10, 11]
     q = ds.qa[0]
     assert q.candidates == ("101", "102", "103", "104") and q.type == "which"
-    box = candidate_regions(ds, q)[0]
+    box = candidate_boxes(ds, q)[0]
     assert (box.x, box.width) == (0.0, 39.0)  # the official -1 starts are clipped, the far edge kept
     assert box.normalised(100, 50) == pytest.approx((0.0, 0.1, 0.39, 0.7))
     # the toolkit's string rule on box ids: an int in the results file matches the id
@@ -106,9 +106,9 @@ def test_no_boxes_list() -> None:
 
 def test_boxes_outside_their_image_are_named() -> None:
     ds = parse_pointing(valid(), "/nonexistent")
-    check_regions_inside(ds, {2412: (100, 100), 7: (100, 100)})  # every box starts inside
+    check_boxes_inside(ds, {2412: (100, 100), 7: (100, 100)})  # every box starts inside
     with pytest.raises(DatasetError) as e:
-        check_regions_inside(ds, {2412: (100, 100), 7: (40, 40)})
+        check_boxes_inside(ds, {2412: (100, 100), 7: (40, 40)})
     assert len(e.value.problems) == 4
     assert e.value.problems[0].startswith("image_id 7 qa_id 11: box_id 201 starts at (50, 60), outside the 40x40")
 
@@ -120,10 +120,10 @@ def test_data_task_picks_the_loader(tmp_path: Path) -> None:
     path = tmp_path / "dataset_v7w_pointing.json"
     path.write_text(json.dumps(valid()))
     cfg.data.annotations, cfg.data.task = str(path), "pointing"
-    assert dataset_from_config(cfg).regions is not None
+    assert Run(cfg).dataset.boxes
     cfg.data.task = "telling"
     with pytest.raises(DatasetError) as e:
-        dataset_from_config(cfg)
+        _ = Run(cfg).dataset
     assert "unknown type 'which'" in e.value.problems[0] and "set data.task=pointing" in e.value.problems[0]
 
 
@@ -146,7 +146,7 @@ def pointing_run(tiny_dataset, tmp_path_factory) -> Any:
                              "model.embed_dim=16", "model.hidden_dim=32", "model.attention_dim=32", "train.epochs=2",
                              "train.batch_size=8", "eval.split=test"])  # fmt: skip
     save_config(cfg)
-    extract_features(cfg, dataset_from_config(cfg), Accelerator(cpu=True))
+    extract_features(cfg, Run(cfg).dataset, Accelerator(cpu=True))
     train(cfg, Accelerator(cpu=True))
     evaluate(cfg, Accelerator(cpu=True))
     return cfg
@@ -160,7 +160,7 @@ def _eval_files(cfg: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], d
 
 def test_eval_writes_box_ids_and_the_toolkit_rule_gives_the_metrics(pointing_run) -> None:
     predictions, _, metrics = _eval_files(pointing_run)
-    ds = dataset_from_config(pointing_run)
+    ds = Run(pointing_run).dataset
     by_id = {q.qa_id: q for q in ds.split("test")}
     assert all(isinstance(c["answer"], int) for e in predictions for c in e["candidates"])
     right = sum(str(e["candidates"][0]["answer"]).lower() == str(by_id[e["qa_id"]].answer).lower()
@@ -200,11 +200,11 @@ def test_predictor_takes_boxes_and_agrees_with_eval(pointing_run) -> None:
     from vqa.errors import VQAError
 
     _, rows, _ = _eval_files(pointing_run)
-    ds = dataset_from_config(pointing_run)
+    ds = Run(pointing_run).dataset
     p = Predictor.from_run(pointing_run.run.dir, device="cpu")
     for row in rows[:6]:
         q = ds.qa_by_id()[row["qa_id"]]
-        boxes = [(r.x, r.y, r.width, r.height) for r in candidate_regions(ds, q)]
+        boxes = [(r.x, r.y, r.width, r.height) for r in candidate_boxes(ds, q)]
         r = p.predict(ds.image_path(q.image_id), q.question, boxes)
         assert r.scores == pytest.approx([c["score"] for c in row["candidates"]], abs=1e-4)
         assert r.choices[r.best] == boxes[[c["answer"] for c in row["candidates"]].index(row["chosen"])]
@@ -215,9 +215,9 @@ def test_predictor_takes_boxes_and_agrees_with_eval(pointing_run) -> None:
 
 
 def test_inspect_draws_each_candidates_box(pointing_run) -> None:
-    from vqa.inspect import run_inspect
+    from vqa.report import run_report
 
     pointing_run.inspect.n = 3
-    out = run_inspect(pointing_run)
+    out = run_report(pointing_run)
     assert len(out["items"]) == 3
     assert all((Path(pointing_run.run.dir) / "inspect" / it["png"]).stat().st_size > 10_000 for it in out["items"])

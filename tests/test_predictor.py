@@ -12,9 +12,9 @@ from accelerate import Accelerator
 from PIL import Image
 
 from vqa.config import load_config, save_config
-from vqa.data import load_telling
 from vqa.errors import VQAError
 from vqa.evaluate import evaluate
+from vqa.tasks.telling import load_telling
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ Each test lists every offender in its message.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,3 +186,15 @@ def test_no_function_over_the_line_limit() -> None:
             if n > MAX_FUNCTION_LINES:
                 offenders.append(f"{m.where}:{f.lineno} {f.name}(): {n} lines")
     assert not offenders, f"{len(offenders)} function(s) over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(offenders)
+
+
+TASK_QUESTIONS = re.compile(r'task ==|regions is None|"boxes" in|type == "which"')
+
+
+def test_only_the_task_modules_ask_which_task_it_is() -> None:
+    """Telling vs pointing is decided once (``vqa.tasks``); everything else asks the task object, so a third task is
+    one new module and not a hunt for branches."""
+    offenders = [f"{m.where}:{i}: {line.strip()}" for m in load_modules().values()
+                 if not m.name.startswith("vqa.tasks")
+                 for i, line in enumerate(m.path.read_text().splitlines(), 1) if TASK_QUESTIONS.search(line)]
+    assert not offenders, "\n".join([f"{len(offenders)} line(s) ask which task it is outside vqa/tasks:", *offenders])

@@ -10,18 +10,18 @@ from PIL import Image
 
 from vqa import synth
 from vqa.config import load_config
-from vqa.data import load_telling
-from vqa.pointing import (
-    candidate_regions,
-    check_regions_inside,
-    geometry_prior_baseline,
-    load_pointing,
-    parse_pointing,
-)
 from vqa.scoring import question_family
 from vqa.synth.draw_pages import INKS
 from vqa.synth.pointing import annotation_paths, pointing_file
 from vqa.synth.shapes import COLORS
+from vqa.tasks.pointing import (
+    candidate_boxes,
+    check_boxes_inside,
+    geometry_prior_baseline,
+    load_pointing,
+    parse_pointing,
+)
+from vqa.tasks.telling import load_telling
 
 
 def test_written_next_to_telling_for_the_same_images(tiny_dataset) -> None:
@@ -33,7 +33,7 @@ def test_written_next_to_telling_for_the_same_images(tiny_dataset) -> None:
     assert set(pointing.images) == set(telling.images)
     assert {q.qa_id for q in pointing.qa}.isdisjoint(q.qa_id for q in telling.qa)
     sizes = {i: Image.open(im.path).size for i, im in pointing.images.items()}
-    check_regions_inside(pointing, sizes)
+    check_boxes_inside(pointing, sizes)
     assert {q.split for q in pointing.qa} == {"train", "val", "test"}
     assert all(q.type == "which" for q in pointing.qa)
 
@@ -50,7 +50,7 @@ def test_the_answer_box_holds_the_named_object(tiny_dataset) -> None:
         named = [w for w in words if w in COLORS]
         if not named or any(w in words for w in ("left", "right", "above", "below")):
             continue  # relative questions name the reference object's colour, not the answer's
-        box = candidate_regions(ds, q)[0]
+        box = candidate_boxes(ds, q)[0]
         assert box.name.split()[0] == named[0], (q.question, box.name)
         with Image.open(ds.image_path(q.image_id)) as img:
             crop = np.asarray(img.convert("RGB").crop(tuple(int(v) for v in (box.x, box.y, box.x + box.width,
@@ -67,7 +67,7 @@ def test_a_pointing_config_writes_telling_beside_it(tmp_path: Path) -> None:
                       "synth.train_images=3", "synth.val_images=1", "synth.test_images=1")  # fmt: skip
     synth.write_dataset(cfg)
     assert (tmp_path / "dataset_v7w_telling.json").is_file()
-    assert load_pointing(cfg.data.annotations, cfg.data.images).regions
+    assert load_pointing(cfg.data.annotations, cfg.data.images).boxes
     assert synth.write_dataset(cfg)["written"] is False  # both files up to date: nothing rewritten
 
 
@@ -93,7 +93,7 @@ def test_pages_are_asked_in_pointing_and_their_answer_box_holds_the_glyph(tiny_d
     checked = 0
     for q in ds.qa:
         words = q.question.rstrip("?").split()
-        box = candidate_regions(ds, q)[0]
+        box = candidate_boxes(ds, q)[0]
         if words[:3] == ["Which", "box", "holds"]:
             assert box.name.split()[1] == words[-1], (q.question, box.name)  # "<ink> <char>"
         elif "ink" in words:

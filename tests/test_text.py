@@ -6,11 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import build_model, model_spec
 
 from vqa.data import QA
 from vqa.errors import VQAError
-from vqa.model import ModelSpec, VQAModel, init_embedding
-from vqa.text import build_tokenizer, fit_dim, load_tokenizer, read_word_vectors, save_tokenizer, tokenise_qa
+from vqa.model import init_embedding
+from vqa.tasks.telling import Telling
+from vqa.text import build_tokenizer, load_tokenizer, qa_table, save_tokenizer
+from vqa.vectors import fit_dim, read_word_vectors
 
 SHAPES = ("A star.", "A square.", "A triangle.")
 TRAIN = [
@@ -46,7 +49,7 @@ def test_missing_tokenizer_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_tokenised_table_rows() -> None:
     tok = build_tokenizer(TRAIN, min_freq=1)
-    table = tokenise_qa(TRAIN + VAL, tok, max_len=4, targets=[[0.5, 0.5], [], [1.0, 0.0]])
+    table = qa_table(Telling(), None, TRAIN + VAL, tok, max_len=4, targets=[[0.5, 0.5], [], [1.0, 0.0]])
     row = table[0]
     assert row["qa_id"] == 1 and row["split"] == "train" and row["label"] == 0
     assert len(row["candidate_ids"]) == 4 and len(row["question_ids"]) == 4  # truncated to max_len
@@ -61,7 +64,7 @@ def test_word_vectors_initialise_the_embedding_and_report_coverage(tmp_path: Pat
     vectors, found = read_word_vectors(path, tok.get_vocab(), 4)
     vocab = tok.get_vocab()
     assert found[vocab["circle"]] and found[vocab["red"]] and int(found.sum()) == 2
-    model = VQAModel(ModelSpec(len(vocab), (8, 2, 2), embed_dim=4, hidden_dim=8, attention_dim=8))
+    model = build_model(model_spec(len(vocab), (8, 2, 2), embed_dim=4, hidden_dim=8, attention_dim=8))
     init_embedding(model, vectors, found)
     scale = 2 / ((1 + 4 + 9 + 16) ** 0.5 + 1) * 2  # the two rows' mean length -> sqrt(4), one factor for both
     torch.testing.assert_close(model.embed.weight[vocab["circle"]], torch.tensor([1.0, 2, 3, 4]) * scale)

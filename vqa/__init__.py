@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
 __all__ = ["Prediction", "Predictor"]
@@ -10,7 +11,5 @@ __all__ = ["Prediction", "Predictor"]
 def __getattr__(name: str) -> Any:
     """Lazy: ``import vqa.<module>`` stays light (the entry points set up the allocator before torch loads)."""
     if name in __all__:
-        from . import predictor
-
-        return getattr(predictor, name)
+        return getattr(import_module(".predictor", __name__), name)
     raise AttributeError(f"module 'vqa' has no attribute {name!r}")

@@ -50,3 +50,11 @@ def tracker_config(cfg: Any) -> dict[str, Any]:
             name = f"{section}.{key}" if key else section
             out[name] = value if isinstance(value, int | float | str | bool) else str(value)
     return out
+
+
+def tracked(row: dict[str, Any]) -> dict[str, float]:
+    """An epoch's log row as tracker scalars: losses, val accuracy overall and per question type, LR, speed."""
+    out = {"loss/train": row["train_loss"], "loss/val": row["val_loss"], "val_accuracy/all": row["val_accuracy"],
+           "lr": row["lr"], "questions_per_s": row["questions_per_s"], "data_wait": row["data_wait"]}
+    out.update({f"val_accuracy/{t}": float(a) for t, a in row["val_per_type"].items() if a is not None})
+    return out

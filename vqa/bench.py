@@ -26,21 +26,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from .accel import make_accelerator
 from .backbones import Backbone, build_backbone
+from .bench_data import synthetic_qa, synthetic_store
 from .checkpoint import TrainerState
 from .config import Config, load_config
-from .data import N_CANDIDATES, QUESTION_TYPES
 from .extract import forward, make_job, normalize, run_job, store_settings
-from .features import DTYPE, FORMAT, FeatureReader, ShardWriter, features_dir, fingerprint, write_manifest
-from .model import ModelSpec, VQAModel
+from .features import FeatureReader, features_dir
+from .run import Run
 from .train import Training, build_training, train_one_epoch, train_step, validate
-
-VISUAL7W_GRID = (2048, 14, 14)  # ResNet-152 at 448: what the real store holds per image
 
 
 def fastest(fns: Sequence[Callable[[], Any]], repeats: int) -> list[float]:
@@ -137,51 +134,6 @@ def bench_extraction(cfg: Config, image_ids: list[int], paths: dict[int, Path], 
             "roofline_ratio": e2e * gflop / peak}  # fmt: skip
 
 
-# ------------------------------------------------------------------------------------------------ synthetic data
-def synthetic_store(root: Path, n_images: int, grid: tuple[int, int, int] = VISUAL7W_GRID,
-                    shard_size: int = 256, seed: int = 0) -> FeatureReader:  # fmt: skip
-    """A feature store in the real format (shards, markers, manifest) holding random fp16 grids, image ids 1..n."""
-    settings = {"format": FORMAT, "backbone": "synthetic", "weights": "random", "pretrained": False,
-                "image_size": grid[1] * 32, "precision": "fp16", "grid": list(grid), "dtype": np.dtype(DTYPE).name,
-                "preprocessing": {}, "shard_size": shard_size, "images_sha1": f"synthetic-{n_images}",
-                "n_images": n_images}  # fmt: skip
-    fp = fingerprint(settings)
-    block = np.random.default_rng(seed).standard_normal((min(64, n_images), *grid), dtype=np.float32).astype(DTYPE)
-    ids = list(range(1, n_images + 1))
-    n_shards = -(-n_images // shard_size)
-    for shard in range(n_shards):
-        writer = ShardWriter(root, shard, ids[shard * shard_size : (shard + 1) * shard_size], grid)
-        for start in range(0, len(writer.ids), len(block)):
-            rows = list(range(start, min(start + len(block), len(writer.ids))))
-            writer.write(rows, block[: len(rows)])
-        writer.finish(fp, 0, 1)
-    write_manifest(root, settings, n_shards, 0.0)
-    return FeatureReader(root)
-
-
-def synthetic_qa(image_ids: list[int], vocab: int, seed: int = 0, n_questions: int | None = None,
-                 cells: int = 0) -> Any:  # fmt: skip
-    """``n_questions`` tokenised questions (default one per image) spread evenly over ``image_ids``, each with 4
-    candidates, lengths like Visual7W's (questions 5-12 words), and with ``cells`` > 0 a one-cell grounding target.
-    """
-    from datasets import Dataset
-
-    rng = np.random.default_rng(seed)
-    n = n_questions or len(image_ids)
-    images = [image_ids[j * len(image_ids) // n] for j in range(n)]  # ~n / len(image_ids) questions per image
-
-    def words(lo: int, hi: int) -> list[int]:
-        return rng.integers(2, vocab, rng.integers(lo, hi + 1)).tolist()
-
-    return Dataset.from_dict({
-        "qa_id": list(range(n)), "image_id": images, "split": ["train"] * n,
-        "type": rng.integers(0, len(QUESTION_TYPES), n).tolist(),
-        "question_ids": [words(5, 12) for _ in images],
-        "candidate_ids": [[words(1, 6) for _ in range(N_CANDIDATES)] for _ in images],
-        "label": [0] * n, "target": [np.eye(cells)[rng.integers(cells)].tolist() if cells else [] for _ in images],
-    })  # fmt: skip
-
-
 # ------------------------------------------------------------------------------------------------ training
 def training_setup(cfg: Config, reader: FeatureReader, n_questions: int, batching: str, batch_size: int,
                    per_image: float = 1.0, vocab: int = 3000, precision: str = "fp32") -> Training:  # fmt: skip
@@ -192,8 +144,9 @@ def training_setup(cfg: Config, reader: FeatureReader, n_questions: int, batchin
     cfg.train.batching, cfg.train.batch_size, cfg.train.mixed_precision = batching, batch_size, precision
     ids = sorted(reader.index)[: max(1, round(n_questions / per_image))]
     table = synthetic_qa(ids, vocab, cfg.seed, n_questions, cells=reader.grid[1] * reader.grid[2])
-    model = VQAModel(ModelSpec.from_config(cfg, vocab, reader.grid))
-    return build_training(cfg, make_accelerator(cfg, training=True), model, table, table, reader)
+    run = Run(cfg)
+    model = run.task.build_model(run.task.model_spec(cfg, vocab, reader.grid))
+    return build_training(run, make_accelerator(cfg, training=True), model, table, table, reader)
 
 
 def _rnn_flop(x: Sequence[int], weights: Sequence[Sequence[int]]) -> int:

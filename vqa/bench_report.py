@@ -23,9 +23,9 @@ from .bench import (
     matmul_peak,
     synthetic_store,
 )
-from .data import dataset_from_config
 from .errors import VQAError
 from .io import atomic_write_json, atomic_write_text, save_figure
+from .run import Run
 
 TARGETS = {"extraction_vs_forward": 0.9, "roofline": 0.8, "loader_overhead": 0.10, "rss_growth": 1.1,
            "bytes_read_over_rows": 1.1, "image_over_question": 2.0, "training_peak_ratio": 0.5,
@@ -33,7 +33,7 @@ TARGETS = {"extraction_vs_forward": 0.9, "roofline": 0.8, "loader_overhead": 0.1
 
 
 def extraction(cfg: Any, args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
-    dataset = dataset_from_config(cfg)
+    dataset = Run(cfg).dataset
     ids = dataset.image_ids()
     paths = {i: dataset.image_path(i) for i in ids}
     bf16 = device.type == "cuda" or torch.cpu._is_avx512_bf16_supported()

@@ -22,13 +22,15 @@ import re
 import shutil
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from safetensors.torch import load_file, save_file
 
 from .errors import VQAError, summary
 from .io import atomic_write_dir, atomic_write_json, reached, recover_dir
 from .model import ModelSpec, VQAModel
+from .tasks import TASKS, task_of
+from .text import load_tokenizer
 
 STATE_DICT_PROBLEMS = ("size mismatch", "Missing key", "Unexpected key")  # the informative lines of load errors
 EPOCH_DIR = re.compile(r"^epoch_(\d+)(?:_batch_(\d+))?$")
@@ -60,10 +62,6 @@ class TrainerState:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def checkpoints_dir(cfg: Any) -> Path:
-    return Path(cfg.run.dir) / "checkpoints"
 
 
 def complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
@@ -106,9 +104,9 @@ def finalize(tmp: Path, name: str, trainer_state: TrainerState, meta: dict[str, 
     return final
 
 
-def save_training_state(cfg: Any, accelerator: Any, state: TrainerState, meta: dict[str, Any]) -> Path:
-    """A full ``save_state`` of every process into a temp folder, renamed into place once complete."""
-    root = checkpoints_dir(cfg)
+def save_training_state(root: Path, keep: int, accelerator: Any, state: TrainerState, meta: dict[str, Any]) -> Path:
+    """A full ``save_state`` of every process into a temp folder under ``root``, renamed into place once complete;
+    the ``keep`` newest are kept."""
     name = checkpoint_name(state.epoch, state.batch)
     tmp = root / f".tmp_{name}"
     if accelerator.is_main_process:
@@ -118,16 +116,16 @@ def save_training_state(cfg: Any, accelerator: Any, state: TrainerState, meta: d
     reached(f"checkpoint-written:{name}")  # the folder is full but not yet complete (no trainer_state.json)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        finalize(tmp, name, state, meta, cfg.train.keep_checkpoints)
+        finalize(tmp, name, state, meta, keep)
     accelerator.wait_for_everyone()
     return root / name
 
 
-def resume_training_state(cfg: Any, accelerator: Any) -> TrainerState:
-    """With ``train.resume=auto``: restore the last complete checkpoint into the prepared objects and return its
-    trainer state; else (or when there is none) a fresh state."""
-    done = complete_checkpoints(checkpoints_dir(cfg))
-    if cfg.train.resume != "auto" or not done:
+def resume_training_state(root: Path, train: Any, accelerator: Any) -> TrainerState:
+    """With ``train.resume=auto``: restore the last complete checkpoint under ``root`` into the prepared objects and
+    return its trainer state; else (or when there is none) a fresh state."""
+    done = complete_checkpoints(root)
+    if train.resume != "auto" or not done:
         return TrainerState()
     path = done[-1][1]
     try:
@@ -138,7 +136,7 @@ def resume_training_state(cfg: Any, accelerator: Any) -> TrainerState:
                         "to start over"]) from None  # fmt: skip
     state = TrainerState.from_dict(json.loads((path / "trainer_state.json").read_text()))
     more = f" + {state.batch} batches" if state.batch else ""
-    accelerator.print(f"resuming from {path} ({state.epoch} of {cfg.train.epochs} epochs{more} done)")
+    accelerator.print(f"resuming from {path} ({state.epoch} of {train.epochs} epochs{more} done)")
     return state
 
 
@@ -162,9 +160,8 @@ def save_best(model: VQAModel, root: Path, meta: dict[str, Any]) -> None:
     atomic_write_dir(root / "best", write)
 
 
-def resolve(cfg: Any, which: str) -> Path:
-    """``best`` | ``last`` | a path -> the folder holding model.safetensors (+ meta.json)."""
-    root = checkpoints_dir(cfg)
+def resolve(root: Path, which: str) -> Path:
+    """``best`` | ``last`` (of the checkpoints under ``root``) | a path -> the folder holding model.safetensors."""
     if which == "best":
         recover_dir(root / "best")  # a kill in the middle of swapping in a new best leaves the old one whole
         path = root / "best"
@@ -194,9 +191,9 @@ def load_model(path: Path, spec: ModelSpec | None = None) -> tuple[VQAModel, dic
             spec = ModelSpec.from_dict(meta["spec"])  # refuses older model layouts, saying how to retrain
         except VQAError as e:
             raise type(e)(f"{meta_path}: {e.headline}", e.problems) from None
-        except (KeyError, TypeError, ValueError) as e:
-            raise VQAError(f"{meta_path}: 'spec' does not describe a model ({type(e).__name__}: {e})") from None
-    model = VQAModel(spec)
+    if spec.task not in TASKS:
+        raise VQAError(f"{meta_path}: a model for task {spec.task!r}, which this code does not know")
+    model = task_of(spec.task).build_model(spec)
     try:
         state = load_file(str(path / "model.safetensors"))
     except Exception as e:  # truncated or not a safetensors file
@@ -211,24 +208,30 @@ def load_model(path: Path, spec: ModelSpec | None = None) -> tuple[VQAModel, dic
     return model.eval(), meta
 
 
-def load_trained(cfg: Any) -> tuple[VQAModel, dict[str, Any], Path, Any]:
-    """``eval.checkpoint`` of this run with its tokenizer: (model, meta, checkpoint path, tokenizer).
+class Trained(NamedTuple):
+    """A trained model as a stage uses it: the weights, their meta.json, where they came from, the tokenizer."""
+
+    model: VQAModel
+    meta: dict[str, Any]
+    path: Path
+    tokenizer: Any
+
+
+def load_trained(root: Path, which: str, tokenizer_dir: Path, task: str) -> Trained:
+    """Checkpoint ``which`` (``eval.checkpoint``) under ``root`` with the run's tokenizer, for ``task``.
 
     The checkpoint's embedding must fit the run's tokenizer: a model copied from another run would otherwise
     index past its embedding table in the middle of evaluation.
     """
-    from .text import load_tokenizer
-
-    path = resolve(cfg, cfg.eval.checkpoint)
+    path = resolve(root, which)
     model, meta = load_model(path)
-    tokenizer_dir = Path(cfg.run.dir) / "tokenizer"
     if not (tokenizer_dir / "tokenizer.json").is_file():
         raise VQAError(f"no tokenizer in {tokenizer_dir}: train first (`make train`)")
     tokenizer = load_tokenizer(tokenizer_dir)
     if model.spec.vocab_size != len(tokenizer):
         raise VQAError(f"{path} was trained with a {model.spec.vocab_size}-word vocabulary, {tokenizer_dir} has "
                        f"{len(tokenizer)}: the checkpoint belongs to another run (check eval.checkpoint)")  # fmt: skip
-    if model.spec.task != cfg.data.task:
-        raise VQAError(f"{path} is a {model.spec.task} model and data.task is {cfg.data.task}: use the config it "
+    if model.spec.task != task:
+        raise VQAError(f"{path} is a {model.spec.task} model and data.task is {task}: use the config it "
                        f"was trained with")  # fmt: skip
-    return model, meta, path, tokenizer
+    return Trained(model, meta, path, tokenizer)

@@ -11,8 +11,10 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from .config import DEFAULT_CONFIG, Config, load_config
+from .config import DEFAULT_CONFIG, load_config
 from .errors import VQAError
+from .process import tune_malloc
+from .run import Run
 
 EXIT_INTERRUPTED = 130
 
@@ -21,8 +23,9 @@ def parse(
     description: str,
     argv: Sequence[str] | None = None,
     add_args: Callable[[argparse.ArgumentParser], None] | None = None,
-) -> tuple[Config, argparse.Namespace]:
-    """Parse ``--config``, ``--debug``, stage-specific flags (``add_args``) and the overrides; load the config."""
+) -> tuple[Run, argparse.Namespace]:
+    """Parse ``--config``, ``--debug``, stage-specific flags (``add_args``) and the overrides; the stage's ``Run``
+    of the loaded config."""
     parser = argparse.ArgumentParser(description=description)
     if add_args is not None:
         add_args(parser)
@@ -30,12 +33,13 @@ def parse(
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     args = parser.parse_args(argv)
-    return load_config(args.config, args.overrides), args
+    return Run(load_config(args.config, args.overrides)), args
 
 
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
     """Run a stage's ``main(argv)``, turning user errors into a clean message and an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    tune_malloc()
     debug = "--debug" in argv
     try:
         main(argv)

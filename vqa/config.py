@@ -193,9 +193,6 @@ def _check_consistency(cfg: Config, problems: list[str], source: str) -> None:
     if both:
         problems.append(f"{source}: stride {sorted(both)} is in both features.hypercolumn and features.space_to_depth;"
                         " a stage is appended one way")  # fmt: skip
-    if cfg.data.task == "pointing" and cfg.model.attention == "bilinear":
-        problems.append(f"{source}: model.attention=bilinear is for telling; pointing needs additive (its attention "
-                        "adds each cell's offset from the candidate box inside the tanh)")  # fmt: skip
     k, d = cfg.model.cell_context, cfg.model.attention_dim
     if k % 2 == 0 and k:
         problems.append(f"{source}: model.cell_context must be 0 (off) or odd (a k x k window centred on each "

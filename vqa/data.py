@@ -9,12 +9,12 @@ Visual7W data" (the official toolkit's files as they are).
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .boxes import Box
 from .errors import DatasetError
 
 QUESTION_TYPES = ("what", "where", "when", "who", "why", "how")  # telling
@@ -50,28 +50,12 @@ class Image:
     path: Path  # resolved, guaranteed to lie inside the image folder
 
 
-@dataclass(frozen=True)
-class Box:
-    """A grounding box in absolute pixels, top-left origin, clipped to non-negative coordinates."""
-
-    qa_id: int
-    name: str
-    x: float
-    y: float
-    width: float
-    height: float
-
-    @property
-    def xyxy(self) -> tuple[float, float, float, float]:
-        return (self.x, self.y, self.x + self.width, self.y + self.height)
-
-
 @dataclass
 class Visual7W:
     images: dict[int, Image]
     qa: list[QA]
     image_dir: Path
-    regions: dict[int, Any] | None = None  # pointing: box_id -> pointing.Region (None for telling)
+    boxes: dict[int, Box] = field(default_factory=dict)  # pointing's candidate boxes by box_id (telling: none)
 
     def split(self, name: str) -> list[QA]:
         """The QA of one split, in file order."""
@@ -92,11 +76,11 @@ class Visual7W:
 
 
 # ------------------------------------------------------------------------------------------------ validation
-def _is_int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _text_problem(value: Any, field: str) -> str | None:
+def text_problem(value: Any, field: str) -> str | None:
     if not isinstance(value, str):
         return f"'{field}' must be a string, got {type(value).__name__}"
     if not value.strip():
@@ -127,53 +111,33 @@ def confine(image_dir: Path, filename: Any) -> tuple[Path | None, str | None]:
     return path, None
 
 
-def text_candidates(raw: dict[str, Any], where: str) -> tuple[tuple[Any, tuple[Any, ...]] | None, list[str]]:
-    """Telling's candidate rule: the answer and 3 distractors are non-empty strings, distinct after lowercasing."""
-    problems = [f"{where}: {p}" for p in [_text_problem(raw["answer"], "answer")] if p]
-    choices = raw["multiple_choices"]
-    for i, c in enumerate(choices):
-        p = _text_problem(c, f"multiple_choices[{i}]")
-        if p:
-            problems.append(f"{where}: {p}")
-    if problems:
-        return None, problems
-    answer = raw["answer"].strip().lower()
-    lowered = [c.strip().lower() for c in choices]
-    if answer in lowered:
-        problems.append(f"{where}: the answer {raw['answer']!r} is also among the distractors")
-    dupes = sorted(c for c, n in Counter(lowered).items() if n > 1)
-    if dupes:
-        problems.append(f"{where}: duplicate distractors after lowercasing: {dupes}")
-    return (None if problems else (raw["answer"], tuple(choices))), problems
-
-
 CandidateRule = Callable[[dict[str, Any], str], tuple[tuple[Any, tuple[Any, ...]] | None, list[str]]]
 
 
-def _check_qa(raw: Any, image: dict[str, Any], where: str, candidates: CandidateRule = text_candidates,
-              types: tuple[str, ...] = QUESTION_TYPES) -> tuple[QA | None, list[str]]:  # fmt: skip
+def _check_qa(raw: Any, image: dict[str, Any], where: str, candidates: CandidateRule,
+              types: tuple[str, ...]) -> tuple[QA | None, list[str]]:
     """One QA record: ids, type and question here; the answer and distractors by the task's ``candidates`` rule
     (telling: strings, pointing: box ids)."""
     if not isinstance(raw, dict):
         return None, [f"{where}: a QA record must be an object, got {type(raw).__name__}"]
     qa_id = raw.get("qa_id")
-    where = f"{where} qa_id {qa_id}" if _is_int(qa_id) else where
+    where = f"{where} qa_id {qa_id}" if is_int(qa_id) else where
     problems = []
     for key in ("qa_id", "image_id", "type", "question", "answer", "multiple_choices"):
         if key not in raw:
             problems.append(f"{where}: missing field '{key}'")
     if problems:
         return None, problems
-    if not _is_int(qa_id):
+    if not is_int(qa_id):
         problems.append(f"{where}: 'qa_id' must be an integer, got {qa_id!r}")
-    if not _is_int(raw["image_id"]):
+    if not is_int(raw["image_id"]):
         problems.append(f"{where}: 'image_id' must be an integer, got {raw['image_id']!r}")
     elif raw["image_id"] != image.get("image_id"):
         problems.append(f"{where}: image_id {raw['image_id']} differs from its image's {image.get('image_id')}")
     if raw["type"] not in types:
         hint = " (a pointing question: set data.task=pointing)" if raw["type"] == "which" else ""
         problems.append(f"{where}: unknown type {raw['type']!r}; expected one of {', '.join(types)}{hint}")
-    p = _text_problem(raw["question"], "question")
+    p = text_problem(raw["question"], "question")
     if p:
         problems.append(f"{where}: {p}")
     choices = raw["multiple_choices"]
@@ -196,12 +160,12 @@ def _check_image(raw: Any, index: int, image_dir: Path) -> tuple[Image | None, l
     if not isinstance(raw, dict):
         return None, [f"images[{index}]: an image record must be an object, got {type(raw).__name__}"]
     image_id = raw.get("image_id")
-    where = f"image_id {image_id}" if _is_int(image_id) else f"images[{index}]"
+    where = f"image_id {image_id}" if is_int(image_id) else f"images[{index}]"
     missing = [k for k in ("image_id", "filename", "split", "qa_pairs") if k not in raw]
     if missing:
         return None, [f"{where}: missing field '{k}'" for k in missing]
     problems = []
-    if not _is_int(image_id):
+    if not is_int(image_id):
         problems.append(f"{where}: 'image_id' must be an integer, got {image_id!r}")
     if raw["split"] not in SPLITS:
         problems.append(f"{where}: unknown split {raw['split']!r}; expected one of {', '.join(SPLITS)}")
@@ -213,11 +177,6 @@ def _check_image(raw: Any, index: int, image_dir: Path) -> tuple[Image | None, l
     if problems:
         return None, problems
     return Image(image_id, raw["filename"], raw["split"], path), []
-
-
-def parse_telling(data: Any, image_dir: str | Path) -> Visual7W:
-    """Validate a parsed ``dataset_v7w_telling.json``; raise DatasetError listing every bad record."""
-    return parse_images(data, image_dir, text_candidates, QUESTION_TYPES, "Visual7W annotations")
 
 
 def parse_images(data: Any, image_dir: str | Path, candidates: CandidateRule, types: tuple[str, ...],
@@ -277,67 +236,12 @@ def read_json(path: str | Path, what: str) -> Any:
         raise DatasetError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
-def load_telling(annotations: str | Path, image_dir: str | Path) -> Visual7W:
-    """Load and validate ``dataset_v7w_telling.json``; filenames are resolved inside ``image_dir``."""
-    data = read_json(annotations, "Visual7W annotations")
+def load_annotations(annotations: str | Path, image_dir: str | Path, parse: Callable[[Any, Path], Visual7W],
+                     what: str) -> Visual7W:  # fmt: skip
+    """Read a task's annotation file and ``parse`` it (``what`` names the file in errors); every problem is
+    reported with the file's path."""
+    data = read_json(annotations, what)
     try:
-        return parse_telling(data, image_dir)
+        return parse(data, Path(image_dir))
     except DatasetError as e:
         raise DatasetError(f"{annotations}: {e.headline}", e.problems) from None
-
-
-# ------------------------------------------------------------------------------------------------ grounding
-def _clip(start: float, size: float) -> tuple[float, float]:
-    end = start + size
-    start = max(start, 0.0)
-    return start, end - start
-
-
-def parse_grounding(data: Any) -> dict[int, list[Box]]:
-    """Boxes by qa_id from a parsed ``v7w_telling_answers.json``; negatives clipped, empty boxes dropped."""
-    if not isinstance(data, dict) or not isinstance(data.get("boxes"), list):
-        raise DatasetError("the grounding file must be an object with a 'boxes' list")
-    problems = []
-    boxes: dict[int, list[Box]] = {}
-    for i, raw in enumerate(data["boxes"]):
-        where = f"boxes[{i}]" + (f" (box_id {raw.get('box_id')})" if isinstance(raw, dict) else "")
-        if not isinstance(raw, dict):
-            problems.append(f"{where}: a box must be an object, got {type(raw).__name__}")
-            continue
-        missing = [k for k in ("qa_id", "x", "y", "width", "height") if k not in raw]
-        if missing:
-            problems += [f"{where}: missing field '{k}'" for k in missing]
-            continue
-        if not _is_int(raw["qa_id"]):
-            problems.append(f"{where}: 'qa_id' must be an integer, got {raw['qa_id']!r}")
-            continue
-        nums = [raw[k] for k in ("x", "y", "width", "height")]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in nums):
-            problems.append(f"{where}: x, y, width, height must be numbers, got {nums}")
-            continue
-        x, w = _clip(float(nums[0]), float(nums[2]))
-        y, h = _clip(float(nums[1]), float(nums[3]))
-        if w <= 0 or h <= 0:
-            continue  # nothing of the box is inside the image
-        boxes.setdefault(raw["qa_id"], []).append(Box(raw["qa_id"], str(raw.get("name", "")), x, y, w, h))
-    if problems:
-        raise DatasetError(f"{len(problems)} problem(s) in the grounding boxes:", problems)
-    return boxes
-
-
-def load_grounding(path: str | Path) -> dict[int, list[Box]]:
-    data = read_json(path, "grounding file")
-    try:
-        return parse_grounding(data)
-    except DatasetError as e:
-        raise DatasetError(f"{path}: {e.headline}", e.problems) from None
-
-
-def dataset_from_config(cfg: Any) -> Visual7W:
-    """The dataset named by ``cfg.data``: annotations of ``data.task`` (telling | pointing) + image folder."""
-    if cfg.data.task == "pointing":
-        from .pointing import load_pointing
-
-        return load_pointing(cfg.data.annotations, cfg.data.images)
-    return load_telling(cfg.data.annotations, cfg.data.images)
-

@@ -3,12 +3,12 @@
 Writes ``<run.dir>/eval/<split>/``: ``predictions.json`` (the toolkit's results format, chosen candidate first,
 verbatim strings: the official ``evaluate.py`` gives the same accuracy), ``metrics.json`` and
 ``per_question.jsonl``. Grounding metrics, when ``data.grounding`` is set, use the chosen candidate's attention
-(glimpses averaged): *pointing* = share of grounded questions whose attention peak (the centre of the peak cell,
+(glimpses averaged): *hit* = share of grounded questions whose attention peak (the centre of the peak cell,
 mapped to image pixels through the recorded squash resize) falls inside a grounding box; *mass* = mean share of
 the attention on cells, weighted by how much of each cell the boxes cover. A uniform map (the ``no_attention`` and
-``blind`` variants, or any map whose max equals its min) gets no pointing score: its argmax is just the top-left
-cell, so "pointing" would measure where the boxes tend to lie, not the model; its mass is still reported (it is the
-boxes' share of the image, the chance level for mass). ``pointing`` is null when no map of the split attends.
+``blind`` variants, or any map whose max equals its min) gets no hit rate: its argmax is just the top-left
+cell, so a "hit" would measure where the boxes tend to lie, not the model; its mass is still reported (it is the
+boxes' share of the image, the chance level for mass). ``hit`` is null when no map of the split attends.
 
 Accuracy is also reported by question family (``per_question_type``, the question's leading words, see
 ``scoring.question_family``), as the VQA evaluation reports question types.
@@ -26,14 +26,15 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from .checkpoint import load_trained
+from .boxes import Box
 from .config import Config
-from .data import TYPE_INDEX, Box, dataset_from_config
+from .data import TYPE_INDEX
 from .errors import VQAError
-from .features import FeatureReader, check_covers, features_dir
-from .grounding import box_coverage, grounding_boxes, image_size
+from .features import check_covers
+from .grounding import grounding_scores, grounding_summary, image_size
 from .io import atomic_write_dir, atomic_write_json, atomic_write_text, reached
 from .loader import QAExamples, collate, model_inputs, split_rows
+from .run import Run, as_run
 from .scoring import (
     per_question_type_table,
     per_type_table,
@@ -85,34 +86,6 @@ def accuracy_of(pass_out: dict[str, Any]) -> dict[str, Any]:
             "loss": loss}  # loss: the cross-entropy of the answer, as in training (without the box losses)
 
 
-def is_uniform(attention: np.ndarray) -> bool:
-    """True when a map has no peak (max == min, up to float noise): its argmax would be an arbitrary cell."""
-    return bool(np.ptp(attention) < 1e-9)
-
-
-def grounding_scores(
-    attention: np.ndarray, boxes: list[Box], width: int, height: int, uniform: bool = False
-) -> tuple[bool | None, float]:
-    """(pointing hit, attention mass in the boxes) for one ``[H, W]`` attention map of a ``width x height`` image.
-    The hit is None for a uniform map (or ``uniform=True``, a variant that never attends): it has no peak to point."""
-    h, w = attention.shape
-    hit: bool | None = None
-    if not (uniform or is_uniform(attention)):
-        i, j = np.unravel_index(int(np.argmax(attention)), attention.shape)
-        px, py = (j + 0.5) * width / w, (i + 0.5) * height / h  # centre of the peak cell, in image pixels
-        hit = any(b.x <= px < b.x + b.width and b.y <= py < b.y + b.height for b in boxes)
-    mass = float((attention * box_coverage(boxes, width, height, h, w)).sum() / max(attention.sum(), 1e-12))
-    return hit, mass
-
-
-def grounding_summary(hits: list[bool | None], masses: list[float]) -> dict[str, Any]:
-    """``{"n", "pointing", "mass"}`` over the grounded questions; pointing averages only the maps that have a peak
-    (None when none has), mass averages all of them."""
-    pointed = [h for h in hits if h is not None]
-    return {"n": len(hits), "pointing": float(np.mean(pointed)) if pointed else None,
-            "mass": float(np.mean(masses)) if masses else None}  # fmt: skip
-
-
 def to_file_order(values: np.ndarray, order: np.ndarray) -> np.ndarray:
     """Per-candidate values (scores, attention maps) re-indexed like the file's candidates (answer first):
     the model saw file candidate ``order[k]`` in position k."""
@@ -122,9 +95,10 @@ def to_file_order(values: np.ndarray, order: np.ndarray) -> np.ndarray:
 
 
 def _per_question(
-    out: dict[str, Any], by_id: dict[int, Any], dataset: Any, grounding: dict[int, list[Box]] | None, uniform: bool
+    task: Any, out: dict[str, Any], by_id: dict[int, Any], dataset: Any, grounding: dict[int, list[Box]] | None,
+    uniform: bool,
 ) -> tuple[list[dict], list[dict], list[bool | None], list[float]]:
-    """Results entries, per-question rows, pointing hits and masses for a ``predict_pass`` output: one loop, so the
+    """Results entries, per-question rows, grounding hits and masses for a ``predict_pass`` output: one loop, so the
     results file, the rows and the grounding all use the same chosen candidate (``rank_order``: ties are wrong)."""
     entries, rows, hits, masses = [], [], [], []
     for n, qa_id in enumerate(out["qa_id"].tolist()):
@@ -132,7 +106,7 @@ def _per_question(
         scores = to_file_order(out["scores"][n], out["order"][n])  # [K], file order (answer first)
         ranking = rank_order(q.candidates, scores.tolist(), q.answer)
         ranked = [q.candidates[i] for i in ranking]
-        entries.append(result_entry(q, ranked))
+        entries.append(result_entry(q, [task.result_answer(c) for c in ranked]))
         cands = [{"answer": c, "score": float(s)} for c, s in zip(q.candidates, scores, strict=True)]
         rows.append({"qa_id": qa_id, "type": q.type, "question_type": question_family(q.question),
                      "question": q.question, "answer": q.answer, "candidates": cands, "chosen": ranked[0],
@@ -158,16 +132,15 @@ class SplitPass:
     skipped: int  # questions whose image has no features
 
 
-def split_pass(cfg: Config, accelerator: Accelerator, split: str, dataset: Any, keep_attention: bool) -> SplitPass:
-    """Load ``eval.checkpoint`` of ``cfg``'s run and score every question of ``split`` of ``dataset`` (the run's
-    data, loaded by the caller) on all processes."""
-    model, meta, path, tokenizer = load_trained(cfg)
-    reader = FeatureReader(features_dir(cfg))
+def split_pass(run: Run, accelerator: Accelerator, split: str, keep_attention: bool) -> SplitPass:
+    """Score every question of ``split`` with the run's ``eval.checkpoint`` model on all processes."""
+    cfg, dataset, reader = run.cfg, run.dataset, run.reader
+    model, meta, path, tokenizer = run.trained
     if tuple(reader.grid) != tuple(model.spec.grid):
         raise VQAError(f"{path} was trained on {model.spec.grid} features, {reader.root} holds {reader.grid}")
     qas = dataset.split(split)
     check_covers(reader, [q.image_id for q in qas])
-    table = qa_table(dataset, qas, tokenizer, cfg.text.max_len)
+    table = qa_table(run.task, dataset, qas, tokenizer, cfg.text.max_len)
     rows, skipped = split_rows(table, split, reader)
     loader = DataLoader(QAExamples(rows, reader, cfg.seed, train=False), batch_size=cfg.eval.batch_size,
                         collate_fn=collate)  # fmt: skip
@@ -176,19 +149,18 @@ def split_pass(cfg: Config, accelerator: Accelerator, split: str, dataset: Any, 
     return SplitPass(out, accelerator.unwrap_model(model), meta, path, qas, skipped)
 
 
-def evaluate(cfg: Config, accelerator: Accelerator) -> dict[str, Any] | None:
+def evaluate(cfg: Config | Run, accelerator: Accelerator) -> dict[str, Any] | None:
     """Run the eval stage; returns the metrics on the main process (None elsewhere)."""
-    split, run = cfg.eval.split, Path(cfg.run.dir)
-    dataset = dataset_from_config(cfg)
-    grounding = grounding_boxes(cfg, dataset)
-    p = split_pass(cfg, accelerator, split, dataset, keep_attention=grounding is not None)
+    run = as_run(cfg)
+    split, dataset, grounding = run.cfg.eval.split, run.dataset, run.grounding
+    p = split_pass(run, accelerator, split, keep_attention=grounding is not None)
     if not accelerator.is_main_process:
         return None
     out, path, meta, skipped = p.out, p.path, p.meta, p.skipped
     by_id = {q.qa_id: q for q in p.qas}
     variant = p.model.spec.variant
-    uniform = not p.model.spec.attends  # no pointing score for a flat map by construction
-    entries, per_question, hits, masses = _per_question(out, by_id, dataset, grounding, uniform)
+    uniform = not p.model.spec.attends  # no hit rate for a flat map by construction
+    entries, per_question, hits, masses = _per_question(run.task, out, by_id, dataset, grounding, uniform)
     official = score_results(entries, [by_id[i] for i in out["qa_id"].tolist()], split)
     direct = accuracy_of(out)
     if abs(official["accuracy"] - direct["accuracy"]) > 1e-9:  # the results file must say what we measured
@@ -208,7 +180,7 @@ def evaluate(cfg: Config, accelerator: Accelerator) -> dict[str, Any] | None:
         atomic_write_text(Path(tmp) / "per_question.jsonl", "".join(json.dumps(r) + "\n" for r in per_question))
         atomic_write_json(Path(tmp) / "metrics.json", metrics)
 
-    atomic_write_dir(run / "eval" / split, write)
+    atomic_write_dir(run.eval_dir(split), write)
     return metrics
 
 
@@ -235,20 +207,20 @@ def read_metrics(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def comparison_rows(cfg: Config, metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def comparison_rows(run: Run, metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """This run first, then every baseline run of the same experiment that has metrics for the same split."""
-    rows = {run_label(cfg.run.dir, metrics.get("model_variant")): metrics}
+    rows = {run_label(run.dir, metrics.get("model_variant")): metrics}
     for suffix in BASELINE_SUFFIXES:
-        other = read_metrics(Path(f"{cfg.run.dir}_{suffix}") / "eval" / str(metrics.get("split")) / "metrics.json")
+        other = read_metrics(run.baseline_dir(suffix).joinpath("eval", str(metrics.get("split")), "metrics.json"))
         if suffix not in rows and other is not None:
             rows[suffix] = other
     return rows
 
 
-def comparison_table(cfg: Config, metrics: dict[str, Any]) -> str:
+def comparison_table(run: Run, metrics: dict[str, Any]) -> str:
     """This run beside the baseline runs (``<run.dir>_<suffix>``, see ``BASELINE_SUFFIXES``), if any: the table by
     W type, then the table by question family. Old metrics files with missing keys show nan / "-"."""
-    rows = comparison_rows(cfg, metrics)
+    rows = comparison_rows(run, metrics)
     return per_type_table(rows) + "\n\n" + per_question_type_table(rows)
 
 
@@ -262,9 +234,11 @@ def skipped_line(metrics: dict[str, Any]) -> str | None:
 
 
 def grounding_line(g: dict[str, Any] | None) -> str | None:
-    """The grounding summary, saying why pointing is absent (a model whose attention is uniform has no peak)."""
+    """The grounding summary, saying why the hit rate is absent (a model whose attention is uniform has no peak).
+    Reads metrics written before the hit rate was named ``hit`` (it was ``pointing``) too."""
     if not g or not g.get("n"):
         return None
-    pointing = "n/a (uniform attention)" if g.get("pointing") is None else f"{g['pointing']:.3f}"
+    value = g.get("hit", g.get("pointing"))
+    hit = "n/a (uniform attention)" if value is None else f"{value:.3f}"
     mass = "n/a" if g.get("mass") is None else f"{g['mass']:.3f}"
-    return f"grounding ({g['n']} questions): pointing {pointing}, attention mass in boxes {mass}"
+    return f"grounding ({g['n']} questions): hit {hit}, attention mass in boxes {mass}"

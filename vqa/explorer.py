@@ -18,16 +18,25 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import shutil
 from collections.abc import Sequence
 from importlib import resources
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
+from .accel import make_accelerator
+from .config import load_config
+from .errors import VQAError
+from .evaluate import accuracy_of, run_label, split_pass, to_file_order
 from .io import atomic_write_bytes, atomic_write_text
+from .run import Run
+from .scoring import choose, question_family
 
 CHUNK = 200  # questions per attention file: ~0.5 MB at Visual7W's 14 x 14 grid
 THUMB = 640  # longest side of the explorer's copy of an image (the original aspect ratio is kept)
@@ -71,7 +80,6 @@ def write_thumbnail(source: Path, dest: Path, longest: int = THUMB) -> tuple[int
         size = img.size
         img = img.convert("RGB")
         img.thumbnail((longest, longest))
-        from io import BytesIO
 
         buf = BytesIO()
         img.save(buf, format="JPEG", quality=88)
@@ -129,28 +137,22 @@ def question_entry(qa: Any, family: str, grounding: Sequence[Sequence[float]],
 EXPLORE_MAX = 5000  # questions in one explorer (a seeded sample of a larger split; the summary says so)
 
 
-def run_results(cfg: Any, split: str, dataset: Any) -> dict[str, Any]:
+def run_results(run: Run, split: str) -> dict[str, Any]:
     """One run's scores and attention, in the file's candidate order, on every question of ``split``:
     {"label", "variant", "checkpoint", "accuracy", "grid", "by_id": qa_id -> (scores [K], attention [K, G, H, W])}."""
-    from .accel import make_accelerator
-    from .evaluate import accuracy_of, run_label, split_pass, to_file_order
-
-    p = split_pass(cfg, make_accelerator(), split, dataset, keep_attention=True)
+    p = split_pass(run, make_accelerator(), split, keep_attention=True)
     out = p.out
     by_id = {}
     for n, qa_id in enumerate(out["qa_id"].tolist()):
         order = out["order"][n]  # position k holds file candidate order[k]
         by_id[int(qa_id)] = (to_file_order(out["scores"][n], order), to_file_order(out["attention"][n], order))
-    return {"label": f"{Path(cfg.run.dir).name} ({run_label(cfg.run.dir, p.model.spec.variant)})",
+    return {"label": f"{run.dir.name} ({run_label(run.dir, p.model.spec.variant)})",
             "variant": p.model.spec.variant, "checkpoint": str(p.path), "grid": list(p.model.spec.grid[1:]),
             "accuracy": accuracy_of(out)["accuracy"] if len(out["qa_id"]) else None, "by_id": by_id}  # fmt: skip
 
 
-def compare_config(cfg: Any) -> Any:
-    """The config of ``inspect.compare``'s run (its own ``config.yaml``), checked to ask the same questions."""
-    from .config import load_config
-    from .errors import VQAError
-
+def compare_run(cfg: Any) -> Run:
+    """``inspect.compare``'s run (from its own ``config.yaml``), checked to ask the same questions."""
     other = Path(cfg.inspect.compare)
     if not (other / "config.yaml").is_file():
         raise VQAError(f"inspect.compare={other}: no config.yaml there; give the folder of a trained run")
@@ -158,31 +160,25 @@ def compare_config(cfg: Any) -> Any:
     if (ocfg.data.task, Path(ocfg.data.annotations).resolve()) != (cfg.data.task, Path(cfg.data.annotations).resolve()):
         raise VQAError(f"inspect.compare={other} was trained on {ocfg.data.annotations} ({ocfg.data.task}), this run "
                        f"on {cfg.data.annotations} ({cfg.data.task}): the explorer compares runs on the same questions")
-    return ocfg
+    return Run(ocfg)
 
 
-def build_explorer(cfg: Any, out_dir: Path, dataset: Any) -> dict[str, Any]:
-    """Score ``inspect.split`` of ``dataset`` (the run's data, loaded once by the caller) with this run (and
-    ``inspect.compare``'s) and write the explorer into ``out_dir``."""
-    import random
-
-    import torch
-
-    from .grounding import grounding_boxes
-    from .scoring import choose, question_family
-
+def build_explorer(run: Run, out_dir: Path) -> dict[str, Any]:
+    """Score ``inspect.split`` with this run (and ``inspect.compare``'s) and write the explorer into ``out_dir``."""
+    cfg, dataset, task = run.cfg, run.dataset, run.task
     split = cfg.inspect.split
-    runs = [run_results(c, split, dataset) for c in [cfg, *([compare_config(cfg)] if cfg.inspect.compare else [])]]
+    runs = [run_results(r, split) for r in [run, *([compare_run(cfg)] if cfg.inspect.compare else [])]]
     ids = sorted(set.intersection(*(set(r["by_id"]) for r in runs)))
     sampled = len(ids) > EXPLORE_MAX
     if sampled:
         ids = sorted(random.Random(cfg.seed).sample(ids, EXPLORE_MAX))
     by_id = {q.qa_id: q for q in dataset.split(split)}
-    grounding = grounding_boxes(cfg, dataset) or {}
+    grounding = run.grounding or {}
     questions, maps = [], {}
     for qa_id in ids:
         q = by_id[qa_id]
-        cand = None if dataset.regions is None else [_xywh(dataset.regions[int(c)]) for c in q.candidates]
+        boxes = task.choice_boxes(dataset, q)
+        cand = None if boxes is None else [_xywh(b) for b in boxes]
         entry = question_entry(q, question_family(q.question), [_xywh(b) for b in grounding.get(qa_id, [])], cand)
         maps[qa_id] = []
         for r in runs:
@@ -197,7 +193,7 @@ def build_explorer(cfg: Any, out_dir: Path, dataset: Any) -> dict[str, Any]:
     summary = (f"{n} questions of split '{split}'" + (f" (a seeded sample of {len(by_id)})" if sampled else "")
                + "; " + "; ".join(f"{r['label']}: accuracy {r['accuracy']:.3f} on the split" for r in runs
                                   if r["accuracy"] is not None))  # fmt: skip
-    index = {"title": f"{Path(cfg.run.dir).name} / {split}", "summary": summary, "task": cfg.data.task,
+    index = {"title": f"{run.dir.name} / {split}", "summary": summary, "task": task.name,
              "grid": runs[0]["grid"], "glimpses": len(maps[ids[0]][0][0]) if ids else 0,
              "runs": [{k: r[k] for k in ("label", "variant", "checkpoint", "accuracy", "grid")} for r in runs],
              "questions": questions}  # fmt: skip

@@ -1,4 +1,4 @@
-"""Grounding boxes on the feature grid.
+"""Grounding boxes: the file that gives them, and their place on the feature grid.
 
 The features stage squash-resizes every image to S x S, so grid cell (i, j) of an H x W grid covers
 ``x in [j*W_img/W, (j+1)*W_img/W)``, ``y in [i*H_img/H, (i+1)*H_img/H)`` of the original image. This module maps
@@ -17,7 +17,49 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .data import Box, load_grounding
+from .boxes import Box, clip
+from .data import is_int, read_json
+from .errors import DatasetError
+
+
+def parse_grounding(data: Any) -> dict[int, list[Box]]:
+    """Boxes by qa_id from a parsed ``v7w_telling_answers.json``; negatives clipped, empty boxes dropped."""
+    if not isinstance(data, dict) or not isinstance(data.get("boxes"), list):
+        raise DatasetError("the grounding file must be an object with a 'boxes' list")
+    problems = []
+    boxes: dict[int, list[Box]] = {}
+    for i, raw in enumerate(data["boxes"]):
+        where = f"boxes[{i}]" + (f" (box_id {raw.get('box_id')})" if isinstance(raw, dict) else "")
+        if not isinstance(raw, dict):
+            problems.append(f"{where}: a box must be an object, got {type(raw).__name__}")
+            continue
+        missing = [k for k in ("qa_id", "x", "y", "width", "height") if k not in raw]
+        if missing:
+            problems += [f"{where}: missing field '{k}'" for k in missing]
+            continue
+        if not is_int(raw["qa_id"]):
+            problems.append(f"{where}: 'qa_id' must be an integer, got {raw['qa_id']!r}")
+            continue
+        nums = [raw[k] for k in ("x", "y", "width", "height")]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in nums):
+            problems.append(f"{where}: x, y, width, height must be numbers, got {nums}")
+            continue
+        x, w = clip(float(nums[0]), float(nums[2]))
+        y, h = clip(float(nums[1]), float(nums[3]))
+        if w <= 0 or h <= 0:
+            continue  # nothing of the box is inside the image
+        boxes.setdefault(raw["qa_id"], []).append(Box(raw["qa_id"], str(raw.get("name", "")), x, y, w, h))
+    if problems:
+        raise DatasetError(f"{len(problems)} problem(s) in the grounding boxes:", problems)
+    return boxes
+
+
+def load_grounding(path: str | Path) -> dict[int, list[Box]]:
+    data = read_json(path, "grounding file")
+    try:
+        return parse_grounding(data)
+    except DatasetError as e:
+        raise DatasetError(f"{path}: {e.headline}", e.problems) from None
 
 
 def box_coverage(boxes: Sequence[Box], image_w: int, image_h: int, grid_h: int, grid_w: int) -> np.ndarray:
@@ -43,20 +85,11 @@ def image_size(path: str | Path) -> tuple[int, int]:
         return img.size
 
 
-def grounding_boxes(cfg: Any, dataset: Any) -> dict[int, list[Box]] | None:
-    """Grounding boxes by qa_id: telling's ``data.grounding`` file (None when not given); for pointing, each QA's
-    answer box (the object the question is about)."""
-    if getattr(dataset, "regions", None) is not None:
-        return {q.qa_id: [Box(q.qa_id, r.name, r.x, r.y, r.width, r.height) for r in [dataset.regions[int(q.answer)]]]
-                for q in dataset.qa}  # fmt: skip
-    return load_grounding(cfg.data.grounding) if cfg.data.grounding else None
-
-
-def grounding_targets(cfg: Any, dataset: Any, grid: tuple[int, int, int]) -> list[list[float]] | None:
+def grounding_targets(boxes: dict[int, list[Box]] | None, dataset: Any,
+                      grid: tuple[int, int, int]) -> list[list[float]] | None:
     """Per QA, a density of its grounding boxes on the feature grid: each box's coverage normalised to sum 1, then
     summed, so the row sums to the number of boxes ([] without a box). The attention loss normalises it; the
     counting gates learn it as is (their mass is then the number of objects the question is about)."""
-    boxes = grounding_boxes(cfg, dataset)
     if boxes is None:
         return None
     sizes: dict[int, tuple[int, int]] = {}
@@ -112,3 +145,32 @@ def gate_loss(gates: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tens
     # up to a whole object) are pulled to the box count directly, not only through each cell
     mass_error = (torch.sigmoid(logits).sum(2) - density[has].sum(1)[:, None, None]) ** 2  # [n, K, G]
     return (bce + mass_error).mean((1, 2)).sum() / b
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+def is_uniform(attention: np.ndarray) -> bool:
+    """True when a map has no peak (max == min, up to float noise): its argmax would be an arbitrary cell."""
+    return bool(np.ptp(attention) < 1e-9)
+
+
+def grounding_scores(
+    attention: np.ndarray, boxes: list[Box], width: int, height: int, uniform: bool = False
+) -> tuple[bool | None, float]:
+    """(hit: the peak falls in a box; attention mass in the boxes) for one ``[H, W]`` map of a ``width x height`` image.
+    The hit is None for a uniform map (or ``uniform=True``, a variant that never attends): it has no peak to point."""
+    h, w = attention.shape
+    hit: bool | None = None
+    if not (uniform or is_uniform(attention)):
+        i, j = np.unravel_index(int(np.argmax(attention)), attention.shape)
+        px, py = (j + 0.5) * width / w, (i + 0.5) * height / h  # centre of the peak cell, in image pixels
+        hit = any(b.x <= px < b.x + b.width and b.y <= py < b.y + b.height for b in boxes)
+    mass = float((attention * box_coverage(boxes, width, height, h, w)).sum() / max(attention.sum(), 1e-12))
+    return hit, mass
+
+
+def grounding_summary(hits: list[bool | None], masses: list[float]) -> dict[str, Any]:
+    """``{"n", "hit", "mass"}`` over the grounded questions; hit averages only the maps that have a peak
+    (None when none has), mass averages all of them."""
+    pointed = [h for h in hits if h is not None]
+    return {"n": len(hits), "hit": float(np.mean(pointed)) if pointed else None,
+            "mass": float(np.mean(masses)) if masses else None}  # fmt: skip

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset, Sampler
 from .data import N_CANDIDATES
 from .features import FeatureReader
 
+STANDARD_COLUMNS = ("qa_id", "image_id", "split", "type", "family", "question_ids", "candidate_ids", "label", "target")
 EVAL_EPOCH = 1_000_003  # the candidate order used for evaluation (fixed by the seed)
 
 
@@ -44,9 +45,9 @@ class QAExamples(Dataset):
         # plain columns, read once: formatting one Arrow row per question cost a tenth of a CPU training step
         self.columns = table.select_columns(["qa_id", "image_id", "type", "question_ids", "candidate_ids"]).to_dict()
         self.targets = dense_targets(table.with_format("arrow")["target"])  # [n, H*W] float32, zeros: no box
-        # pointing: the candidates' boxes, [n, K, 4] (x0, y0, x1, y1) in [0, 1]; None for telling
-        self.boxes = (np.asarray(table["boxes"], dtype=np.float32) if "boxes" in table.column_names
-                      else None)  # fmt: skip
+        # the task's per-candidate inputs (pointing: "boxes" [n, K, 4], (x0, y0, x1, y1) in [0, 1]), by name
+        self.per_candidate = {name: np.asarray(table[name], dtype=np.float32)
+                              for name in table.column_names if name not in STANDARD_COLUMNS}  # fmt: skip
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Accelerate's prepared DataLoader at the start of every epoch."""
@@ -77,9 +78,8 @@ class QAExamples(Dataset):
             "qa_id": col["qa_id"][i],
             "type": col["type"][i],
             "target": self.targets[i],  # [H*W]
+            "per_candidate": {name: values[i][order] for name, values in self.per_candidate.items()},  # [K, ...]
         }
-        if self.boxes is not None:
-            item["boxes"] = self.boxes[i][order]  # [K, 4], in this epoch's candidate order
         return item
 
 
@@ -113,8 +113,10 @@ def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     cands, cand_len = pad([c for it in items for c in it["candidates"]])  # [B*K, La], [B*K]
     b, k = len(items), len(items[0]["candidates"])
     firsts, image_index = dedupe([it["image_id"] for it in items])
-    boxes = {"boxes": torch.from_numpy(np.stack([it["boxes"] for it in items]))} if "boxes" in items[0] else {}
-    return boxes | {
+    per_candidate = {name: torch.from_numpy(np.stack([it["per_candidate"][name] for it in items]))
+                     for name in items[0]["per_candidate"]}  # fmt: skip
+    return {
+        "per_candidate": per_candidate,  # name -> [B, K, ...], in each question's candidate order
         "features": torch.stack([items[i]["features"] for i in firsts]),  # [I, C, H, W]
         "image_index": image_index,  # [B]
         "question": question,
@@ -197,6 +199,21 @@ def make_sampler(batching: str, table: ArrowTable, seed: int) -> EpochSampler:
     return ImageMajorSampler(table["image_id"], seed) if batching == "image" else EpochSampler(len(table), seed)
 
 
-def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    keys = ("features", "image_index", "question", "question_len", "candidates", "candidate_len", "boxes")
-    return {k: batch[k] for k in keys if k in batch}  # "boxes" [B, K, 4]: pointing only
+def model_inputs(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """What the model's ``forward`` takes from a batch: the common inputs and the task's per-candidate ones."""
+    keys = ("features", "image_index", "question", "question_len", "candidates", "candidate_len")
+    return {k: batch[k] for k in keys} | batch["per_candidate"]
+
+
+def keep_rng(loader: Any) -> Any:
+    """Iterate a resumed mid-epoch loader without letting its start move the restored RNG.
+
+    Why: a DataLoader iterator draws a base seed from the global generator when it starts. The interrupted run
+    drew it at the start of the epoch, before the state that ``load_state`` restored; drawing it again would
+    shift every later dropout mask.
+    """
+    state = torch.get_rng_state()
+    for n, batch in enumerate(loader):
+        if n == 0:
+            torch.set_rng_state(state)
+        yield batch

@@ -25,7 +25,17 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .backbones import build_backbone
+from .config import load_config
 from .errors import VQAError
+from .extract import forward
+from .features import load_manifest
+from .images import BadImage, load_image, squash, to_tensor
+from .loader import dedupe, pad
+from .run import as_run
+from .scoring import choose
+from .tasks import task_of
+from .text import token_ids
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]  # noqa: UP007 (a runtime alias, Python 3.10 included)
 
@@ -59,14 +69,13 @@ class Predictor:
         self.model, self.tokenizer, self.backbone = model.to(device).eval(), tokenizer, backbone
         self.manifest, self.max_len, self.device = manifest, max_len, device
         self.image_size = int(manifest["image_size"])
+        self.task = task_of(model.spec.task)  # what a choice is: an answer string, or a box
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str | torch.device | None = None,
                  checkpoint: str | None = None) -> Predictor:  # fmt: skip
         """The run in ``run_dir`` (its saved ``config.yaml``): ``eval.checkpoint`` weights unless ``checkpoint``
         (best | last | a folder) says otherwise, on ``device`` (default: the GPU if there is one)."""
-        from .config import load_config
-
         run = Path(run_dir)
         if not (run / "config.yaml").is_file():
             raise VQAError(f"{run} is not a run folder (no config.yaml): train first (`make train`)")
@@ -75,17 +84,15 @@ class Predictor:
 
     @classmethod
     def from_config(cls, cfg: Any, device: str | torch.device | None = None) -> Predictor:
-        """The run ``cfg.run.dir`` as ``cfg`` describes it (``eval.checkpoint``, the feature store's manifest)."""
-        from .backbones import build_backbone
-        from .checkpoint import load_trained
-        from .features import features_dir, load_manifest
-
-        model, _, _, tokenizer = load_trained(cfg)
-        manifest = load_manifest(features_dir(cfg))
+        """The run ``cfg.run.dir`` as ``cfg`` (or a ``Run``) describes it (``eval.checkpoint``, the feature store's
+        manifest)."""
+        run = as_run(cfg)
+        model, _, _, tokenizer = run.trained
+        manifest = load_manifest(run.features_dir)
         backbone = None
         if model.spec.sees_image:
             if not manifest["pretrained"]:
-                raise VQAError(f"the features in {features_dir(cfg)} come from a randomly initialised backbone, "
+                raise VQAError(f"the features in {run.features_dir} come from a randomly initialised backbone, "
                                "which cannot be rebuilt for a new image; extract with features.pretrained=true")
             weights = manifest["weights"] if Path(manifest["weights"]).is_file() else None
             backbone = build_backbone(manifest["backbone"], int(manifest["image_size"]), pretrained=True,
@@ -94,7 +101,7 @@ class Predictor:
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if backbone is not None:
             backbone.module.to(dev, memory_format=torch.channels_last)
-        return cls(model, tokenizer, backbone, manifest, cfg.text.max_len, dev)
+        return cls(model, tokenizer, backbone, manifest, run.cfg.text.max_len, dev)
 
     # ------------------------------------------------------------------------------------------------ images
     def pixels(self, image: ImageLike) -> np.ndarray:
@@ -103,8 +110,6 @@ class Predictor:
         A JPEG given by its path is decoded exactly as the feature store's images were (at a reduced scale where
         it is much larger than S); an image already decoded in memory is resized from its full resolution, which
         can move scores slightly."""
-        from .images import BadImage, load_image, squash
-
         if isinstance(image, (str, Path)):
             try:
                 return load_image(image, self.image_size)
@@ -122,9 +127,6 @@ class Predictor:
 
     def grids(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """Images -> their feature grids ``[I, C, H, W]`` fp16 (one backbone pass for all of them)."""
-        from .extract import forward
-        from .images import to_tensor
-
         if self.backbone is None:  # blind: the image is never read
             return torch.zeros(len(images), 0)
         pixels = torch.stack([to_tensor(self.pixels(im)) for im in images])  # [I, 3, S, S] uint8
@@ -139,9 +141,6 @@ class Predictor:
     def predict_batch(self, items: Sequence[tuple[ImageLike, str, Sequence[Any]]]) -> list[Prediction]:
         """Many ``(image, question, choices)`` at once, each choice list of the same length; questions about the
         same image (the same path, or the same object) share one backbone pass."""
-        from .loader import dedupe, pad
-        from .text import token_ids  # the tokenisation make eval uses
-
         if not items:
             return []
         k = len(items[0][2])
@@ -152,60 +151,22 @@ class Predictor:
         unique = [items[i][0] for i in firsts]
         q, q_len = pad(token_ids(self.tokenizer, [q for _, q, _ in items], self.max_len))  # [B, Lq], [B]
         b = len(items)
-        boxes = None
-        if self.model.spec.task == "pointing":  # the candidates are boxes: one [UNK] token each, never read
-            boxes = torch.tensor([box_choices(cs, image_dimensions(im)) for im, _, cs in items]).to(self.device)
-            c, c_len = pad([[self.tokenizer.unk_token_id]] * (b * k))  # [B*K, 1]
-        else:
-            c, c_len = pad(token_ids(self.tokenizer, [c for _, _, cs in items for c in cs], self.max_len))
+        tokens, extra = self.task.encode_choices(self.tokenizer, [im for im, _, _ in items],
+                                                 [cs for _, _, cs in items], self.max_len)  # the make eval encoding
+        c, c_len = pad(tokens)  # [B*K, Lc]
+        extra = {name: value.to(self.device) for name, value in extra.items()}
         with torch.inference_mode():
             scores, attention = self.model(self.grids(unique).to(self.device), q.to(self.device),
                                            q_len, c.view(b, k, -1).to(self.device), c_len.view(b, k),
-                                           image_index.to(self.device), boxes=boxes)  # fmt: skip
+                                           image_index.to(self.device), **extra)  # fmt: skip
         return [self._prediction(question, list(choices), scores[n].float().cpu(), attention[n].cpu())
                 for n, (_, question, choices) in enumerate(items)]  # fmt: skip
 
     @staticmethod
     def _prediction(question: str, choices: list[Any], scores: torch.Tensor, attention: torch.Tensor) -> Prediction:
-        from .scoring import choose
-
         values = scores.numpy()  # [K]
         return Prediction(question, choices, values, torch.softmax(scores, 0).numpy(), attention.numpy(),
                           choose([str(c) for c in choices], values.tolist()))  # fmt: skip
-
-
-def image_dimensions(image: ImageLike) -> tuple[int, int]:
-    """(width, height) of a path (from the file header), PIL image or array."""
-    if isinstance(image, (str, Path)):
-        try:
-            with Image.open(image) as img:
-                return img.size
-        except (OSError, ValueError) as e:
-            raise VQAError(f"{image}: cannot read the image ({e})") from None
-    if isinstance(image, np.ndarray):
-        return int(image.shape[1]), int(image.shape[0])
-    if isinstance(image, Image.Image):
-        return image.size
-    raise VQAError(f"image must be a path, a PIL image or a uint8 array, not {type(image).__name__}")
-
-
-def box_choices(choices: Sequence[Any], size: tuple[int, int]) -> list[tuple[float, float, float, float]]:
-    """Pointing choices ``(x, y, width, height)`` in pixels -> ``(x0, y0, x1, y1)`` in [0, 1], clipped to the
-    image like the official boxes; a choice that is not 4 numbers, or has nothing inside the image, is refused."""
-    from .pointing import Region
-
-    width, height = size
-    out = []
-    for i, c in enumerate(choices):
-        if isinstance(c, str) or len(c) != 4 or not all(isinstance(v, (int, float)) for v in c):
-            raise VQAError(f"choice {i}: a pointing run's choices are boxes (x, y, width, height), got {c!r}")
-        x, y, w, h = (float(v) for v in c)
-        x0, y0 = max(x, 0.0), max(y, 0.0)
-        region = Region(i, "", x0, y0, x + w - x0, y + h - y0)
-        if region.width <= 0 or region.height <= 0 or region.outside(width, height):
-            raise VQAError(f"choice {i}: the box {tuple(c)} has nothing inside the {width}x{height} image")
-        out.append(region.normalised(width, height))
-    return out
 
 
 def _check(question: str, choices: Sequence[str], k: int) -> None:

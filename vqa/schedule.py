@@ -79,17 +79,23 @@ def stop_reason(state: TrainerState, t: Any) -> str | None:
         return None
     best = f"best val accuracy {state.best_accuracy:.4f} at epoch {state.best_epoch}"
     if state.stalled:
-        return (f"stopped after the cooldown: no new best val accuracy or lowest val loss for {t.patience} epochs "
-                f"by epoch {state.cooldown_from}, then the LR fell to 0 over {state.cooldown_epochs} epochs ({best})")
-    return (f"reached train.epochs={t.epochs} while still making progress (the LR fell to 0 over the last "
-            f"{state.cooldown_epochs} epochs; {best}): raise train.epochs to train longer")
+        return (f"stopped after the cooldown: no new best val accuracy or lowest val loss for {epochs(t.patience)} "
+                f"by epoch {state.cooldown_from}, then the LR fell to 0 over {epochs(state.cooldown_epochs)} ({best})")
+    fall = (f"the LR fell to 0 over the last {epochs(state.cooldown_epochs)}" if state.cooldown_epochs
+            else "no epoch was left for a cooldown")  # fmt: skip
+    return (f"reached train.epochs={t.epochs} while still making progress ({fall}; {best}): raise train.epochs to "
+            "train longer")
+
+
+def epochs(n: int) -> str:
+    return f"{n} epoch{'s' if n != 1 else ''}"
 
 
 def describe_epoch(state: TrainerState, t: Any) -> str:
     """The console's word on where the schedule stands after an epoch."""
     if state.cooldown_from:
         left = state.cooldown_from + state.cooldown_epochs - state.epoch
-        return f"cooldown, {left} epoch{'s' if left != 1 else ''} left"
+        return f"cooldown, {epochs(left)} left"
     if state.progress_epoch == state.epoch:
         return "progress"
     return f"no progress for {state.epoch - state.progress_epoch}/{t.patience}"

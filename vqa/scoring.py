@@ -108,33 +108,21 @@ def question_family(question: str) -> str:
     return " ".join(words[:2]) or "other"
 
 
-def result_entry(qa: QA, ranked: Sequence[str]) -> dict[str, Any]:
-    """One entry of the toolkit's results format; pointing candidates are written as the integer box ids of the
-    official file (the toolkit compares ``str()`` of both sides, so either form scores the same)."""
-    answers = [int(c) for c in ranked] if qa.type == "which" else list(ranked)
-    return {"qa_id": qa.qa_id, "question": qa.question, "candidates": [{"answer": c} for c in answers]}
+def result_entry(qa: QA, ranked: Sequence[Any]) -> dict[str, Any]:
+    """One entry of the toolkit's results format, candidates as the task writes them (``Task.result_answer``:
+    pointing's are the integer box ids of the official file; the toolkit compares ``str()`` of both sides)."""
+    return {"qa_id": qa.qa_id, "question": qa.question, "candidates": [{"answer": c} for c in ranked]}
 
 
 def write_results(path: str | Path, entries: Iterable[Mapping[str, Any]]) -> Path:
     return atomic_write_json(path, list(entries), indent=None)
 
 
-def score_results(results: Any, split_qa: Sequence[QA], split: str = "?") -> dict[str, Any]:
-    """Score a parsed results list against the QA of one split, with the toolkit's rules.
-
-    Returns ``{"n", "correct", "accuracy", "per_type", "per_type_n", "per_question_type", "per_question_type_n",
-    "missing", "duplicates"}``; ``per_question_type`` is keyed by ``question_family``; ``missing`` counts QA of the
-    split absent from the results (the toolkit ignores them; we report them).
-    """
+def _entries(results: Any, by_id: dict[int, QA], split: str) -> list[tuple[QA, list[Any]]]:
+    """Each results entry's QA and ranked candidates; every malformed or unknown entry is named at once."""
     if not isinstance(results, list):
         raise ScoringError(f"a results file must hold a JSON list of entries, got {type(results).__name__}")
-    by_id = {q.qa_id: q for q in split_qa}
-    problems = []
-    total: Counter[str] = Counter()
-    correct: Counter[str] = Counter()
-    family_total: Counter[str] = Counter()
-    family_correct: Counter[str] = Counter()
-    seen: Counter[int] = Counter()
+    problems, out = [], []
     for i, entry in enumerate(results):
         if not isinstance(entry, dict) or "qa_id" not in entry:
             problems.append(f"entry {i}: no 'qa_id'")
@@ -147,6 +135,25 @@ def score_results(results: Any, split_qa: Sequence[QA], split: str = "?") -> dic
         if not isinstance(candidates, list):
             problems.append(f"entry {i} (qa_id {qa.qa_id}): 'candidates' must be a list")
             continue
+        out.append((qa, candidates))
+    if problems:
+        raise ScoringError(f"{len(problems)} problem(s) in the results:", problems)
+    return out
+
+
+def score_results(results: Any, split_qa: Sequence[QA], split: str = "?") -> dict[str, Any]:
+    """Score a parsed results list against the QA of one split, with the toolkit's rules.
+
+    Returns ``{"n", "correct", "accuracy", "per_type", "per_type_n", "per_question_type", "per_question_type_n",
+    "missing", "duplicates"}``; ``per_question_type`` is keyed by ``question_family``; ``missing`` counts QA of the
+    split absent from the results (the toolkit ignores them; we report them).
+    """
+    seen: Counter[int] = Counter()
+    total: Counter[str] = Counter()
+    correct: Counter[str] = Counter()
+    family_total: Counter[str] = Counter()
+    family_correct: Counter[str] = Counter()
+    for qa, candidates in _entries(results, {q.qa_id: q for q in split_qa}, split):
         seen[qa.qa_id] += 1
         family = question_family(qa.question)
         total[qa.type] += 1
@@ -155,8 +162,6 @@ def score_results(results: Any, split_qa: Sequence[QA], split: str = "?") -> dic
         if isinstance(first, dict) and str(first.get("answer")).lower() == str(qa.answer).lower():
             correct[qa.type] += 1
             family_correct[family] += 1
-    if problems:
-        raise ScoringError(f"{len(problems)} problem(s) in the results:", problems)
     n = sum(total.values())
     if n == 0:
         raise ScoringError("the results file holds no entries")

@@ -16,10 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +29,9 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .accel import make_accelerator, tracker_config
+from .accel import make_accelerator, tracked, tracker_config
 from .checkpoint import (
     TrainerState,
-    checkpoints_dir,
     complete_checkpoints,
     remove_stale,
     resume_training_state,
@@ -44,102 +39,26 @@ from .checkpoint import (
     save_training_state,
 )
 from .config import Config
+from .curves import curves
 from .errors import Stopped, VQAError
 from .evaluate import accuracy_of, predict_pass
-from .features import FeatureReader, check_covers, check_store, features_dir
+from .features import FeatureReader, check_covers, check_store
 from .grounding import attention_loss, gate_loss
-from .io import atomic_write_text, reached, save_figure
-from .loader import QAExamples, collate, make_sampler, model_inputs, split_rows
-from .model import ModelSpec, VQAModel, init_embedding
+from .io import atomic_write_text, reached
+from .loader import QAExamples, collate, keep_rng, make_sampler, model_inputs, split_rows
+from .model import VQAModel
+from .run import Run, as_run
 from .schedule import WarmupStableDecay, after_epoch, describe_epoch, resume_plan, stop_reason
-from .text import prepare_qa, read_word_vectors
+from .stopping import StopSignal
+from .text import prepare_qa
+from .vectors import load_word_vectors
 
 
-def build_model(cfg: Config, tokenizer: Any, grid: tuple[int, int, int], log: Any) -> VQAModel:
-    model = VQAModel(ModelSpec.from_config(cfg, len(tokenizer), grid))
-    if cfg.model.word_vectors:
-        vocab = tokenizer.get_vocab()
-        vectors, found = read_word_vectors(cfg.model.word_vectors, vocab, cfg.model.embed_dim, cfg.seed)
-        init_embedding(model, vectors, found)
-        special = set(tokenizer.all_special_tokens)
-        words = [w for w in vocab if w not in special]
-        missing = sorted(w for w in words if not found[vocab[w]])
-        log(f"word vectors: {len(words) - len(missing)}/{len(words)} vocabulary words found in "
-            f"{cfg.model.word_vectors}" + (f"; not found: {', '.join(missing[:12])}" if missing else ""))
+def build_model(run: Run, tokenizer: Any, grid: tuple[int, int, int], log: Any) -> VQAModel:
+    """``model.*`` as the run's task builds it, with pretrained word vectors when ``model.word_vectors`` names some."""
+    model = run.task.build_model(run.task.model_spec(run.cfg, len(tokenizer), grid))
+    load_word_vectors(model, run.cfg, tokenizer, log)
     return model
-
-
-def curves(log_path: Path, out: Path) -> None:
-    """Loss and val accuracy per epoch, from train_log.jsonl."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax1.plot([r["epoch"] for r in rows], [r["train_loss"] for r in rows], marker="o")
-    ax1.set(xlabel="epoch", ylabel="train loss", title="training loss")
-    ax2.plot([r["epoch"] for r in rows], [r["val_accuracy"] for r in rows], marker="o", label="overall")
-    for t in rows[-1]["val_per_type"]:
-        ax2.plot([r["epoch"] for r in rows], [r["val_per_type"].get(t) for r in rows], alpha=0.6, label=t)
-    ax2.axhline(0.25, color="grey", linestyle=":", label="chance")
-    ax2.set(xlabel="epoch", ylabel="val accuracy", title="validation accuracy", ylim=(0, 1))
-    ax2.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    save_figure(out, fig, dpi=110)
-
-
-class StopSignal:
-    """SIGINT/SIGTERM -> finish the current optimizer step, save a checkpoint, exit 130; a second signal aborts.
-
-    Why the trigger: the flag goes through ``accelerator.set_trigger``/``check_trigger`` (a sum over processes),
-    so every process stops at the same step even when only one got the signal; a collective ``save_state`` at
-    different steps would hang.
-    """
-
-    def __init__(self, accelerator: Accelerator) -> None:
-        self.accelerator, self.name, self._old, self._pid = accelerator, "", {}, os.getpid()
-
-    def __enter__(self) -> StopSignal:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                if signal.getsignal(sig) is not signal.SIG_IGN:  # ignored on purpose (`nohup`, `cmd &`): keep so
-                    self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if os.getpid() != self._pid:  # a forked DataLoader worker (Ctrl-C reaches the whole process group)
-            return
-        self.name = signal.Signals(signum).name
-        self.accelerator.set_trigger()
-        self._restore()  # a second signal acts at once (KeyboardInterrupt / termination)
-        print(f"\n{self.name}: saving a checkpoint after this step, then stopping (again to abort now)",
-              file=sys.stderr, flush=True)  # fmt: skip
-
-    def _restore(self) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-    def __exit__(self, *exc: Any) -> None:
-        self._restore()
-
-    def requested(self) -> bool:
-        return self.accelerator.check_trigger()
-
-
-def _keep_rng(loader: Any) -> Any:
-    """Iterate a resumed mid-epoch loader without letting its start move the restored RNG.
-
-    Why: a DataLoader iterator draws a base seed from the global generator when it starts. The interrupted run
-    drew it at the start of the epoch, before the state that ``load_state`` restored; drawing it again would
-    shift every later dropout mask.
-    """
-    state = torch.get_rng_state()
-    for n, batch in enumerate(loader):
-        if n == 0:
-            torch.set_rng_state(state)
-        yield batch
 
 
 # ------------------------------------------------------------------------------------------------ the parts
@@ -147,7 +66,7 @@ def _keep_rng(loader: Any) -> Any:
 class Training:
     """The prepared objects one run trains with: everything ``train_one_epoch`` and ``validate`` touch."""
 
-    cfg: Config
+    run: Run
     accelerator: Accelerator
     model: Any  # VQAModel, as wrapped by accelerator.prepare
     optimizer: Any
@@ -159,15 +78,19 @@ class Training:
     steps_per_epoch: int  # optimizer steps per epoch
     val_family: dict[int, str]  # qa_id -> question family, for the log (empty for a table cached before it)
 
+    @property
+    def cfg(self) -> Config:
+        return self.run.cfg
 
-def build_training(cfg: Config, accelerator: Accelerator, model: VQAModel, train_rows: Any, val_rows: Any,
+
+def build_training(run: Run, accelerator: Accelerator, model: VQAModel, train_rows: Any, val_rows: Any,
                    reader: FeatureReader | None) -> Training:  # fmt: skip
     """Loaders, AdamW and the warmup-stable-decay schedule around ``model``, all prepared by Accelerate.
 
     ``reader`` None: no image features (the blind variant). drop_last on train: every optimizer step sees a full
     global batch, so 1 and N processes take the same steps (Accelerate would pad an uneven last batch with
     repeated examples on N processes only)."""
-    t = cfg.train
+    cfg, t = run.cfg, run.cfg.train
     train_examples = QAExamples(train_rows, reader, cfg.seed, train=True)
     train_loader = DataLoader(train_examples, batch_size=t.batch_size, collate_fn=collate, num_workers=t.num_workers,
                               sampler=make_sampler(t.batching, train_rows, cfg.seed), drop_last=True)  # fmt: skip
@@ -182,21 +105,22 @@ def build_training(cfg: Config, accelerator: Accelerator, model: VQAModel, train
     )
     families = dict(zip(val_rows["qa_id"], val_rows["family"], strict=True)) if "family" in val_rows.column_names \
         else {}
-    return Training(cfg, accelerator, model, optimizer, scheduler, schedule, train_loader, val_loader,
+    return Training(run, accelerator, model, optimizer, scheduler, schedule, train_loader, val_loader,
                     train_examples, steps_per_epoch, families)  # fmt: skip
 
 
-def setup(cfg: Config, accelerator: Accelerator) -> tuple[Training, FeatureReader]:
+def setup(run: Run, accelerator: Accelerator) -> Training:
     """Check the store, tokenise the QA, split it, build the model and its ``Training``: all before long work."""
-    t, log = cfg.train, accelerator.print
+    cfg, log = run.cfg, accelerator.print
+    t = cfg.train
     if t.batch_size % accelerator.num_processes:
         raise VQAError(f"train.batch_size={t.batch_size} must divide by the {accelerator.num_processes} processes")
     if accelerator.is_main_process:
-        remove_stale(checkpoints_dir(cfg))
-    resuming = t.resume == "auto" and bool(complete_checkpoints(checkpoints_dir(cfg)))
-    reader = FeatureReader(features_dir(cfg))
+        remove_stale(run.checkpoints_dir)
+    resuming = t.resume == "auto" and bool(complete_checkpoints(run.checkpoints_dir))
+    reader = run.reader
     check_store(cfg.features, reader)
-    tokenizer, table = prepare_qa(cfg, accelerator, resuming, reader.grid)
+    tokenizer, table = prepare_qa(run, accelerator, resuming, reader.grid)
     check_covers(reader, table["image_id"])
     train_rows, dropped = split_rows(table, "train", reader)
     val_rows, _ = split_rows(table, "val", reader)
@@ -205,9 +129,9 @@ def setup(cfg: Config, accelerator: Accelerator) -> tuple[Training, FeatureReade
     if len(train_rows) < t.batch_size:
         raise VQAError(f"{len(train_rows)} train questions is less than one batch (train.batch_size={t.batch_size})")
     set_seed(cfg.seed)
-    model = build_model(cfg, tokenizer, reader.grid, log)
+    model = build_model(run, tokenizer, reader.grid, log)
     features = reader if model.spec.sees_image else None
-    return build_training(cfg, accelerator, model, train_rows, val_rows, features), reader
+    return build_training(run, accelerator, model, train_rows, val_rows, features)
 
 
 # ------------------------------------------------------------------------------------------------ the loop
@@ -253,7 +177,7 @@ def train_one_epoch(tr: Training, state: TrainerState, epoch: int, stop: StopSig
     loader.set_epoch(epoch)
     tr.train_examples.set_epoch(epoch)  # candidate order; Accelerate skips the dataset's set_epoch when sharded
     if batches is None:
-        batches = _keep_rng(loader) if skip else loader
+        batches = keep_rng(loader) if skip else loader
     tr.model.train()
     resumed = state.loss_sum if skip and acc.is_main_process else [0.0, 0.0]
     loss_sum = torch.tensor(resumed, device=acc.device)
@@ -301,7 +225,7 @@ def end_epoch(tr: Training, state: TrainerState, stats: EpochStats, val: dict[st
     if improved:
         state.best_accuracy, state.best_epoch = val["accuracy"], epoch
         if acc.is_main_process:
-            save_best(acc.unwrap_model(tr.model), checkpoints_dir(tr.cfg),
+            save_best(acc.unwrap_model(tr.model), tr.run.checkpoints_dir,
                       {**meta, "epoch": epoch, "val_accuracy": val["accuracy"], "val_per_type": val["per_type"]})
     reason = after_epoch(state, improved, val["loss"], t)  # progress, the cooldown, and whether to stop
     tr.schedule.follow(state, tr.steps_per_epoch)
@@ -313,10 +237,10 @@ def end_epoch(tr: Training, state: TrainerState, stats: EpochStats, val: dict[st
            "schedule": describe_epoch(state, t), "stop": reason}
     state.history.append(row)
     acc.log(tracked(row), step=epoch)  # to train.log_with's tracker; a no-op without one
-    saved = save_training_state(tr.cfg, acc, state, {**meta, "epoch": epoch})
+    saved = save_training_state(tr.run.checkpoints_dir, t.keep_checkpoints, acc, state, {**meta, "epoch": epoch})
     if acc.is_main_process:  # rewritten from the checkpointed history: a kill never loses a row
         rows = "".join(json.dumps(r) + "\n" for r in state.history)
-        atomic_write_text(Path(tr.cfg.run.dir) / "train_log.jsonl", rows)
+        atomic_write_text(tr.run.train_log, rows)
     best = " best" if improved else ""
     acc.print(f"epoch {epoch}: loss {row['train_loss']:.4f}  val loss {val['loss']:.4f} acc {val['accuracy']:.4f}"
               f"{best} ({row['schedule']})  lr {row['lr']:.2e}  {row['questions_per_s']:.0f} q/s, "
@@ -324,33 +248,28 @@ def end_epoch(tr: Training, state: TrainerState, stats: EpochStats, val: dict[st
     return reason, saved
 
 
-def tracked(row: dict[str, Any]) -> dict[str, float]:
-    """An epoch's log row as tracker scalars: losses, val accuracy overall and per question type, LR, speed."""
-    out = {"loss/train": row["train_loss"], "loss/val": row["val_loss"], "val_accuracy/all": row["val_accuracy"],
-           "lr": row["lr"], "questions_per_s": row["questions_per_s"], "data_wait": row["data_wait"]}
-    out.update({f"val_accuracy/{t}": float(a) for t, a in row["val_per_type"].items() if a is not None})
-    return out
-
-
 def stop_mid_epoch(tr: Training, state: TrainerState, stats: EpochStats, meta: dict[str, Any], name: str) -> None:
     """Save the state of an epoch stopped after ``stats.stopped_after`` batches, then raise ``Stopped``."""
     i, epoch, n = stats.stopped_after, state.epoch, len(tr.train_loader)
     state.batch, state.step = i, epoch * tr.steps_per_epoch + i // tr.cfg.train.grad_accum
     state.loss_sum = tr.accelerator.reduce(stats.loss_sum.clone(), reduction="sum").tolist()
-    saved = save_training_state(tr.cfg, tr.accelerator, state, {**meta, "epoch": epoch, "batch": i})
+    saved = save_training_state(tr.run.checkpoints_dir, tr.cfg.train.keep_checkpoints, tr.accelerator, state,
+                                {**meta, "epoch": epoch, "batch": i})  # fmt: skip
     raise Stopped(f"{name}: stopped in epoch {epoch + 1} of {tr.cfg.train.epochs} after batch {i} of {n}; "
                   f"checkpoint {saved}", ["rerun the same command to resume"])  # fmt: skip
 
 
-def train(cfg: Config, accelerator: Accelerator | None = None) -> TrainerState:
+def train(cfg: Config | Run, accelerator: Accelerator | None = None) -> TrainerState:
     """Train ``cfg.model`` on the train split until it stops making progress (``schedule.py``); the best epoch on
     val is kept."""
+    run = as_run(cfg)
+    cfg = run.cfg
     accelerator = accelerator or make_accelerator(cfg, training=True)
-    tr, reader = setup(cfg, accelerator)
-    state = resume_training_state(cfg, accelerator)
+    tr = setup(run, accelerator)
+    state = resume_training_state(run.checkpoints_dir, cfg.train, accelerator)
     resume_plan(state, cfg.train)
     tr.schedule.follow(state, tr.steps_per_epoch)  # also restored by load_state; the trainer state rules
-    meta = {"spec": accelerator.unwrap_model(tr.model).spec.to_dict(), "features": reader.manifest["fingerprint"],
+    meta = {"spec": accelerator.unwrap_model(tr.model).spec.to_dict(), "features": run.reader.manifest["fingerprint"],
             "seed": cfg.seed}  # fmt: skip
     reason = stop_reason(state, cfg.train)
     if reason:
@@ -370,8 +289,7 @@ def train(cfg: Config, accelerator: Accelerator | None = None) -> TrainerState:
                               f"{saved}", ["rerun the same command to resume from it"])  # fmt: skip
     for tracker in accelerator.trackers:  # close the event files; not end_training(), which also ends the
         tracker.finish()  # process group that the barrier below (and the stage after training) still needs
-    log_path = Path(cfg.run.dir) / "train_log.jsonl"
-    if accelerator.is_main_process and log_path.exists():
-        curves(log_path, Path(cfg.run.dir) / "curves.png")
+    if accelerator.is_main_process and run.train_log.exists():
+        curves(run.train_log, run.dir / "curves.png")
     accelerator.wait_for_everyone()
     return state

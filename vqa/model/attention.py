@@ -86,15 +86,19 @@ class CountingHeads(Heads):
         return logits[..., :g], logits[..., g:]  # [.., G] attention logits, [.., G] gate logits
 
 
-class AdditiveGlimpses(nn.Module):
-    """h_kn = tanh(W_v v_n + s_k): a [B, K, N, D] hidden state, but the one form where something per (candidate,
-    cell) can join inside the tanh (``BoxGlimpses``)."""
+class Glimpses(nn.Module):
+    """What both attention forms learn: W_v for the cells, W_s for [question; candidate], and the heads."""
 
     def __init__(self, d: int, s_dim: int, heads: Heads) -> None:
         super().__init__()
         self.att_v = nn.Linear(d, d, bias=False)
         self.att_s = nn.Linear(s_dim, d)
         self.heads = heads
+
+
+class AdditiveGlimpses(Glimpses):
+    """h_kn = tanh(W_v v_n + s_k): a [B, K, N, D] hidden state, but the one form where something per (candidate,
+    cell) can join inside the tanh (``BoxGlimpses``)."""
 
     def forward(self, cells: torch.Tensor, s: torch.Tensor, rel: torch.Tensor | None,
                 image_index: torch.Tensor | None) -> WithGates:  # fmt: skip
@@ -120,7 +124,7 @@ class BoxGlimpses(AdditiveGlimpses):
         return pre + self.att_r(rel)  # [B, K, N, D]
 
 
-class BilinearGlimpses(nn.Module):
+class BilinearGlimpses(Glimpses):
     """h_kn = tanh(W_v v_n) * tanh(s_k) (MLB, Kim et al. 2017), without the [B, K, N, D] hidden state.
 
     Why: the additive tanh(W_v v_n + s_k) is a [B, K, N, D] tensor (K candidates x N cells x D) whose tanh,
@@ -128,12 +132,6 @@ class BilinearGlimpses(nn.Module):
     CPU. The product factorises: w . (x_n * y_k) = x_n . (y_k * w), so the logits are one batched GEMM of
     each question's [N, D] cells with its [D, K*J] candidate-weighted heads, and tanh runs on [I, N, D] once.
     """
-
-    def __init__(self, d: int, s_dim: int, heads: Heads) -> None:
-        super().__init__()
-        self.att_v = nn.Linear(d, d, bias=False)
-        self.att_s = nn.Linear(s_dim, d)
-        self.heads = heads
 
     def forward(self, cells: torch.Tensor, s: torch.Tensor, rel: torch.Tensor | None,
                 image_index: torch.Tensor | None) -> WithGates:  # fmt: skip
@@ -153,9 +151,8 @@ class BilinearGlimpses(nn.Module):
 def additive_seek(s: torch.Tensor, head: nn.Linear, proj: torch.Tensor,
                   image_index: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
     """Question-driven logits tanh(P v_n + s) -> [B, N, Gq]. ``proj`` comes from ``AdditiveGlimpses``, already one
-    per question; it is gathered by ``image_index`` once more, as the single-module model did (kept so outputs
-    stay identical; with shared images this reads another question's cells: see the tests' xfail)."""
-    return head(torch.tanh(per_question(proj, image_index) + s.unsqueeze(1)))  # [B, N, Gq]
+    per question [B, N, D] (``image_index`` is not needed again)."""
+    return head(torch.tanh(proj + s.unsqueeze(1)))  # [B, N, Gq]
 
 
 def bilinear_seek(s: torch.Tensor, head: nn.Linear, proj: torch.Tensor,

@@ -18,21 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import (
-    AdditiveGlimpses,
-    BilinearGlimpses,
-    BoxGlimpses,
-    CountingHeads,
-    CountingQuestionGlimpses,
-    Heads,
-    NoQuestionGlimpses,
-    QuestionGlimpses,
     WithGates,
-    additive_seek,
-    bilinear_seek,
     glimpse_context,
     per_question,
 )
-from .base import Keep
 from .grid import relative_cells
 from .spec import ModelSpec
 
@@ -163,21 +152,3 @@ class Look(nn.Module):
         ctx = self.relations(ctx, att, proj, q, rel)  # pointing: + [B, K, D] (+ D with the question)
         att, ctx, gates = self.question_glimpses(att, ctx, gates, proj, cells, q, image_index)  # + Gq maps
         return self.count(ctx, gates), att, gates  # counting: + f(m) [B, K, D]
-
-
-def build_look(spec: ModelSpec, q_dim: int, a_dim: int) -> nn.Module:
-    """The look of ``spec.variant``, its parts chosen by task, attention form, question glimpses and counting."""
-    if not spec.sees_image:
-        return NoLook(spec)
-    if not spec.attends:
-        return MeanLook(spec)
-    d, g, pointing, bilinear = spec.attention_dim, spec.glimpses, spec.task == "pointing", spec.attention == "bilinear"
-    gq = spec.question_glimpses if q_dim else 0  # the question's own glimpses need a question
-    heads = CountingHeads(d, g) if spec.count and not gq else Heads(d, g)  # with gq, those glimpses are counted
-    form = BoxGlimpses if pointing else BilinearGlimpses if bilinear else AdditiveGlimpses
-    relations = (RelationsAndPlace(g, q_dim, d) if q_dim else Relations(g, d)) if pointing else Keep()
-    seeker = CountingQuestionGlimpses if spec.count else QuestionGlimpses
-    question = seeker(q_dim, d, gq, bilinear_seek if bilinear else additive_seek) if gq else NoQuestionGlimpses()
-    offsets = BoxOffsets(spec.grid[1:]) if pointing else NoOffsets()
-    count = Count(gq or g, d) if spec.count else Keep()
-    return Look(form(d, q_dim + a_dim, heads), offsets, relations, question, count, d, g)

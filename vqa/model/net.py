@@ -2,7 +2,8 @@
 
 Which parts (``ModelSpec``):
     question     ``QuestionEncoder``, or ``NoQuestion`` for the variants that never read it
-    candidates   ``AnswerEncoder`` / ``MeanAnswerEncoder`` (telling: text), ``BoxCandidates`` (pointing: boxes)
+    candidates   the task's ``CandidateParts`` (``parts.py``): text (telling) or boxes (pointing), and what they
+                 change in the look and the scorer
     grid         ``GridCells``, or ``NoGrid`` for the variants that never see the image
     look         ``Look`` (attention, image_only), ``MeanLook`` (no_attention), ``NoLook`` (blind, answer_only)
     scorer       ``Scorer``
@@ -17,32 +18,58 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .grid import BoxCandidates, GridCells, NoGrid
-from .looks import build_look
+from .attention import (
+    AdditiveGlimpses,
+    BilinearGlimpses,
+    CountingHeads,
+    CountingQuestionGlimpses,
+    Heads,
+    NoQuestionGlimpses,
+    QuestionGlimpses,
+    additive_seek,
+    bilinear_seek,
+)  # fmt: skip
+from .base import Keep
+from .grid import GridCells, NoGrid
+from .looks import Count, Look, MeanLook, NoLook
+from .parts import CandidateParts
 from .scorer import Scorer
 from .spec import ModelSpec
-from .text import AnswerEncoder, MeanAnswerEncoder, NoQuestion, QuestionEncoder
+from .text import NoQuestion, QuestionEncoder
 
 
-def candidate_encoder(spec: ModelSpec) -> nn.Module:
-    """Telling: candidates are text (an RNN or the mean of their word vectors); pointing: they are boxes."""
-    if spec.task == "pointing":
-        return BoxCandidates(spec)
-    return AnswerEncoder(spec) if spec.answer_encoder == "rnn" else MeanAnswerEncoder(spec)
+def build_look(spec: ModelSpec, q_dim: int, a_dim: int, parts: CandidateParts) -> nn.Module:
+    """The look of ``spec.variant``, its parts chosen by the candidates (``parts``), attention form, question
+    glimpses and counting."""
+    if not spec.sees_image:
+        return NoLook(spec)
+    if not spec.attends:
+        return MeanLook(spec)
+    d, g, bilinear = spec.attention_dim, spec.glimpses, spec.attention == "bilinear"
+    gq = spec.question_glimpses if q_dim else 0  # the question's own glimpses need a question
+    heads = CountingHeads(d, g) if spec.count and not gq else Heads(d, g)  # with gq, those glimpses are counted
+    form = parts.form or (BilinearGlimpses if bilinear else AdditiveGlimpses)
+    seeker = CountingQuestionGlimpses if spec.count else QuestionGlimpses
+    question = seeker(q_dim, d, gq, bilinear_seek if bilinear else additive_seek) if gq else NoQuestionGlimpses()
+    count = Count(gq or g, d) if spec.count else Keep()
+    return Look(form(d, q_dim + a_dim, heads), parts.offsets(spec), parts.relations(g, q_dim, d), question, count,
+                d, g)  # fmt: skip
 
 
 class VQAModel(nn.Module):
     """Scores each (image, question, candidate): question and candidates encoded, the grid looked at, scored."""
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, parts: CandidateParts) -> None:
+        """``parts``: what the task's candidates are (``vqa.tasks``: ``Task.build_model`` chooses them)."""
         super().__init__()
         self.spec = spec
         self.embed = nn.Embedding(spec.vocab_size, spec.embed_dim, padding_idx=0)  # shared by question, answers
         self.question = QuestionEncoder(spec) if spec.reads_question else NoQuestion()
-        self.candidates = candidate_encoder(spec)
+        self.candidates = parts.encoder(spec)
         self.grid = GridCells(spec) if spec.sees_image else NoGrid()
-        self.look = build_look(spec, self.question.out_dim, self.candidates.out_dim)
-        self.scorer = Scorer(spec, self.look.out_dim, self.question.out_dim, self.candidates.out_dim)
+        self.look = build_look(spec, self.question.out_dim, self.candidates.out_dim, parts)
+        asked = parts.asked(self.question.out_dim, self.candidates.out_dim, spec.hidden_dim)
+        self.scorer = Scorer(spec, self.look.out_dim, self.question.out_dim, self.candidates.out_dim, asked)
 
     def forward(
         self, features: torch.Tensor, question: torch.Tensor, question_len: torch.Tensor, candidates: torch.Tensor,
@@ -55,8 +82,8 @@ class VQAModel(nn.Module):
         ``with_gates`` the counting-gate logits [B, K, H*W, G] (None without the counting path), for their loss.
         Pointing: ``boxes`` [B, K, 4] are the candidates (``candidates`` holds one [UNK] each and is not read).
 
-        Why ``image_index``: Visual7W asks 2.4 questions per image (the demo 5); projecting each image's grid once
-        and broadcasting it to its questions saves the largest GEMM of the step and the store reads.
+        Why ``image_index``: Visual7W asks 4.9 questions per train image (the demo 4-5); projecting each image's grid
+        once and broadcasting it to its questions saves the largest GEMM of the step and the store reads.
         """
         b, k = candidates.shape[:2]
         _, h, w = self.spec.grid

@@ -36,13 +36,12 @@ class Compare(nn.Module):
 class Scorer(nn.Module):
     """The fusion scorer; its comparisons exist where there is something to compare."""
 
-    def __init__(self, spec: ModelSpec, ctx_dim: int, q_dim: int, a_dim: int) -> None:
+    def __init__(self, spec: ModelSpec, ctx_dim: int, q_dim: int, a_dim: int, asked: nn.Module) -> None:
         super().__init__()
         hidden = spec.hidden_dim
         # what the image showed against what [question; candidate] says (nothing to compare without an image)
         self.seen = Compare(ctx_dim, q_dim + a_dim, hidden) if ctx_dim else Empty()
-        # pointing: the candidate *is* image content (its box), so what the question asks for is compared with it
-        self.asked = Compare(q_dim, a_dim, hidden) if spec.task == "pointing" and q_dim else Empty()
+        self.asked = asked  # the candidates' own comparison with the question (``parts.py``; text: none)
         in_dim = self.asked.out_dim + self.seen.out_dim + ctx_dim + q_dim + a_dim
         self.mlp = _mlp(in_dim, 2 * hidden, 1, spec.dropout)
 

@@ -17,9 +17,6 @@ from ..errors import ConfigError
 # 1 (no ``layout`` field): the single-module ``vqa/model.py``. 2: the model made of parts (``vqa/model/``).
 LAYOUT = 2
 RETRAIN = 'retrain with `make train ARGS="train.resume=never"` (plus the CONFIG and ARGS the run was trained with)'
-# Pointing adds each cell's offset from the candidate box inside the attention's tanh, which only the additive
-# form has: the one place this rule is written (``from_config`` picks it, ``ModelSpec`` refuses anything else).
-POINTING_ATTENTION = "additive"
 
 
 @dataclass(frozen=True)
@@ -28,35 +25,31 @@ class ModelSpec:
 
     vocab_size: int
     grid: tuple[int, int, int]  # (C, H, W) of the features
-    variant: str = "attention"  # attention | no_attention | image_only | blind | answer_only
-    rnn: str = "lstm"
-    bidirectional: bool = False
-    embed_dim: int = 300
-    hidden_dim: int = 512
-    answer_encoder: str = "rnn"
-    glimpses: int = 2
-    attention_dim: int = 512
-    dropout: float = 0.3
-    count: bool = False  # the counting path
-    task: str = "telling"  # telling: candidates are text | pointing: candidates are boxes (``BoxEncoder``)
-    attention: str = "additive"  # additive: tanh(W_v v + W_s s) | bilinear: tanh(W_v v) * tanh(W_s s) (MLB)
-    question_glimpses: int = 0  # telling: glimpses driven by the question alone, shared by the candidates
-    cell_context: int = 0  # > 0: each projected cell also sees its k x k neighbourhood (a grouped conv, residual)
+    variant: str  # attention | no_attention | image_only | blind | answer_only
+    rnn: str  # lstm | gru
+    bidirectional: bool
+    embed_dim: int
+    hidden_dim: int
+    answer_encoder: str  # rnn | mean
+    glimpses: int
+    attention_dim: int
+    dropout: float
+    count: bool  # the counting path
+    task: str  # the task whose candidates the model reads (``vqa.tasks``: it chooses the candidate parts)
+    attention: str  # additive: tanh(W_v v + W_s s) | bilinear: tanh(W_v v) * tanh(W_s s) (MLB)
+    question_glimpses: int  # glimpses driven by the question alone, shared by the candidates
+    cell_context: int  # > 0: each projected cell also sees its k x k neighbourhood (a grouped conv, residual)
     layout: int = LAYOUT  # the parameter layout the weights were written in (see ``LAYOUT``)
 
-    def __post_init__(self) -> None:
-        if self.task == "pointing" and self.attention != POINTING_ATTENTION:
-            raise ValueError("pointing needs additive attention: each cell's offset from the box joins inside the tanh")
-
     @classmethod
-    def from_config(cls, cfg: Any, vocab_size: int, grid: tuple[int, int, int]) -> ModelSpec:
-        m, task = cfg.model, cfg.data.task
-        attention = m.attention
-        if attention == "auto":  # bilinear wherever it can: it is the cheaper form (``attention.py``)
-            attention = POINTING_ATTENTION if task == "pointing" else "bilinear"
+    def from_config(cls, cfg: Any, vocab_size: int, grid: tuple[int, int, int], task: str, attention: str,
+                    question_glimpses: int) -> ModelSpec:  # fmt: skip
+        """``cfg.model`` for ``task``, with what the task resolves (``Task.model_spec``): the attention form of
+        ``auto`` and the question glimpses it uses."""
+        m = cfg.model
         return cls(vocab_size, tuple(grid), m.variant, m.rnn, m.bidirectional, m.embed_dim, m.hidden_dim,
                    m.answer_encoder, m.glimpses, m.attention_dim, m.dropout, m.count, task, attention,
-                   m.question_glimpses if task == "telling" else 0, m.cell_context)  # fmt: skip
+                   question_glimpses, m.cell_context)  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: Any) -> ModelSpec:

@@ -176,5 +176,4 @@ def annotation_paths(cfg: Any) -> dict[str, Path]:
     """Both tasks' annotation files: ``data.annotations`` is the configured task's, the other task's file sits
     beside it under its official name (the world always writes both, for the same images)."""
     ann = Path(cfg.data.annotations)
-    other = "pointing" if cfg.data.task == "telling" else "telling"
-    return {cfg.data.task: ann, other: ann.parent / f"dataset_v7w_{other}.json"}
+    return {**{task: ann.parent / f"dataset_v7w_{task}.json" for task in ("telling", "pointing")}, cfg.data.task: ann}

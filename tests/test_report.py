@@ -18,13 +18,18 @@ from PIL import Image
 
 import vqa.checkpoint
 import vqa.evaluate
-import vqa.inspect
+import vqa.panels
+import vqa.report
+import vqa.run
+from vqa.boxes import Box
+from vqa.checkpoint import Trained
 from vqa.config import load_config
-from vqa.data import Box, load_telling
 from vqa.errors import VQAError
 from vqa.evaluate import accuracy_of, evaluate
-from vqa.inspect import panel_marks, pick, render, run_inspect, scale_box, upsample, verdict, write_index
+from vqa.panels import panel_marks, render, upsample, verdict, write_index
+from vqa.report import pick, run_report
 from vqa.scoring import choose, rank_candidates
+from vqa.tasks.telling import load_telling
 
 
 def test_a_one_hot_cell_lands_on_its_pixels() -> None:
@@ -38,7 +43,7 @@ def test_a_one_hot_cell_lands_on_its_pixels() -> None:
 
 def test_boxes_follow_the_squash_resize() -> None:
     box = Box(1, "x", 100, 50, 200, 100)
-    assert scale_box(box, width=400, height=200, size=224) == pytest.approx((56, 56, 112, 112))
+    assert box.scaled(400, 200, 224) == pytest.approx((56, 56, 112, 112))
 
 
 TAB_BLUE, TAB_GREEN = (31, 119, 180), (44, 160, 44)  # matplotlib's tab:blue / tab:green: the index's legend
@@ -74,18 +79,19 @@ def test_render_frames_the_chosen_and_the_true_answer(
     the true answer, and the title says whether they agree, exactly as the accuracy counts it (on a tie, wrong)."""
     titles: list[str] = []
     chosen_marks: list[list[int]] = []
-    real = vqa.inspect.figure_png
+    real = vqa.panels.figure_png
 
     def spy(fig, **kwargs) -> bytes:
         titles.append(fig.get_suptitle())
         chosen_marks.append([j for j, ax in enumerate(fig.axes) if "▶ chosen" in ax.get_title()])
         return real(fig, **kwargs)
 
-    monkeypatch.setattr(vqa.inspect, "figure_png", spy)
+    monkeypatch.setattr(vqa.panels, "figure_png", spy)
     att = np.zeros((4, 2, 2))
     att[:, 0, 1] = 1.0  # the jet overlay (dark blue/red over black) stays far from both frame colours
-    png = render(np.zeros((16, 16, 3), np.uint8), "Where is it?", "where", ["A.", "B.", "C.", "D."], scores, att,
-                 answer, [(1, 1, 10, 10)])  # fmt: skip
+    cands = ["A.", "B.", "C.", "D."]
+    png = render(np.zeros((16, 16, 3), np.uint8), "Where is it?", "where", cands, scores, att, answer,
+                 [(1, 1, 10, 10)], chosen=choose(cands, scores, answer))  # the stage's choice: the metrics' tie rule
     for rgb, framed in ((TAB_BLUE, blue), (TAB_GREEN, green)):
         counts = frames(png, 4, rgb)
         assert all(n > 1000 if j == framed else n < 50 for j, n in enumerate(counts)), (rgb, counts)
@@ -114,18 +120,18 @@ def test_pick_mixes_types_and_results() -> None:
 
 def test_inspect_stage_writes_pngs_and_index(trained_run) -> None:
     cfg = load_config(None, [*trained_run, "inspect.n=3"])
-    out = run_inspect(cfg)
+    out = run_report(cfg)
     run = Path(cfg.run.dir) / "inspect"
     assert len(out["items"]) == 3 and len(list(run.glob("qa_*.png"))) == 3
     page = (run / "index.html").read_text()
     assert all(f'src="{it["png"]}"' in page for it in out["items"])
     ds = load_telling(cfg.data.annotations, cfg.data.images)
     test_ids = [q.qa_id for q in ds.split("test")][:2]
-    out = run_inspect(load_config(None, [*trained_run, f"inspect.qa_ids={test_ids}"]))
+    out = run_report(load_config(None, [*trained_run, f"inspect.qa_ids={test_ids}"]))
     assert [it["qa_id"] for it in out["items"]] == test_ids
     assert len(list(run.glob("qa_*.png"))) == 2, "stale PNGs of the previous report are removed"
     with pytest.raises(VQAError, match=r"inspect\.qa_ids not in split 'test': \[999999\]"):
-        run_inspect(load_config(None, [*trained_run, "inspect.qa_ids=[999999]"]))
+        run_report(load_config(None, [*trained_run, "inspect.qa_ids=[999999]"]))
     assert json.loads((run / "index.json").read_text())[0]["qa_id"] == test_ids[0]
 
 
@@ -185,24 +191,23 @@ def test_eval_metrics_and_inspect_agree_on_a_tie(trained_run, tmp_path, monkeypa
     overrides = [o for o in trained_run if not o.startswith("run.dir=")] + [f"run.dir={tmp_path / 'run'}"]
     real = vqa.checkpoint.load_trained
 
-    def tied(cfg):
-        model, meta, path, tokenizer = real(cfg)
-        return Tied(model), meta, path, tokenizer
+    def tied(*args):
+        model, meta, path, tokenizer = real(*args)
+        return Trained(Tied(model), meta, path, tokenizer)
 
-    monkeypatch.setattr(vqa.checkpoint, "load_trained", tied)  # run_inspect imports it from here
-    monkeypatch.setattr(vqa.evaluate, "load_trained", tied)
+    monkeypatch.setattr(vqa.run, "load_trained", tied)  # every stage loads the model through its Run
     drawn: dict[str, int] = {}
-    real_render = vqa.inspect.render
+    real_render = vqa.report.render
 
     def spy(pixels, question, *args, chosen=None, **kwargs) -> bytes:
         drawn[question] = chosen
         return real_render(pixels, question, *args, chosen=chosen, **kwargs)
 
-    monkeypatch.setattr(vqa.inspect, "render", spy)
+    monkeypatch.setattr(vqa.report, "render", spy)
 
     metrics = evaluate(load_config(None, [*overrides, "eval.split=test"]), Accelerator(cpu=True))
     assert metrics["accuracy"] == 0.0 and set(metrics["per_question_type"].values()) == {0.0}
-    out = run_inspect(load_config(None, [*overrides, "inspect.n=4"]))
+    out = run_report(load_config(None, [*overrides, "inspect.n=4"]))
     assert len(out["items"]) == 4
     for it in out["items"]:
         assert it["correct"] is False and it["chosen"] != it["answer"]
@@ -228,7 +233,7 @@ def test_inspect_writes_the_explorer_of_the_whole_split(trained_run, tmp_path) -
     save_config(load_config(None, trained_run))  # <run.dir>/config.yaml, as every stage's entry point writes it
     cfg = load_config(None, [*trained_run, "inspect.n=2", f"inspect.compare={load_config(None, trained_run).run.dir}"])
     evaluate(load_config(None, [*trained_run, "eval.split=test"]), Accelerator(cpu=True))
-    out = run_inspect(cfg)
+    out = run_report(cfg)
     root = Path(cfg.run.dir) / "inspect"
     assert out["explorer"] == root / "explorer.html" and (root / "explorer" / "explorer.js").is_file()
     (index,) = read_script(root / "explorer" / "index.js")
@@ -248,7 +253,7 @@ def test_inspect_writes_the_explorer_of_the_whole_split(trained_run, tmp_path) -
     chosen = {r["qa_id"]: r["chosen"] for r in map(json.loads, rows)}
     assert {e["qa_id"]: e["candidates"][e["runs"][0]["chosen"]] for e in index["questions"]} == chosen
     with pytest.raises(VQAError, match=r"inspect\.compare=.*no config\.yaml there"):
-        run_inspect(load_config(None, [*trained_run, f"inspect.compare={tmp_path}"]))
+        run_report(load_config(None, [*trained_run, f"inspect.compare={tmp_path}"]))
 
 
 def test_explorer_data_cannot_end_its_script() -> None:

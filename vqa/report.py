@@ -1,0 +1,142 @@
+"""The report stage (``make inspect``): the chosen questions of a split drawn with the trained model's attention
+(``panels``: one PNG each, and an index), and the interactive explorer of the whole split (``explorer``).
+
+Which questions: ``inspect.qa_ids``, else a seeded mix of right and wrong answers from the last evaluation. The
+same drawing serves ``pipelines/predict.py`` (``predict_one``) for any image.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import VQAError
+from .evaluate import to_file_order
+from .explorer import build_explorer
+from .grounding import image_size
+from .images import load_image
+from .io import atomic_write_bytes, atomic_write_dir, reached
+from .loader import QAExamples, collate, model_inputs
+from .panels import render, write_index
+from .predictor import Predictor
+from .run import Run, as_run
+from .scoring import choose, rank_order
+from .tasks.pointing import image_dimensions
+from .text import qa_table
+
+
+# ------------------------------------------------------------------------------------------------ the stage
+def pick(rows: Sequence[dict[str, Any]], n: int, seed: int) -> list[int]:
+    """qa_ids for the report: a mix of correct and wrong answers across types (round-robin over the groups)."""
+    rng = random.Random(seed)
+    groups: dict[tuple[str, bool], list[int]] = {}
+    for r in rows:
+        groups.setdefault((r["type"], bool(r["correct"])), []).append(r["qa_id"])
+    for ids in groups.values():
+        rng.shuffle(ids)
+    # wrong answers first within each round: they are the rare, interesting ones
+    order = sorted(groups, key=lambda g: (g[1], g[0]))
+    out: list[int] = []
+    while len(out) < n and any(groups.values()):
+        for g in order:
+            if groups[g] and len(out) < n:
+                out.append(groups[g].pop())
+    return out
+
+
+def _choose(run: Run, qas: dict[int, Any], split: str) -> list[int]:
+    cfg = run.cfg
+    wanted = list(cfg.inspect.qa_ids)
+    if wanted:
+        unknown = [i for i in wanted if i not in qas]
+        if unknown:
+            raise VQAError(f"inspect.qa_ids not in split '{split}': {unknown[:20]}")
+        return wanted
+    per_question = run.eval_dir(split) / "per_question.jsonl"
+    if per_question.is_file():  # pick a mix of correct and wrong answers from the last evaluation
+        rows = [json.loads(line) for line in per_question.read_text().splitlines() if line.strip()]
+        return pick([r for r in rows if r["qa_id"] in qas], cfg.inspect.n, cfg.seed)
+    return random.Random(cfg.seed).sample(sorted(qas), min(cfg.inspect.n, len(qas)))
+
+
+def predict_one(cfg: Any, image: Path, question: str, choices: Sequence[str]) -> dict[str, Any]:
+    """Score ``choices`` (as typed: text, or boxes 'x,y,width,height' for a pointing run) for any image with the
+    run's ``vqa.Predictor``, and draw its attention per choice."""
+    run = as_run(cfg)
+    predictor = Predictor.from_config(run)
+    task = predictor.task
+    asked = [task.parse_choice(c) for c in choices]
+    r = predictor.predict(image, question, asked)
+    boxes = task.drawn_boxes(asked)
+    if boxes is not None:  # a box per choice, drawn on the image as the CNN saw it
+        width, height = image_dimensions(image)
+        boxes = [b.scaled(width, height, predictor.image_size) for b in boxes]
+    png = render(predictor.pixels(image), question, "?", list(choices), r.scores.tolist(), r.attention, None,
+                 title=f"{image.name} · {predictor.model.spec.variant} model from {run.cfg.eval.checkpoint}",
+                 chosen=r.best, candidate_boxes=boxes)  # fmt: skip
+    order = rank_order(list(choices), r.scores.tolist())  # no answer known: a tie goes to the first top choice
+    ranked = [(choices[i], float(r.probabilities[i]), float(r.scores[i])) for i in order]
+    return {"ranked": ranked, "png": png}
+
+
+def question_png(run: Run, q: Any, scores: np.ndarray, attention: np.ndarray) -> tuple[bytes, int]:
+    """One question's panels (file candidate order: scores [K], attention [K, H, W]) and the chosen candidate."""
+    dataset, size = run.dataset, int(run.reader.manifest["image_size"])
+    width, height = image_size(dataset.image_path(q.image_id))
+    boxes = [b.scaled(width, height, size) for b in (run.grounding or {}).get(q.qa_id, [])]
+    cand_boxes = run.task.choice_boxes(dataset, q)
+    if cand_boxes is not None:  # each panel its own box; the answer's is framed green
+        cand_boxes, boxes = [b.scaled(width, height, size) for b in cand_boxes], []
+    chosen = choose(q.candidates, scores.tolist(), q.answer)  # the metrics' rule: a tie is wrong
+    png = render(load_image(dataset.image_path(q.image_id), size), q.question, q.type, q.candidates, scores.tolist(),
+                 attention, q.answer, boxes, chosen=chosen, candidate_boxes=cand_boxes,
+                 title=f"qa_id {q.qa_id} · image_id {q.image_id} · {run.trained.model.spec.variant}")  # fmt: skip
+    return png, chosen
+
+
+def run_report(cfg: Any) -> dict[str, Any]:
+    """Render the chosen questions of ``inspect.split`` with the ``eval.checkpoint`` model into <run.dir>/inspect/,
+    and the explorer of the whole split beside them."""
+    run = as_run(cfg)
+    split, dataset = run.cfg.inspect.split, run.dataset
+    model, meta, path, tokenizer = run.trained
+    qas = {q.qa_id: q for q in dataset.split(split) if q.image_id in run.reader}
+    ids = _choose(run, qas, split)
+    table = qa_table(run.task, dataset, [qas[i] for i in ids], tokenizer, run.cfg.text.max_len)
+    examples = QAExamples(table, run.reader, run.cfg.seed, train=False)
+    items: list[dict[str, Any]] = []
+
+    def write(tmp: str) -> None:  # every PNG and the index into a fresh folder, swapped in whole
+        for start in range(0, len(examples), 32):
+            batch = collate([examples[i] for i in range(start, min(start + 32, len(examples)))])
+            with torch.inference_mode():
+                scores, attention = model(**model_inputs(batch))  # [b, K], [b, K, G, H, W]
+            for row in range(len(batch["qa_id"])):
+                q = qas[int(batch["qa_id"][row])]
+                order = batch["order"][row].numpy()  # position k holds file candidate order[k]
+                png, chosen = question_png(run, q, to_file_order(scores[row].numpy(), order),
+                                           to_file_order(attention[row].mean(1).numpy(), order))  # glimpses averaged
+                name = f"qa_{q.qa_id}.png"
+                atomic_write_bytes(Path(tmp) / name, png)
+                reached(f"inspect:png{len(items) + 1}")
+                items.append({"qa_id": q.qa_id, "type": q.type, "question": q.question, "answer": q.answer,
+                              "candidates": list(q.candidates), "chosen": q.candidates[chosen], "png": name,
+                              "correct": q.candidates[chosen].lower() == q.answer.lower()})  # fmt: skip
+        n_right = sum(it["correct"] for it in items)
+        summary = (f"{len(items)} questions of split '{split}' ({n_right} answered correctly), model "
+                   f"{model.spec.variant} from {path} (epoch {meta.get('epoch')}). Each panel: one candidate, its "
+                   "attention over the image as the CNN saw it, its probability; green frame = true answer, "
+                   "blue frame = chosen; dashed white = grounding box.")  # fmt: skip
+        write_index(Path(tmp), items, f"{run.dir.name} / {split}", summary)
+        explorer.update(build_explorer(run, Path(tmp)))  # the interactive page: every question of the split
+
+    explorer: dict[str, Any] = {}
+    atomic_write_dir(run.report_dir, write)
+    return {"index": run.report_dir / "index.html", "items": items, "explorer": run.report_dir / "explorer.html",
+            "explored": explorer["n"]}  # fmt: skip

@@ -1,0 +1,99 @@
+"""What a Visual7W task is made of, for the rest of the code to ask.
+
+Telling and pointing share the file layout, the four-candidate protocol, the tie rule and the results format; they
+differ in what a candidate is (an answer string or a box), how their files are parsed, where grounding comes from,
+what the blind baseline is, and what a report draws. Each task module answers those questions once, and nothing
+else in ``vqa/`` asks which task it is: a third task is one new module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..boxes import Box
+from ..data import QA, Visual7W
+from ..errors import ConfigError
+from ..model import ModelSpec, VQAModel
+from ..model.parts import CandidateParts
+
+
+class Task:
+    """The interface; ``telling.Telling`` and ``pointing.Pointing`` fill it in."""
+
+    name: str
+    types: tuple[str, ...]  # the question types its files may hold
+    reads_candidates: bool  # whether the model reads the candidates' words (the tokenizer learns them)
+    baseline_label: str  # what ``prior_baseline`` measures, for people
+    parts: CandidateParts  # what a candidate is to the model (``vqa/model/parts.py``)
+    auto_attention: str  # the attention form ``model.attention=auto`` picks for this task
+
+    def load(self, annotations: str | Path, images: str | Path) -> Visual7W:
+        """Load and validate the task's annotation file; filenames are resolved inside ``images``."""
+        raise NotImplementedError
+
+    def grounding(self, path: str | Path | None, dataset: Visual7W) -> dict[int, list[Box]] | None:
+        """Grounding boxes by qa_id (where the answer is in the image), or None when the task has none."""
+        raise NotImplementedError
+
+    def check_images(self, dataset: Visual7W) -> None:
+        """Checks that need the images' sizes (file headers), run before features are extracted."""
+
+    def candidate_tokens(self, tokenizer: Any, qas: Sequence[QA], max_len: int) -> list[list[int]]:
+        """Token ids of every candidate, the QAs' K candidates in turn (answer first)."""
+        raise NotImplementedError
+
+    def candidate_columns(self, dataset: Visual7W, qas: Sequence[QA]) -> dict[str, list[Any]]:
+        """Per-candidate inputs beyond the tokens, a column per input (``[len(qas)][K][...]``); the loader hands
+        each to the model under its column's name."""
+        return {}
+
+    def encode_choices(self, tokenizer: Any, images: Sequence[Any], choices: Sequence[Sequence[Any]], max_len: int,
+                       ) -> tuple[list[list[int]], dict[str, torch.Tensor]]:  # fmt: skip
+        """A user's choices for new images (``vqa.Predictor``): token ids of every choice, the model's extra
+        inputs. The same encoding ``candidate_tokens`` and ``candidate_columns`` give the dataset's candidates."""
+        raise NotImplementedError
+
+    def parse_choice(self, text: str) -> Any:
+        """One choice as typed on the command line -> what ``vqa.Predictor.predict`` takes."""
+        return text
+
+    def choice_boxes(self, dataset: Visual7W, qa: QA) -> list[Box] | None:
+        """The box each candidate is (drawn on its panel by the reports), or None when candidates are text."""
+        return None
+
+    def drawn_boxes(self, choices: Sequence[Any]) -> list[Box] | None:
+        """The boxes a user's choices (``parse_choice``'s) are, to draw on the image; None when they are text."""
+        return None
+
+    def result_answer(self, candidate: str) -> Any:
+        """A candidate as the toolkit's results file writes it."""
+        return candidate
+
+    def prior_baseline(self, dataset: Visual7W, train: Sequence[QA], test: Sequence[QA]) -> dict[str, Any]:
+        """What a model that never sees the image gets for free: fit on ``train``, scored on ``test``."""
+        raise NotImplementedError
+
+    def check_model(self, model: Any) -> str | None:
+        """Why the model (``cfg.model`` or a ``ModelSpec``) cannot serve this task (None when it can)."""
+        return None
+
+    # ------------------------------------------------------------------------------------------------ the model
+    def question_glimpses(self, model: Any) -> int:
+        """How many glimpses driven by the question alone the model gets (``model.question_glimpses``)."""
+        return model.question_glimpses
+
+    def model_spec(self, cfg: Any, vocab_size: int, grid: tuple[int, int, int]) -> ModelSpec:
+        """``cfg.model`` resolved for this task: ``auto`` attention, question glimpses."""
+        attention = self.auto_attention if cfg.model.attention == "auto" else cfg.model.attention
+        return ModelSpec.from_config(cfg, vocab_size, grid, self.name, attention, self.question_glimpses(cfg.model))
+
+    def build_model(self, spec: ModelSpec) -> VQAModel:
+        """The network of ``spec`` with this task's candidate parts (refused when the spec cannot serve it)."""
+        problem = self.check_model(spec)
+        if problem:
+            raise ConfigError(problem)
+        return VQAModel(spec, self.parts)
