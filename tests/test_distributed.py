@@ -101,10 +101,11 @@ def test_training_on_two_processes_matches_one(trained_run, two_process_run, tmp
     batch, so only float rounding differs: the per-image GEMMs of a 4-question batch round otherwise than of an
     8-question one (measured: 6e-4 at most with the question glimpse; a mistake in what is averaged or sampled
     moves them by 1e-1). The cell-context conv is off here: oneDNN picks its kernel by the batch's shape, and two
-    epochs of Adam grow that rounding into a flipped choice among this near-chance model's candidates. (Raw weights are not compared: the scorer's output bias and the
-    attention logits' bias get zero gradient by construction, softmax being shift-invariant, and Adam turns that
-    float noise into lr-sized steps that change no output.) Dropout is off here: with dropout on, each process
-    draws its own masks, which is statistically but not numerically the same run.
+    epochs of Adam grow that rounding into a flipped choice among this near-chance model's candidates. (Raw
+    weights are not compared: the scorer's output bias and the attention logits' bias get zero gradient by
+    construction, softmax being shift-invariant, and Adam turns that float noise into lr-sized steps that change no
+    output.) Dropout is off here: with dropout on, each process draws its own masks, which is statistically but not
+    numerically the same run.
     """
     two, two_args = two_process_run
     one_args = [*private_copy(trained_run, tmp_path / "one"), *COMMON]
