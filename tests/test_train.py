@@ -143,21 +143,29 @@ def test_sigint_mid_epoch_saves_and_resumes_exactly(tiny_dataset, features_root,
     import vqa.train as train_module
     from vqa.errors import Stopped
 
-    full = with_features(setup_run(tiny_dataset, tmp_path / "full"), features_root)
-    train(full, Accelerator(cpu=True))
-    stopped = with_features(setup_run(tiny_dataset, tmp_path / "stopped"), features_root)
     real, calls = train_module.model_inputs, []
+
+    def counted(batch):
+        calls.append(1)
+        return real(batch)
+
+    full = with_features(setup_run(tiny_dataset, tmp_path / "full"), features_root)
+    monkeypatch.setattr(train_module, "model_inputs", counted)
+    train(full, Accelerator(cpu=True))
+    n = len(calls) // 2  # train batches per epoch (2 epochs; validation does not go through train.model_inputs)
+    stopped = with_features(setup_run(tiny_dataset, tmp_path / "stopped"), features_root)
+    calls.clear()
 
     def signal_in_epoch_2(batch):
         calls.append(1)
-        if len(calls) == 16:  # 13 train batches per epoch here, so batch 3 of epoch 2
+        if len(calls) == n + 3:  # batch 3 of epoch 2
             os.kill(os.getpid(), signal.SIGINT)
         return real(batch)
 
     monkeypatch.setattr(train_module, "model_inputs", signal_in_epoch_2)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (`cmd &` ignores it)
     try:
-        with pytest.raises(Stopped, match=r"SIGINT: stopped in epoch 2 of 2 after batch 3 of 13") as e:
+        with pytest.raises(Stopped, match=rf"SIGINT: stopped in epoch 2 of 2 after batch 3 of {n}") as e:
             train(stopped, Accelerator(cpu=True))
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the handler is removed on exit"
     finally:
