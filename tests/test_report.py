@@ -21,6 +21,7 @@ import vqa.evaluate
 import vqa.panels
 import vqa.report
 import vqa.run
+import vqa.tasks.telling
 from vqa.boxes import Box
 from vqa.checkpoint import Trained
 from vqa.config import load_config
@@ -262,3 +263,24 @@ def test_explorer_data_cannot_end_its_script() -> None:
     text = script("index", {"question": "</script><script>alert(1)</script> & \u2028"})
     assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
     assert json.loads(text[text.index("(") + 1 : text.rindex(")")])["question"].startswith("</script>")
+
+
+def test_the_report_loads_the_model_and_the_dataset_once(trained_run, monkeypatch) -> None:
+    """``make inspect`` draws its PNGs and the explorer of the whole split from one Run: the checkpoint, the
+    tokenizer and the annotations are read once, not once per part."""
+    loads: list[str] = []
+    real_trained, real_load = vqa.run.load_trained, vqa.tasks.telling.load_telling
+
+    def trained(*args):
+        loads.append("model")
+        return real_trained(*args)
+
+    def dataset(*args):
+        loads.append("dataset")
+        return real_load(*args)
+
+    monkeypatch.setattr(vqa.run, "load_trained", trained)
+    monkeypatch.setattr(vqa.tasks.telling, "load_telling", dataset)
+    out = run_report(load_config(None, [*trained_run, "inspect.n=2"]))
+    assert out["explored"] > 0 and len(out["items"]) == 2
+    assert sorted(loads) == ["dataset", "model"], loads
