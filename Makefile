@@ -17,7 +17,7 @@ LAUNCH := env $$($(PY) -c 'import torch; print("" if torch.cuda.is_available() e
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data features train eval inspect baselines bench bench-features demo test test-browser lint clean
+.PHONY: help setup data features train eval inspect report baselines bench bench-features demo test test-browser lint clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,8 +41,10 @@ train: setup ## Train the model on the train split, keep the best epoch on val (
 eval: setup ## Score eval.split (default test) in the official protocol -> <run.dir>/eval/<split>/
 	$(LAUNCH) pipelines/evaluate.py --config $(CONFIG) $(ARGS)
 
-inspect report: setup ## Attention maps: one PNG per question + index.html, and explorer.html (the whole split) in <run.dir>/inspect/
+inspect: setup ## Attention maps: one PNG per question + index.html, and explorer.html (the whole split) in <run.dir>/inspect/
 	$(PY) pipelines/report.py --config $(CONFIG) $(ARGS)
+
+report: inspect ## The same as `make inspect` (pipelines/report.py)
 
 # the honest baselines: each trains and evaluates in <run.dir>_<name> on the main run's feature store
 BASELINES ?= no_supervision no_attention image_only blind answer_only
