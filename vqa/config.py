@@ -27,7 +27,7 @@ __all__ = ["BASE_CONFIG", "DEFAULT_CONFIG", "Config", "flat_keys", "load_config"
 
 DEFAULT_CONFIG = "configs/default.yaml"
 BASE_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "base.yaml"  # every key's default
-CONTEXT_GROUPS = 8  # model.cell_context is a grouped conv over the projected cells (vqa/model.py)
+CONTEXT_GROUPS = 8  # model.cell_context is a grouped conv in this many groups (vqa/model/grid.py reads it)
 
 
 def _key(**limits: Any) -> Any:

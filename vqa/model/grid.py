@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
+from ..config import CONTEXT_GROUPS
 from .base import Keep
 from .spec import ModelSpec
 
@@ -21,7 +22,7 @@ class CellContext(nn.Module):
 
     def __init__(self, d: int, k: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(d, d, k, padding=k // 2, groups=8)
+        self.conv = nn.Conv2d(d, d, k, padding=k // 2, groups=CONTEXT_GROUPS)
 
     def forward(self, cells: torch.Tensor, h: int, w: int) -> torch.Tensor:
         grid = cells.transpose(1, 2).reshape(-1, cells.shape[2], h, w)  # [I, D, H, W]

@@ -8,6 +8,7 @@ else in ``vqa/`` asks which task it is: a third task is one new module.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,9 @@ from ..model import ModelSpec, VQAModel
 from ..model.parts import CandidateParts
 
 
-class Task:
-    """The interface; ``telling.Telling`` and ``pointing.Pointing`` fill it in."""
+class Task(ABC):
+    """The interface; ``telling.Telling`` and ``pointing.Pointing`` fill it in (the abstract methods each task
+    must answer; the others have the answer of a task whose candidates are text)."""
 
     name: str
     types: tuple[str, ...]  # the question types its files may hold
@@ -31,31 +33,33 @@ class Task:
     parts: CandidateParts  # what a candidate is to the model (``vqa/model/parts.py``)
     auto_attention: str  # the attention form ``model.attention=auto`` picks for this task
 
+    @abstractmethod
     def load(self, annotations: str | Path, images: str | Path) -> Visual7W:
         """Load and validate the task's annotation file; filenames are resolved inside ``images``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def grounding(self, path: str | Path | None, dataset: Visual7W) -> dict[int, list[Box]] | None:
         """Grounding boxes by qa_id (where the answer is in the image), or None when the task has none."""
-        raise NotImplementedError
 
     def check_images(self, dataset: Visual7W) -> None:
-        """Checks that need the images' sizes (file headers), run before features are extracted."""
+        """Checks that need the images' sizes (file headers), run before features are extracted: none for a task
+        whose candidates are text."""
+        return None
 
+    @abstractmethod
     def candidate_tokens(self, tokenizer: Any, qas: Sequence[QA], max_len: int) -> list[list[int]]:
         """Token ids of every candidate, the QAs' K candidates in turn (answer first)."""
-        raise NotImplementedError
 
     def candidate_columns(self, dataset: Visual7W, qas: Sequence[QA]) -> dict[str, list[Any]]:
         """Per-candidate inputs beyond the tokens, a column per input (``[len(qas)][K][...]``); the loader hands
         each to the model under its column's name."""
         return {}
 
+    @abstractmethod
     def encode_choices(self, tokenizer: Any, images: Sequence[Any], choices: Sequence[Sequence[Any]], max_len: int,
                        ) -> tuple[list[list[int]], dict[str, torch.Tensor]]:  # fmt: skip
         """A user's choices for new images (``vqa.Predictor``): token ids of every choice, the model's extra
         inputs. The same encoding ``candidate_tokens`` and ``candidate_columns`` give the dataset's candidates."""
-        raise NotImplementedError
 
     def parse_choice(self, text: str) -> Any:
         """One choice as typed on the command line -> what ``vqa.Predictor.predict`` takes."""
@@ -73,9 +77,9 @@ class Task:
         """A candidate as the toolkit's results file writes it."""
         return candidate
 
+    @abstractmethod
     def prior_baseline(self, dataset: Visual7W, train: Sequence[QA], test: Sequence[QA]) -> dict[str, Any]:
         """What a model that never sees the image gets for free: fit on ``train``, scored on ``test``."""
-        raise NotImplementedError
 
     def check_model(self, model: Any) -> str | None:
         """Why the model (``cfg.model`` or a ``ModelSpec``) cannot serve this task (None when it can)."""
