@@ -103,6 +103,7 @@ class ModelConfig:
     dropout: float = _key(min=0.0, max=0.9)
     count: bool = _key()
     attention: Literal["auto", "additive", "bilinear"] = _key()  # auto: bilinear for telling, additive for pointing
+    head: Literal["score", "decoder"] = _key()  # score: the scorer MLP | decoder: the attention LSTM (telling)
 
 
 @dataclass
@@ -118,6 +119,7 @@ class TrainConfig:
     grad_accum: int = _key(min=1)
     clip_norm: float = _key(min_exclusive=0.0)
     attention_supervision: float = _key(min=0)
+    ranking: float = _key(min=0)  # decoder head: weight of the cross-entropy over the candidates' likelihoods
     mixed_precision: Literal["fp32", "bf16", "fp16"] = _key()
     num_workers: int = _key(min=0)
     resume: Literal["auto", "never"] = _key()
@@ -130,6 +132,8 @@ class EvalConfig:
     split: Literal["train", "val", "test"] = _key()
     checkpoint: str = _key()
     batch_size: int = _key(min=1)
+    mode: Literal["mc", "open"] = _key()
+    topk: int = _key(min=1)
 
 
 @dataclass

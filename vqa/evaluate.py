@@ -132,10 +132,11 @@ class SplitPass:
     skipped: int  # questions whose image has no features
 
 
-def split_pass(run: Run, accelerator: Accelerator, split: str, keep_attention: bool) -> SplitPass:
-    """Score every question of ``split`` with the run's ``eval.checkpoint`` model on all processes."""
+def split_loader(run: Run, split: str) -> tuple[list[Any], DataLoader, int]:
+    """The split's QA, a loader over those whose image has features (for the run's trained model), and how many
+    have none. Refuses a store whose grid is not the one the model was trained on."""
     cfg, dataset, reader = run.cfg, run.dataset, run.reader
-    model, meta, path, tokenizer = run.trained
+    model, _, path, tokenizer = run.trained
     if tuple(reader.grid) != tuple(model.spec.grid):
         raise VQAError(f"{path} was trained on {model.spec.grid} features, {reader.root} holds {reader.grid}")
     qas = dataset.split(split)
@@ -144,6 +145,13 @@ def split_pass(run: Run, accelerator: Accelerator, split: str, keep_attention: b
     rows, skipped = split_rows(table, split, reader)
     loader = DataLoader(QAExamples(rows, reader, cfg.seed, train=False), batch_size=cfg.eval.batch_size,
                         collate_fn=collate)  # fmt: skip
+    return qas, loader, skipped
+
+
+def split_pass(run: Run, accelerator: Accelerator, split: str, keep_attention: bool) -> SplitPass:
+    """Score every question of ``split`` with the run's ``eval.checkpoint`` model on all processes."""
+    model, meta, path, _ = run.trained
+    qas, loader, skipped = split_loader(run, split)
     model, loader = accelerator.prepare(model, loader)
     out = predict_pass(model, loader, accelerator, keep_attention=keep_attention)
     return SplitPass(out, accelerator.unwrap_model(model), meta, path, qas, skipped)

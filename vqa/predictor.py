@@ -35,8 +35,9 @@ from .loader import dedupe, pad
 from .run import as_run
 from .scoring import choose
 from .tasks import task_of
-from .text import token_ids
+from .text import detokenize, token_ids
 
+END_WORD = "<end>"  # the decoder's last step, named in ``Prediction.words``
 ImageLike = Union[str, Path, Image.Image, np.ndarray]  # noqa: UP007 (a runtime alias, Python 3.10 included)
 
 
@@ -50,11 +51,32 @@ class Prediction:
     probabilities: np.ndarray  # [K] softmax of the scores (sums to 1)
     attention_glimpses: np.ndarray  # [K, G, H, W]: each choice's attention over the grid, per glimpse
     best: int  # index of the chosen choice: highest score, a tie going to the first tied choice
+    words: list[list[str]] | None = None  # decoder head: the steps each choice's maps belong to (its words, the end)
 
     @property
     def attention(self) -> np.ndarray:
-        """[K, H, W]: each choice's attention, glimpses averaged (uniform for no_attention and blind runs)."""
+        """[K, H, W]: each choice's attention, glimpses averaged (uniform for no_attention and blind runs); the
+        decoder's: its words' maps averaged."""
         return self.attention_glimpses.mean(1)
+
+    @property
+    def attention_words(self) -> np.ndarray:
+        """[K, T, H, W]: the decoder's map at each word of each choice (``words`` names them; the steps past a
+        shorter choice's end repeat its mean map)."""
+        if self.words is None:
+            raise VQAError("per-word attention needs a run trained with model.head=decoder (this one scores)")
+        return self.attention_glimpses
+
+
+@dataclass(frozen=True)
+class Generated:
+    """One answer the decoder wrote for a question (``Predictor.generate``)."""
+
+    answer: str
+    probability: float  # of writing exactly these words, then the end
+    score: float  # mean log-likelihood per step: the rank among the answers, the multiple-choice score
+    words: list[str]  # the steps, the end included
+    attention_words: np.ndarray  # [T, H, W], one map per step
 
     @property
     def answer(self) -> str:
@@ -146,6 +168,10 @@ class Predictor:
         k = len(items[0][2])
         for _, question, choices in items:
             _check(question, choices, k)
+        return self._score(items)
+
+    def _score(self, items: Sequence[tuple[ImageLike, str, Sequence[Any]]]) -> list[Prediction]:
+        k = len(items[0][2])
         keys = [str(Path(im).resolve()) if isinstance(im, (str, Path)) else id(im) for im, _, _ in items]
         firsts, image_index = dedupe(keys)  # one grid per distinct image (the same file, or the same object)
         unique = [items[i][0] for i in firsts]
@@ -162,11 +188,34 @@ class Predictor:
         return [self._prediction(question, list(choices), scores[n].float().cpu(), attention[n].cpu())
                 for n, (_, question, choices) in enumerate(items)]  # fmt: skip
 
-    @staticmethod
-    def _prediction(question: str, choices: list[Any], scores: torch.Tensor, attention: torch.Tensor) -> Prediction:
+    def _prediction(self, question: str, choices: list[Any], scores: torch.Tensor,
+                    attention: torch.Tensor) -> Prediction:  # fmt: skip
         values = scores.numpy()  # [K]
+        words = [self.steps(c) for c in choices] if self.model.spec.head == "decoder" else None
         return Prediction(question, choices, values, torch.softmax(scores, 0).numpy(), attention.numpy(),
-                          choose([str(c) for c in choices], values.tolist()))  # fmt: skip
+                          choose([str(c) for c in choices], values.tolist()), words)  # fmt: skip
+
+    def steps(self, answer: str) -> list[str]:
+        """The decoder's steps for ``answer``: its tokens as the model reads them, then the end."""
+        ids = token_ids(self.tokenizer, [answer], self.max_len)[0]
+        return [*self.tokenizer.convert_ids_to_tokens(ids), END_WORD]
+
+    def generate(self, image: ImageLike, question: str, k: int = 5) -> list[Generated]:
+        """The decoder's ``k`` best answers to ``question`` about ``image`` (no candidates), best first, each with
+        its probability and one attention map per word (beam search, as ``make eval ARGS="eval.mode=open"``)."""
+        if self.model.spec.head != "decoder":
+            raise VQAError("generate needs a run trained with model.head=decoder; a score head only ranks choices "
+                           "(``predict``)")  # fmt: skip
+        _check(question, ["a", "b"], 2)
+        grid = self.grids([image]).to(self.device)
+        q, q_len = pad(token_ids(self.tokenizer, [question], self.max_len))
+        with torch.inference_mode():
+            words, _ = self.model.generate(grid, q.to(self.device), q_len, None, k, self.max_len)
+        answers = list(dict.fromkeys(detokenize(self.tokenizer, w.tolist()) for w in words[0].cpu()))
+        found = self._score([(image, question, answers)])[0]  # teacher-forced: the scores and maps of MC
+        return [Generated(a, float(np.exp(found.scores[i] * len(found.words[i]))), float(found.scores[i]),
+                          found.words[i], found.attention_words[i, : len(found.words[i])])
+                for i, a in enumerate(answers)]  # fmt: skip
 
 
 def _check(question: str, choices: Sequence[str], k: int) -> None:

@@ -57,6 +57,10 @@ class Run:
     def eval_dir(self, split: str) -> Path:
         return self.dir / "eval" / split
 
+    def open_dir(self, split: str) -> Path:
+        """Open-ended answers of ``split`` (``eval.mode=open``), beside its multiple-choice folder."""
+        return self.dir / "eval" / f"{split}_open"
+
     def baseline_dir(self, suffix: str) -> Path:
         """A baseline run of the same experiment (``make baselines``): ``<run.dir>_<suffix>``."""
         return Path(f"{self.dir}_{suffix}")

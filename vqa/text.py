@@ -58,6 +58,23 @@ def token_ids(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], max_len:
     return [ids or [tokenizer.unk_token_id] for ids in rows]
 
 
+GLUED = set(".,!?;:%)'")  # written against the word before them ("three." "man's"); "'" also to the word after
+
+
+def detokenize(tokenizer: PreTrainedTokenizerFast, ids: Sequence[int]) -> str:
+    """Generated token ids (up to the end, id 0) -> an answer as Visual7W writes one: words joined by spaces,
+    punctuation against the word before it, the first letter capitalised ("Three.", "On the man's head.")."""
+    words = tokenizer.convert_ids_to_tokens(_until_end(ids))
+    text = ""
+    for w in words:
+        text += w if not text or w in GLUED or text.endswith("'") else " " + w
+    return text[:1].upper() + text[1:]
+
+
+def _until_end(ids: Sequence[int]) -> list[int]:
+    return list(ids[: list(ids).index(0)]) if 0 in ids else list(ids)
+
+
 def qa_table(task: Any, dataset: Any, qas: Sequence[QA], tokenizer: PreTrainedTokenizerFast, max_len: int,
              targets: Sequence[Sequence[float]] | None = None) -> Dataset:  # fmt: skip
     """One row per QA: ids of the question and of the K candidates (answer first, as in the file), the grounding

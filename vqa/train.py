@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
@@ -81,6 +80,11 @@ class Training:
     @property
     def cfg(self) -> Config:
         return self.run.cfg
+
+    @property
+    def net(self) -> Any:
+        """The model unwrapped from DDP: its head's own methods (``answer_loss``)."""
+        return self.accelerator.unwrap_model(self.model)
 
 
 def build_training(run: Run, accelerator: Accelerator, model: VQAModel, train_rows: Any, val_rows: Any,
@@ -140,7 +144,7 @@ def train_step(tr: Training, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     t, variant = tr.cfg.train, tr.cfg.model.variant
     with tr.accelerator.accumulate(tr.model):
         scores, attention, gates = tr.model(**model_inputs(batch), with_gates=True)  # [b, K], [b, K, G, H, W]
-        loss = F.cross_entropy(scores, batch["label"])
+        loss = tr.net.answer_loss(scores, batch["label"], t.ranking)  # the head's own: CE, or NLL + ranking
         if t.attention_supervision > 0 and variant == "attention":
             loss = loss + t.attention_supervision * attention_loss(attention, batch)
             if gates is not None:  # [b, K, H*W, G] counting-gate logits

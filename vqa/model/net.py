@@ -16,6 +16,7 @@ module serves training, evaluation and inspection.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .attention import (
@@ -95,6 +96,11 @@ class VQAModel(nn.Module):
         scores = self.scorer(ctx, qk, a).float()  # [B, K]
         attention = att.permute(0, 1, 3, 2).reshape(b, k, -1, h, w).float()  # [B, K, G, H, W]
         return (scores, attention, gates) if with_gates else (scores, attention)
+
+    @staticmethod
+    def answer_loss(scores: torch.Tensor, label: torch.Tensor, ranking: float) -> torch.Tensor:
+        """Cross-entropy over the candidates' scores (``ranking`` is the decoder head's)."""
+        return F.cross_entropy(scores, label)
 
 
 def init_embedding(model: VQAModel, vectors: torch.Tensor, found: torch.Tensor) -> None:

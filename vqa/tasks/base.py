@@ -19,6 +19,7 @@ from ..boxes import Box
 from ..data import QA, Visual7W
 from ..errors import ConfigError
 from ..model import ModelSpec, VQAModel
+from ..model.decoder import DecoderNet
 from ..model.parts import CandidateParts
 
 
@@ -32,6 +33,7 @@ class Task(ABC):
     baseline_label: str  # what ``prior_baseline`` measures, for people
     parts: CandidateParts  # what a candidate is to the model (``vqa/model/parts.py``)
     auto_attention: str  # the attention form ``model.attention=auto`` picks for this task
+    answers_open: bool  # whether the toolkit's open-ended protocol applies (answers that can be written)
 
     @abstractmethod
     def load(self, annotations: str | Path, images: str | Path) -> Visual7W:
@@ -83,6 +85,9 @@ class Task(ABC):
 
     def check_model(self, model: Any) -> str | None:
         """Why the model (``cfg.model`` or a ``ModelSpec``) cannot serve this task (None when it can)."""
+        if model.head == "decoder" and model.variant != "attention":
+            return (f"model.head=decoder reads the question and attends to the image: model.variant={model.variant} "
+                    "is a baseline of the score head (use model.head=score with it)")
         return None
 
     # ------------------------------------------------------------------------------------------------ the model
@@ -100,4 +105,4 @@ class Task(ABC):
         problem = self.check_model(spec)
         if problem:
             raise ConfigError(problem)
-        return VQAModel(spec, self.parts)
+        return DecoderNet(spec) if spec.head == "decoder" else VQAModel(spec, self.parts)

@@ -190,6 +190,7 @@ class Pointing(Task):
     baseline_label = "blind box-geometry baseline (best rule per question family)"
     parts = BOXES
     auto_attention = "additive"  # each cell's offset from the box joins inside the tanh: only the additive form has one
+    answers_open = False
 
     def load(self, annotations: str | Path, images: str | Path) -> Visual7W:
         return load_pointing(annotations, images)
@@ -239,6 +240,9 @@ class Pointing(Task):
         return 0  # the candidates' own relations read where the question's object lies (``RelationsAndPlace``)
 
     def check_model(self, model: Any) -> str | None:
+        if model.head == "decoder":
+            return ("model.head=decoder generates answer words, and pointing's answers are boxes: use "
+                    "model.head=score for pointing")
         if model.attention == "bilinear":
             return ("model.attention=bilinear is for telling; pointing needs additive (its attention adds each "
                     "cell's offset from the candidate box inside the tanh)")

@@ -30,6 +30,7 @@ class Telling(Task):
     baseline_label = "blind answer-frequency baseline"
     parts = TEXT
     auto_attention = "bilinear"  # the cheaper form (``vqa/model/attention.py``), as good on telling
+    answers_open = True
 
     def load(self, annotations: str | Path, images: str | Path) -> Visual7W:
         return load_telling(annotations, images)
