@@ -73,3 +73,18 @@ def trained_run(tiny_dataset, tmp_path_factory) -> list[str]:
     extract_features(cfg, load_telling(d.annotations, d.images), Accelerator(cpu=True))
     train(cfg, Accelerator(cpu=True))
     return overrides
+
+
+@pytest.fixture(scope="session")
+def trained_decoder(trained_run, tmp_path_factory) -> list[str]:
+    """``trained_run``'s data and feature store, and a 3-epoch ``model.head=decoder`` model: the overrides."""
+    from accelerate import Accelerator
+
+    from vqa.train import train
+
+    store = Path(next(o for o in trained_run if o.startswith("run.dir=")).partition("=")[2]) / "features"
+    overrides = [*(o for o in trained_run if not o.startswith(("run.dir=", "train.epochs="))),
+                 f"run.dir={tmp_path_factory.mktemp('decoder')}", f"features.dir={store}", "model.head=decoder",
+                 "train.epochs=3"]  # fmt: skip
+    train(load_config(None, overrides), Accelerator(cpu=True))
+    return overrides

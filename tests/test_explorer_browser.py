@@ -434,3 +434,37 @@ def test_a_real_run_end_to_end(open_page, trained_run):
     p.snap("b")
     assert p.diff("a", "b") > 0, "another candidate draws another attention map"
     assert p.errors == []
+
+
+def test_a_decoder_run_names_each_words_map(open_page, trained_decoder):
+    """A decoder run's explorer: the maps of the selected candidate are its words' (and its end's), named so."""
+    from vqa.config import load_config
+    from vqa.report import run_report
+    from vqa.text import answer_steps, load_tokenizer
+
+    cfg = load_config(None, [*trained_decoder, "inspect.n=2"])
+    out = run_report(cfg)
+    p = open_page((out["explorer"], {}))
+    p.wait_drawn()
+    assert p.errors == [] and p.page.inner_text("#glimpse-label") == "Word"
+    tok = load_tokenizer(f"{cfg.run.dir}/tokenizer")
+    for k in (0, 1):
+        p.page.keyboard.press(str(k + 1))
+        p.wait_drawn()
+        q = p.page.evaluate("() => { const s = window.VQAExplorer.state; return s.qaId; }")
+        candidate = p.page.evaluate(f"() => document.querySelectorAll('#candidates .cand-text')[{k}].textContent")
+        words = answer_steps(tok, candidate, cfg.text.max_len)
+        shown = p.page.evaluate("() => Array.from(document.querySelectorAll('#glimpse option'))"
+                                ".filter(o => !o.hidden).map(o => o.textContent)")  # fmt: skip
+        assert shown == [f"mean of {len(words)} words", *(f"word {i + 1}: \u201c{w}\u201d" for i, w in
+                                                           enumerate(words))], (q, shown)  # fmt: skip
+        snaps = []
+        for i in range(len(words)):
+            p.page.select_option("#glimpse", str(i))
+            p.wait_drawn()
+            assert f"word {i + 1}: \u201c{words[i]}\u201d" in p.page.inner_text(".info-map")
+            p.snap(f"{k}-{i}")
+            snaps.append(f"{k}-{i}")
+        assert any(p.diff(snaps[0], s) > 0 for s in snaps[1:]), "each word has its own map"
+        p.page.select_option("#glimpse", "mean")
+    assert p.errors == []

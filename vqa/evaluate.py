@@ -48,11 +48,13 @@ from .scoring import (
 from .text import qa_table
 
 
-def predict_pass(model: Any, loader: Any, accelerator: Any, keep_attention: bool = False) -> dict[str, Any]:
+def predict_pass(model: Any, loader: Any, accelerator: Any, maps: str = "none") -> dict[str, Any]:
     """Score every example of a prepared loader on all processes; gathered, de-duplicated results on each.
 
     Returns numpy arrays: ``qa_id [N]``, ``type [N]``, ``scores [N, K]`` and ``order [N, K]`` (candidate k of the
-    scores is the file's candidate ``order[k]``; the true answer is file candidate 0), and ``attention`` when asked.
+    scores is the file's candidate ``order[k]``; the true answer is file candidate 0), and with ``maps`` the
+    ``attention``: ``each`` [N, K, G, H, W] every glimpse (the decoder: every word, ``pad_steps``), ``mean``
+    [N, K, 1, H, W] their mean (what grounding metrics read: a fixed shape whatever the answers' lengths).
     ``gather_for_metrics`` drops the samples Accelerate repeats to even out the last batch, so no qa_id is counted
     twice or missed, whatever the number of processes.
     """
@@ -62,13 +64,22 @@ def predict_pass(model: Any, loader: Any, accelerator: Any, keep_attention: bool
         for batch in loader:
             scores, attention = model(**model_inputs(batch))
             keep = {"qa_id": batch["qa_id"], "type": batch["type"], "scores": scores, "order": batch["order"]}
-            if keep_attention:
-                keep["attention"] = attention
+            if maps != "none":
+                keep["attention"] = attention.mean(2, keepdim=True) if maps == "mean" else attention
             for key, value in accelerator.gather_for_metrics(keep).items():
                 parts[key].append(value.float().cpu() if value.is_floating_point() else value.cpu())
+    parts["attention"] = pad_steps(parts["attention"])
     out = {k: torch.cat(v).numpy() for k, v in parts.items() if v}
     order = np.argsort(out["qa_id"], kind="stable")
     return {k: v[order] for k, v in out.items()}
+
+
+def pad_steps(maps: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Batches of [b, K, T_i, H, W] maps -> all with the longest T: the decoder's T is each batch's longest answer.
+    The added steps repeat each candidate's mean map, as the decoder's own steps past an answer's end do, so a mean
+    over T stays the mean over its words."""
+    t = max((m.shape[2] for m in maps), default=0)
+    return [torch.cat([m, m.mean(2, keepdim=True).expand(-1, -1, t - m.shape[2], -1, -1)], 2) for m in maps]
 
 
 def accuracy_of(pass_out: dict[str, Any]) -> dict[str, Any]:
@@ -148,12 +159,12 @@ def split_loader(run: Run, split: str) -> tuple[list[Any], DataLoader, int]:
     return qas, loader, skipped
 
 
-def split_pass(run: Run, accelerator: Accelerator, split: str, keep_attention: bool) -> SplitPass:
+def split_pass(run: Run, accelerator: Accelerator, split: str, maps: str) -> SplitPass:
     """Score every question of ``split`` with the run's ``eval.checkpoint`` model on all processes."""
     model, meta, path, _ = run.trained
     qas, loader, skipped = split_loader(run, split)
     model, loader = accelerator.prepare(model, loader)
-    out = predict_pass(model, loader, accelerator, keep_attention=keep_attention)
+    out = predict_pass(model, loader, accelerator, maps)
     return SplitPass(out, accelerator.unwrap_model(model), meta, path, qas, skipped)
 
 
@@ -161,7 +172,7 @@ def evaluate(cfg: Config | Run, accelerator: Accelerator) -> dict[str, Any] | No
     """Run the eval stage; returns the metrics on the main process (None elsewhere)."""
     run = as_run(cfg)
     split, dataset, grounding = run.cfg.eval.split, run.dataset, run.grounding
-    p = split_pass(run, accelerator, split, keep_attention=grounding is not None)
+    p = split_pass(run, accelerator, split, "mean" if grounding is not None else "none")
     if not accelerator.is_main_process:
         return None
     out, path, meta, skipped = p.out, p.path, p.meta, p.skipped

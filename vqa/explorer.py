@@ -37,6 +37,7 @@ from .evaluate import accuracy_of, run_label, split_pass, to_file_order
 from .io import atomic_write_bytes, atomic_write_text
 from .run import Run
 from .scoring import choose, question_family
+from .text import answer_steps
 
 CHUNK = 200  # questions per attention file: ~0.5 MB at Visual7W's 14 x 14 grid
 THUMB = 640  # longest side of the explorer's copy of an image (the original aspect ratio is kept)
@@ -140,13 +141,15 @@ EXPLORE_MAX = 5000  # questions in one explorer (a seeded sample of a larger spl
 def run_results(run: Run, split: str) -> dict[str, Any]:
     """One run's scores and attention, in the file's candidate order, on every question of ``split``:
     {"label", "variant", "checkpoint", "accuracy", "grid", "by_id": qa_id -> (scores [K], attention [K, G, H, W])}."""
-    p = split_pass(run, make_accelerator(), split, keep_attention=True)
+    p = split_pass(run, make_accelerator(), split, "each")
     out = p.out
     by_id = {}
     for n, qa_id in enumerate(out["qa_id"].tolist()):
         order = out["order"][n]  # position k holds file candidate order[k]
         by_id[int(qa_id)] = (to_file_order(out["scores"][n], order), to_file_order(out["attention"][n], order))
-    return {"label": f"{run.dir.name} ({run_label(run.dir, p.model.spec.variant)})",
+    tokenizer = run.trained.tokenizer if p.model.spec.head == "decoder" else None
+    return {"label": f"{run.dir.name} ({run_label(run.dir, p.model.spec.variant)})", "tokenizer": tokenizer,
+            "max_len": run.cfg.text.max_len,
             "variant": p.model.spec.variant, "checkpoint": str(p.path), "grid": list(p.model.spec.grid[1:]),
             "accuracy": accuracy_of(out)["accuracy"] if len(out["qa_id"]) else None, "by_id": by_id}  # fmt: skip
 
@@ -186,7 +189,8 @@ def build_explorer(run: Run, out_dir: Path) -> dict[str, Any]:
             chosen = choose(q.candidates, scores.tolist(), q.answer)  # the metrics' tie rule
             probs = torch.softmax(torch.as_tensor(scores, dtype=torch.float32), 0).tolist()
             entry["runs"].append({"probs": [round(p, 4) for p in probs], "chosen": chosen,
-                                  "correct": q.candidates[chosen].lower() == str(q.answer).lower()})  # fmt: skip
+                                  "correct": q.candidates[chosen].lower() == str(q.answer).lower(),
+                                  "words": step_words(r, q.candidates)})  # fmt: skip
             maps[qa_id].append(encode_question_maps(attention))
         questions.append(entry)
     n = len(questions)
@@ -199,6 +203,12 @@ def build_explorer(run: Run, out_dir: Path) -> dict[str, Any]:
              "questions": questions}  # fmt: skip
     images = {q["image_id"]: dataset.image_path(q["image_id"]) for q in questions}
     return {"page": write_explorer(out_dir, index, maps, images), "n": n}
+
+
+def step_words(results: dict[str, Any], candidates: Sequence[str]) -> list[list[str]] | None:
+    """A decoder run's steps of each candidate (its words, the end): what its maps are; None for glimpses."""
+    tok = results["tokenizer"]
+    return None if tok is None else [answer_steps(tok, c, results["max_len"]) for c in candidates]
 
 
 def _xywh(box: Any) -> list[float]:

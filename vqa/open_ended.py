@@ -116,10 +116,9 @@ class RankPool:
 
 
 def answerer(head: str, tokenizer: Any, pool: Mapping[str, Sequence[str]], k: int, max_len: int) -> Any:
-    """The head's way to answer open-ended; generated answers are at most as long as the longest train answer."""
-    longest = max((len(ids) for answers in pool.values() for ids in token_ids(tokenizer, answers, max_len)),
-                  default=1)  # fmt: skip
-    return Generate(tokenizer, k, longest) if head == "decoder" else RankPool(tokenizer, pool, k, max_len)
+    """The head's way to answer open-ended; a generated answer has at most ``max_len`` words (``text.max_len``,
+    what training read of an answer; ``vqa.Predictor.generate`` uses the same)."""
+    return Generate(tokenizer, k, max_len) if head == "decoder" else RankPool(tokenizer, pool, k, max_len)
 
 
 def answer_split(run: Run, accelerator: Accelerator, split: str, k: int) -> tuple[dict[int, list], list[QA], int]:

@@ -35,9 +35,8 @@ from .loader import dedupe, pad
 from .run import as_run
 from .scoring import choose
 from .tasks import task_of
-from .text import detokenize, token_ids
+from .text import answer_steps, detokenize, token_ids
 
-END_WORD = "<end>"  # the decoder's last step, named in ``Prediction.words``
 ImageLike = Union[str, Path, Image.Image, np.ndarray]  # noqa: UP007 (a runtime alias, Python 3.10 included)
 
 
@@ -67,6 +66,10 @@ class Prediction:
             raise VQAError("per-word attention needs a run trained with model.head=decoder (this one scores)")
         return self.attention_glimpses
 
+    @property
+    def answer(self) -> str:
+        return self.choices[self.best]
+
 
 @dataclass(frozen=True)
 class Generated:
@@ -77,10 +80,6 @@ class Generated:
     score: float  # mean log-likelihood per step: the rank among the answers, the multiple-choice score
     words: list[str]  # the steps, the end included
     attention_words: np.ndarray  # [T, H, W], one map per step
-
-    @property
-    def answer(self) -> str:
-        return self.choices[self.best]
 
 
 class Predictor:
@@ -191,14 +190,10 @@ class Predictor:
     def _prediction(self, question: str, choices: list[Any], scores: torch.Tensor,
                     attention: torch.Tensor) -> Prediction:  # fmt: skip
         values = scores.numpy()  # [K]
-        words = [self.steps(c) for c in choices] if self.model.spec.head == "decoder" else None
+        decoder = self.model.spec.head == "decoder"
+        words = [answer_steps(self.tokenizer, c, self.max_len) for c in choices] if decoder else None
         return Prediction(question, choices, values, torch.softmax(scores, 0).numpy(), attention.numpy(),
                           choose([str(c) for c in choices], values.tolist()), words)  # fmt: skip
-
-    def steps(self, answer: str) -> list[str]:
-        """The decoder's steps for ``answer``: its tokens as the model reads them, then the end."""
-        ids = token_ids(self.tokenizer, [answer], self.max_len)[0]
-        return [*self.tokenizer.convert_ids_to_tokens(ids), END_WORD]
 
     def generate(self, image: ImageLike, question: str, k: int = 5) -> list[Generated]:
         """The decoder's ``k`` best answers to ``question`` about ``image`` (no candidates), best first, each with

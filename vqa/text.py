@@ -71,6 +71,15 @@ def detokenize(tokenizer: PreTrainedTokenizerFast, ids: Sequence[int]) -> str:
     return text[:1].upper() + text[1:]
 
 
+END_WORD = "<end>"  # the decoder's last step (it reads the answer, then predicts its end)
+
+
+def answer_steps(tokenizer: PreTrainedTokenizerFast, answer: str, max_len: int) -> list[str]:
+    """The decoder's steps for ``answer``, one attention map each: its tokens as the model reads them, the end."""
+    ids = token_ids(tokenizer, [answer], max_len)[0]
+    return [*tokenizer.convert_ids_to_tokens(ids), END_WORD]
+
+
 def _until_end(ids: Sequence[int]) -> list[int]:
     return list(ids[: list(ids).index(0)]) if 0 in ids else list(ids)
 

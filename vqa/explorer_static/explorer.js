@@ -450,7 +450,34 @@
     showCandidates(q);
   }
 
+  function stepWords(q, k) {
+    // the decoder's steps of candidate k (its words, then the end), or null for a run whose maps are glimpses
+    var run = q && q.runs && q.runs[0];
+    return run && run.words ? run.words[k] || null : null;
+  }
+
+  function stepName(q, k, g) {
+    var words = stepWords(q, k);
+    if (g === "mean") return words ? "mean of the answer's words" : "mean of glimpses";
+    if (!words) return "glimpse " + (g + 1);
+    return g < words.length ? "word " + (g + 1) + ": “" + words[g] + "”" : "past the end (the words' mean)";
+  }
+
+  function labelGlimpses(q) {
+    // the decoder: one map per word of the selected candidate, named by its word
+    var sel = $("glimpse");
+    var words = stepWords(q, state.candidate);
+    $("glimpse-label").textContent = words ? "Word" : "Glimpse";
+    for (var i = 0; i < sel.options.length; i++) {
+      var o = sel.options[i];
+      o.textContent = o.value === "mean" ? (words ? "mean of " + words.length + " words" : o.dataset.plain)
+        : stepName(q, state.candidate, Number(o.value));
+      o.hidden = !!words && o.value !== "mean" && Number(o.value) >= words.length;
+    }
+  }
+
   function showCandidates(q) {
+    labelGlimpses(q);
     var box = $("candidates");
     box.textContent = "";
     var K = (q.candidates || []).length;
@@ -502,6 +529,7 @@
     sel.textContent = "";
     var o = el("option", null, D.glimpses > 1 ? "mean of " + D.glimpses + " glimpses" : "mean (1 glimpse)");
     o.value = "mean";
+    o.dataset.plain = o.textContent;
     sel.appendChild(o);
     for (var g = 0; g < D.glimpses; g++) {
       o = el("option", null, "glimpse " + (g + 1));
@@ -722,7 +750,7 @@
         "chose " + candidateName(q, run.chosen) + (run.correct ? " ✓" : " ✗")));
     }
     v.info.appendChild(line);
-    var g = state.glimpse === "mean" ? "mean of glimpses" : "glimpse " + (state.glimpse + 1);
+    var g = stepName(q, k, state.glimpse);
     var text = m ? g + " · brightest cell holds " + (100 * m.max).toFixed(1) + "% (uniform " +
       (100 / n).toFixed(1) + "%)" : g + " · no map";
     v.info.appendChild(el("div", "info-map", text));
