@@ -4,6 +4,7 @@
         --question "Where is the red circle?" --choices "On the left." "On the right." "At the top." "In the middle."
 
 A pointing run (data.task=pointing) takes boxes in the image's pixels: --choices 10,20,50,40 80,20,40,40 ...
+A decoder run (model.head=decoder) also writes its own 3 best answers and <image>_words.png: a map per word.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     path = args.out or run.dir / "predict" / f"{args.image.stem}.png"
     atomic_write_bytes(path, out["png"])
     print(f"attention overlay -> {path}")
+    for rank, g in enumerate(out["generated"], 1):  # a decoder run (model.head=decoder) also answers on its own
+        print(f"wrote {rank}. {g.answer:<34} p={g.probability:.3f}  score={g.score:.3f}")
+    if out["words_png"]:
+        words = path.with_name(f"{path.stem}_words.png")
+        atomic_write_bytes(words, out["words_png"])
+        print(f"attention per word (each choice, each written answer) -> {words}")
 
 
 if __name__ == "__main__":

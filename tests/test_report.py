@@ -284,3 +284,22 @@ def test_the_report_loads_the_model_and_the_dataset_once(trained_run, monkeypatc
     out = run_report(load_config(None, [*trained_run, "inspect.n=2"]))
     assert out["explored"] > 0 and len(out["items"]) == 2
     assert sorted(loads) == ["dataset", "model"], loads
+
+
+def test_a_decoder_run_draws_a_map_per_word(trained_decoder, tmp_path: Path) -> None:
+    """predict.py writes the decoder's own answers and the per-word figure; the report a figure per question."""
+    cfg = load_config(None, trained_decoder)
+    image = load_telling(cfg.data.annotations, cfg.data.images).image_path(1)
+    p = subprocess.run([sys.executable, "pipelines/predict.py", *trained_decoder, "--image", str(image),
+                        "--question", "What color is the circle?", "--choices", "Red.", "Blue.",
+                        "--out", str(tmp_path / "overlay.png")],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert len([ln for ln in p.stdout.splitlines() if ln.startswith("wrote ")]) == 3
+    with Image.open(tmp_path / "overlay_words.png") as im:
+        assert im.format == "PNG" and im.size[1] > 5 * 100, "5 rows: 2 choices, 3 written answers"
+    out = run_report(load_config(None, [*trained_decoder, "inspect.n=2"]))
+    for it in out["items"]:
+        with Image.open(Path(cfg.run.dir) / "inspect" / it["words_png"]) as im:
+            assert im.size[1] > 4 * 100, "a row per candidate"
+    assert 'alt="attention per word' in (Path(cfg.run.dir) / "inspect" / "index.html").read_text()

@@ -95,6 +95,26 @@ def render(pixels: np.ndarray, question: str, qtype: str, candidates: Sequence[s
     return figure_png(fig, dpi=80)
 
 
+def render_words(pixels: np.ndarray, question: str, rows: Sequence[tuple[str, Sequence[str], np.ndarray]],
+                 title: str = "") -> bytes:  # fmt: skip
+    """PNG bytes, the Show, Attend and Tell figure: one row per answer (``rows``: its label, its steps — the words,
+    then the end — and their maps [T, H, W]), the image once per step with where the decoder looked to write it."""
+    size, cols = pixels.shape[0], max(len(words) for _, words, _ in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.2 * cols, 2.5 * len(rows)), squeeze=False)
+    for (label, words, maps), line in zip(rows, axes, strict=True):
+        for t, ax in enumerate(line):
+            ax.set_axis_off()
+            if t < len(words):
+                ax.imshow(pixels)
+                ax.imshow(upsample(maps[t], size), cmap="jet", alpha=0.45, vmin=0, vmax=max(maps[t].max(), 1e-9))
+                ax.set_title(f"\u201c{words[t]}\u201d", fontsize=9)
+        line[0].text(-0.08, 0.5, "\n".join(textwrap.wrap(label, 16)[:3]), transform=line[0].transAxes,
+                     ha="right", va="center", fontsize=9)  # fmt: skip
+    fig.suptitle("\n".join(textwrap.wrap(question, 100)) + (f"\n{title}" if title else ""), fontsize=10)
+    fig.tight_layout(rect=(0.08, 0, 1, 0.9))
+    return figure_png(fig, dpi=72)
+
+
 INDEX = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Attention maps: {title}</title>
 <style>
@@ -143,7 +163,9 @@ def write_index(out_dir: Path, items: Sequence[dict[str, Any]], title: str, summ
             f'<div class="card {result}" data-type="{e(it["type"])}" data-result="{result}">'
             f'<div><b>{e(it["question"])}</b> <span class="meta">qa_id {int(it["qa_id"])} · {e(it["type"])} · '
             f"{result}</span></div><ul>{cands}</ul>"
-            f'<img src="{e(it["png"])}" alt="attention maps for qa_id {int(it["qa_id"])}" loading="lazy"></div>'
+            f'<img src="{e(it["png"])}" alt="attention maps for qa_id {int(it["qa_id"])}" loading="lazy">'
+            + (f'<img src="{e(it["words_png"])}" alt="attention per word for qa_id {int(it["qa_id"])}" '
+               'loading="lazy">' if it.get("words_png") else "") + "</div>"
         )
     types = sorted({it["type"] for it in items})
     page = INDEX.format(title=e(title), summary=e(summary), cards="\n".join(cards),

@@ -23,12 +23,12 @@ from .grounding import image_size
 from .images import load_image
 from .io import atomic_write_bytes, atomic_write_dir, reached
 from .loader import QAExamples, collate, model_inputs
-from .panels import render, write_index
+from .panels import render, render_words, write_index
 from .predictor import Predictor
 from .run import Run, as_run
 from .scoring import choose, rank_order
 from .tasks.pointing import image_dimensions
-from .text import qa_table
+from .text import answer_steps, qa_table
 
 
 # ------------------------------------------------------------------------------------------------ the stage
@@ -82,7 +82,13 @@ def predict_one(cfg: Any, image: Path, question: str, choices: Sequence[str]) ->
                  chosen=r.best, candidate_boxes=boxes)  # fmt: skip
     order = rank_order(list(choices), r.scores.tolist())  # no answer known: a tie goes to the first top choice
     ranked = [(choices[i], float(r.probabilities[i]), float(r.scores[i])) for i in order]
-    return {"ranked": ranked, "png": png}
+    if r.words is None:
+        return {"ranked": ranked, "png": png, "generated": [], "words_png": None}
+    generated = predictor.generate(image, question, k=3)  # the decoder also answers with no choices
+    rows = [(c, r.words[k], r.attention_words[k]) for k, c in enumerate(choices)]
+    rows += [(f"wrote: {g.answer} (p={g.probability:.2f})", g.words, g.attention_words) for g in generated]
+    words_png = render_words(predictor.pixels(image), question, rows, title="where the decoder looked at each word")
+    return {"ranked": ranked, "png": png, "generated": generated, "words_png": words_png}
 
 
 def question_png(run: Run, q: Any, scores: np.ndarray, attention: np.ndarray) -> tuple[bytes, int]:
@@ -98,6 +104,18 @@ def question_png(run: Run, q: Any, scores: np.ndarray, attention: np.ndarray) ->
                  attention, q.answer, boxes, chosen=chosen, candidate_boxes=cand_boxes,
                  title=f"qa_id {q.qa_id} · image_id {q.image_id} · {run.trained.model.spec.variant}")  # fmt: skip
     return png, chosen
+
+
+def word_png(run: Run, q: Any, attention: np.ndarray) -> bytes | None:
+    """A decoder run's per-word figure of a question (file candidate order: attention [K, T, H, W]); None for a
+    run whose maps are glimpses."""
+    model, _, _, tokenizer = run.trained
+    if model.spec.head != "decoder":
+        return None
+    steps = [answer_steps(tokenizer, c, run.cfg.text.max_len) for c in q.candidates]
+    size = int(run.reader.manifest["image_size"])
+    return render_words(load_image(run.dataset.image_path(q.image_id), size), q.question,
+                        [(c, w, attention[k]) for k, (c, w) in enumerate(zip(q.candidates, steps, strict=True))])
 
 
 def run_report(cfg: Any) -> dict[str, Any]:
@@ -124,9 +142,13 @@ def run_report(cfg: Any) -> dict[str, Any]:
                                            to_file_order(attention[row].mean(1).numpy(), order))  # glimpses averaged
                 name = f"qa_{q.qa_id}.png"
                 atomic_write_bytes(Path(tmp) / name, png)
+                words = word_png(run, q, to_file_order(attention[row].numpy(), order))  # the decoder's words
+                if words:
+                    atomic_write_bytes(Path(tmp) / f"qa_{q.qa_id}_words.png", words)
                 reached(f"inspect:png{len(items) + 1}")
                 items.append({"qa_id": q.qa_id, "type": q.type, "question": q.question, "answer": q.answer,
                               "candidates": list(q.candidates), "chosen": q.candidates[chosen], "png": name,
+                              "words_png": f"qa_{q.qa_id}_words.png" if words else None,
                               "correct": q.candidates[chosen].lower() == q.answer.lower()})  # fmt: skip
         n_right = sum(it["correct"] for it in items)
         summary = (f"{len(items)} questions of split '{split}' ({n_right} answered correctly), model "
