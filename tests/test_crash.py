@@ -182,3 +182,26 @@ def test_eval_and_inspect_kill_9_never_leave_a_mixed_output(base, stage: str, ou
     if stage == "report":
         with Image.open(old / next(n for n in ref if n.endswith(".png"))) as im:
             assert im.size[0] > 100
+
+
+@pytest.fixture(scope="module")
+def decoder_ref(base) -> tuple[Path, list[str]]:
+    """``base``'s data and features, and an uninterrupted ``model.head=decoder`` reference run (``ref_decoder``)."""
+    root, args = base
+    args = [*args, "model.head=decoder"]
+    shutil.copytree(root / "ref" / "features", root / "ref_decoder" / "features")
+    p = stage_run("train", args, root / "ref_decoder")
+    assert p.returncode == 0, p.stderr
+    return root, args
+
+
+def test_the_decoder_resumes_after_kill_9_as_if_never_stopped(decoder_ref) -> None:
+    root, args = decoder_ref
+    run = copy_run(root, "decoder_kill", ("features",))
+    event = TRAIN_KILLS[(SEED + 1) % len(TRAIN_KILLS)]  # another moment than the scorer's test
+    with halted("train", args, run, event) as proc:
+        proc.kill()
+        proc.communicate()
+    p = stage_run("train", args, run)
+    assert p.returncode == 0, f"seed {SEED}: {p.stderr}"
+    assert_same_training(run, root / "ref_decoder")

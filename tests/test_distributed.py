@@ -164,3 +164,32 @@ def test_two_machines_equal_two_processes(trained_run, two_process_run, tmp_path
     assert [r["val_accuracy"] for r in logs[0]] == [r["val_accuracy"] for r in logs[1]]
     for r1, r2 in zip(*logs, strict=True):
         torch.testing.assert_close(r1["train_loss"], r2["train_loss"], rtol=1e-6, atol=0)
+
+
+def test_the_decoder_trains_and_answers_alike_on_one_and_two_processes(trained_decoder, tmp_path: Path) -> None:
+    """The decoder head under the same 1-vs-2 rule as the scorer: the same losses and val accuracy per epoch, the
+    same multiple-choice probabilities (1e-3), and the same open-ended answers from ``eval.mode=open``."""
+    runs = {}
+    for n in (1, 2):
+        args = [*(o for o in trained_decoder if not o.startswith(("run.dir=", "train.epochs="))), *COMMON,
+                f"run.dir={tmp_path / str(n)}"]  # fmt: skip
+        stage("train", *args, two=n == 2)
+        stage("evaluate", *args, "eval.split=test", "eval.checkpoint=last", "eval.batch_size=5", two=n == 2)
+        stage("evaluate", *args, "eval.split=test", "eval.checkpoint=last", "eval.batch_size=5", "eval.mode=open",
+              "eval.topk=3", two=n == 2)  # fmt: skip
+        runs[n] = tmp_path / str(n)
+    logs = [train_log(runs[1]), train_log(runs[2])]
+    assert [r["val_accuracy"] for r in logs[0]] == [r["val_accuracy"] for r in logs[1]]
+    for r1, r2 in zip(*logs, strict=True):
+        torch.testing.assert_close(r1["train_loss"], r2["train_loss"], rtol=1e-5, atol=0)
+    probs = [torch.tensor([[c["score"] for c in json.loads(r)["candidates"]]
+                           for r in (run / "eval" / "test" / "per_question.jsonl").read_text().splitlines()]).softmax(1)
+             for run in (runs[1], runs[2])]  # fmt: skip
+    torch.testing.assert_close(probs[0], probs[1], rtol=0, atol=1e-3)
+    metrics = [json.loads((run / "eval" / "test_open" / "metrics.json").read_text()) for run in (runs[1], runs[2])]
+    assert (metrics[0]["processes"], metrics[1]["processes"]) == (1, 2)
+    answers = [[[a["answer"] for a in json.loads(r)["answers"]]
+                for r in (run / "eval" / "test_open" / "per_question.jsonl").read_text().splitlines()]
+               for run in (runs[1], runs[2])]  # fmt: skip
+    same = sum(a == b for a, b in zip(*answers, strict=True)) / len(answers[0])
+    assert len(answers[0]) == len(answers[1]) == metrics[0]["n"] and same >= 0.9, same
