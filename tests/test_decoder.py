@@ -21,10 +21,11 @@ def inputs(seed: int = 0) -> dict[str, torch.Tensor]:
             "image_index": torch.tensor([0, 1, 1])}  # fmt: skip
 
 
-@pytest.fixture
-def net() -> DecoderNet:
+@pytest.fixture(params=["bilinear", "additive"])
+def net(request) -> DecoderNet:
+    """Both forms of the decoder's attention (``model.attention``): the factorised default and the seeds' own."""
     torch.manual_seed(0)
-    return build_model(model_spec(head="decoder", count=True, question_glimpses=1)).eval()
+    return build_model(model_spec(head="decoder", count=True, question_glimpses=1, attention=request.param)).eval()
 
 
 def test_scores_are_mean_log_likelihoods_and_padding_never_changes_them(net) -> None:
@@ -80,7 +81,7 @@ def test_gradients_reach_every_part(net) -> None:
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"task": "pointing", "attention": "additive"}, "pointing's answers are boxes"),
+    ({"task": "pointing"}, "pointing's answers are boxes"),
     ({"variant": "blind"}, "model.variant=blind is a baseline of the score head"),
 ])  # fmt: skip
 def test_what_the_decoder_cannot_serve_is_refused_by_name(changes, message) -> None:
