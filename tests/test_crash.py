@@ -110,16 +110,20 @@ def assert_same_training(run: Path, ref: Path) -> None:
     assert not list((run / "checkpoints").glob(".tmp_*")), "a killed run's temp folders are cleaned up"
 
 
-def test_train_kill_9_at_a_named_moment_then_resume(base) -> None:
-    root, args = base
-    run = copy_run(root, "train_kill", ("features",))
-    event = TRAIN_KILLS[SEED % len(TRAIN_KILLS)]
+def kill_then_resume(root: Path, args: list[str], name: str, event: str, ref: Path) -> None:
+    """Train with kill -9 at ``event``, rerun the same command, and compare with the uninterrupted ``ref``."""
+    run = copy_run(root, name, ("features",))
     with halted("train", args, run, event) as proc:
         proc.kill()
         proc.communicate()
     p = stage_run("train", args, run)
     assert p.returncode == 0, f"seed {SEED}: {p.stderr}"
-    assert_same_training(run, root / "ref")
+    assert_same_training(run, ref)
+
+
+def test_train_kill_9_at_a_named_moment_then_resume(base) -> None:
+    root, args = base
+    kill_then_resume(root, args, "train_kill", TRAIN_KILLS[SEED % len(TRAIN_KILLS)], root / "ref")
 
 
 def test_train_sigterm_saves_a_checkpoint_and_exits_130(base) -> None:
@@ -197,11 +201,5 @@ def decoder_ref(base) -> tuple[Path, list[str]]:
 
 def test_the_decoder_resumes_after_kill_9_as_if_never_stopped(decoder_ref) -> None:
     root, args = decoder_ref
-    run = copy_run(root, "decoder_kill", ("features",))
     event = TRAIN_KILLS[(SEED + 1) % len(TRAIN_KILLS)]  # another moment than the scorer's test
-    with halted("train", args, run, event) as proc:
-        proc.kill()
-        proc.communicate()
-    p = stage_run("train", args, run)
-    assert p.returncode == 0, f"seed {SEED}: {p.stderr}"
-    assert_same_training(run, root / "ref_decoder")
+    kill_then_resume(root, args, "decoder_kill", event, root / "ref_decoder")
