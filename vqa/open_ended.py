@@ -121,12 +121,13 @@ def answerer(head: str, tokenizer: Any, pool: Mapping[str, Sequence[str]], k: in
     return Generate(tokenizer, k, max_len) if head == "decoder" else RankPool(tokenizer, pool, k, max_len)
 
 
-def answer_split(run: Run, accelerator: Accelerator, split: str, k: int) -> tuple[dict[int, list], list[QA], int]:
+def answer_split(run: Run, accelerator: Accelerator, split: str, k: int,
+                 pool: Mapping[str, Sequence[str]]) -> tuple[dict[int, list], list[QA], int]:  # fmt: skip
     """Every question of ``split`` answered open-ended by the run's model on all processes: qa_id -> the ``k``
     best (answer, score), on the main process; the split's QA; how many were skipped (no features)."""
     model, _, _, tokenizer = run.trained
     qas, loader, skipped = split_loader(run, split)
-    answer = answerer(model.spec.head, tokenizer, answer_pool(run.dataset.split("train")), k, run.cfg.text.max_len)
+    answer = answerer(model.spec.head, tokenizer, pool, k, run.cfg.text.max_len)
     model, loader = accelerator.prepare(model, loader)
     net = accelerator.unwrap_model(model).eval()
     mine = []
@@ -145,13 +146,14 @@ def evaluate_open(run: Run, accelerator: Accelerator) -> dict[str, Any] | None:
     if not run.task.answers_open:
         raise VQAError(f"eval.mode=open is the telling protocol: a {run.task.name} run is scored by eval.mode=mc")
     split, k = cfg.eval.split, cfg.eval.topk
-    answers, qas, skipped = answer_split(run, accelerator, split, k)
+    pool = answer_pool(run.dataset.split("train"))  # the score head's answers and the prior's, counted once
+    answers, qas, skipped = answer_split(run, accelerator, split, k, pool)
     if not accelerator.is_main_process:
         return None
     model, meta, path, _ = run.trained
     qas = [q for q in qas if q.qa_id in answers]
     ranked = {i: [a for a, _ in answers[i]] for i in answers}
-    prior = prior_answers(answer_pool(run.dataset.split("train")), qas, k)
+    prior = prior_answers(pool, qas, k)
     metrics = {"split": split, "mode": "open", "model_head": model.spec.head, **open_scores(ranked, qas, k),
                "prior": open_scores(prior, qas, k), "checkpoint": str(path), "epoch": meta.get("epoch"),
                "skipped_no_features": skipped, "processes": accelerator.num_processes}  # fmt: skip

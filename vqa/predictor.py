@@ -201,7 +201,7 @@ class Predictor:
         if self.model.spec.head != "decoder":
             raise VQAError("generate needs a run trained with model.head=decoder; a score head only ranks choices "
                            "(``predict``)")  # fmt: skip
-        _check(question, ["a", "b"], 2)
+        _check_question(question)
         grid = self.grids([image]).to(self.device)
         q, q_len = pad(token_ids(self.tokenizer, [question], self.max_len))
         with torch.inference_mode():
@@ -213,9 +213,13 @@ class Predictor:
                 for i, a in enumerate(answers)]  # fmt: skip
 
 
-def _check(question: str, choices: Sequence[str], k: int) -> None:
+def _check_question(question: str) -> None:
     if not isinstance(question, str) or not question.strip():
         raise VQAError(f"the question must be a non-empty string, got {question!r}")
+
+
+def _check(question: str, choices: Sequence[str], k: int) -> None:
+    _check_question(question)
     if isinstance(choices, str) or len(choices) < 2:
         raise VQAError(f"give a list of 2 or more choices, got {choices!r}")
     if len(choices) != k:
