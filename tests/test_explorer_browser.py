@@ -468,3 +468,44 @@ def test_a_decoder_run_names_each_words_map(open_page, trained_decoder):
         assert any(p.diff(snaps[0], s) > 0 for s in snaps[1:]), "each word has its own map"
         p.page.select_option("#glimpse", "mean")
     assert p.errors == []
+
+
+def test_a_decoder_run_shows_its_own_answers_and_their_words_maps(open_page, trained_decoder):
+    """The decoder's own answers sit beside the candidates: the ones `Predictor.generate` gives for the same image
+    and question, with its probabilities; picking one names its words in the Word selector and draws one map each."""
+    from vqa.config import load_config
+    from vqa.predictor import Predictor
+    from vqa.report import run_report
+    from vqa.run import Run
+
+    cfg = load_config(None, [*trained_decoder, "inspect.n=2"])
+    out = run_report(cfg)
+    p = open_page((out["explorer"], {}))
+    p.wait_drawn()
+    qa_id = p.state()["qaId"]
+    q = next(q for q in Run(cfg).dataset.split(cfg.inspect.split) if q.qa_id == qa_id)
+    expected = Predictor.from_config(cfg).generate(Run(cfg).dataset.image_path(q.image_id), q.question,
+                                                        cfg.eval.topk)  # fmt: skip
+    assert p.page.is_visible("#generated-box")
+    shown = p.page.evaluate("() => Array.from(document.querySelectorAll('#generated .cand')).map(b =>"
+                            " [b.querySelector('.cand-text').textContent, b.querySelector('.pct').textContent])")
+    assert shown == [[g.answer, f"{100 * g.probability:.1f}%"] for g in expected]
+    n_cand = len(q.candidates)
+    for j, g in enumerate(expected[:2]):
+        p.page.locator("#generated .cand").nth(j).click()
+        p.wait_drawn()
+        assert p.state()["candidate"] == n_cand + j
+        assert p.page.inner_text(".info-cand") == f"written: {g.answer}"
+        names = p.page.evaluate("() => Array.from(document.querySelectorAll('#glimpse option'))"
+                                ".filter(o => !o.hidden).map(o => o.textContent)")  # fmt: skip
+        assert names == [f"mean of {len(g.words)} words", *(f"word {i + 1}: \u201c{w}\u201d" for i, w in
+                                                            enumerate(g.words))]  # fmt: skip
+        for i in range(len(g.words)):
+            p.page.select_option("#glimpse", str(i))
+            p.wait_drawn()
+            assert "no map" not in p.page.inner_text(".info-map")
+            p.snap(f"g{j}-{i}")
+        assert any(p.diff(f"g{j}-0", f"g{j}-{i}") > 0 for i in range(1, len(g.words))), "each word has its own map"
+        p.page.select_option("#glimpse", "mean")
+    p.page.screenshot(path=str(SCREENSHOT.with_name("explorer_generated.png")), full_page=True)
+    assert p.errors == []

@@ -301,5 +301,5 @@ def test_a_decoder_run_draws_a_map_per_word(trained_decoder, tmp_path: Path) -> 
     out = run_report(load_config(None, [*trained_decoder, "inspect.n=2"]))
     for it in out["items"]:
         with Image.open(Path(cfg.run.dir) / "inspect" / it["words_png"]) as im:
-            assert im.size[1] > 4 * 100, "a row per candidate"
+            assert im.size[1] > 7 * 150, "a row per candidate (4) and per answer it wrote (3), ~180 px each"
     assert 'alt="attention per word' in (Path(cfg.run.dir) / "inspect" / "index.html").read_text()

@@ -35,6 +35,7 @@ from .config import load_config
 from .errors import VQAError
 from .evaluate import accuracy_of, run_label, split_pass, to_file_order
 from .io import atomic_write_bytes, atomic_write_text
+from .open_ended import generated_split
 from .run import Run
 from .scoring import choose, question_family
 from .text import answer_steps
@@ -140,16 +141,19 @@ EXPLORE_MAX = 5000  # questions in one explorer (a seeded sample of a larger spl
 
 def run_results(run: Run, split: str) -> dict[str, Any]:
     """One run's scores and attention, in the file's candidate order, on every question of ``split``:
-    {"label", "variant", "checkpoint", "accuracy", "grid", "by_id": qa_id -> (scores [K], attention [K, G, H, W])}."""
+    {"label", "variant", "checkpoint", "accuracy", "grid", "by_id": qa_id -> (scores [K], attention [K, G, H, W]),
+    "generated": qa_id -> a decoder's own answers, ``eval.topk`` beams as in ``make eval ARGS="eval.mode=open"``
+    (``open_ended.Generated``; empty for a score head)}."""
     p = split_pass(run, make_accelerator(), split, "each")
     out = p.out
     by_id = {}
     for n, qa_id in enumerate(out["qa_id"].tolist()):
         order = out["order"][n]  # position k holds file candidate order[k]
         by_id[int(qa_id)] = (to_file_order(out["scores"][n], order), to_file_order(out["attention"][n], order))
-    tokenizer = run.trained.tokenizer if p.model.spec.head == "decoder" else None
-    return {"label": f"{run.dir.name} ({run_label(run.dir, p.model.spec.variant)})", "tokenizer": tokenizer,
-            "max_len": run.cfg.text.max_len,
+    decoder = p.model.spec.head == "decoder"
+    return {"label": f"{run.dir.name} ({run_label(run.dir, p.model.spec.variant)})",
+            "tokenizer": run.trained.tokenizer if decoder else None, "max_len": run.cfg.text.max_len,
+            "generated": generated_split(run, split, run.cfg.eval.topk) if decoder else {},
             "variant": p.model.spec.variant, "checkpoint": str(p.path), "grid": list(p.model.spec.grid[1:]),
             "accuracy": accuracy_of(out)["accuracy"] if len(out["qa_id"]) else None, "by_id": by_id}  # fmt: skip
 
@@ -192,13 +196,14 @@ def build_explorer(run: Run, out_dir: Path) -> dict[str, Any]:
                                   "correct": q.candidates[chosen].lower() == str(q.answer).lower(),
                                   "words": step_words(r, q.candidates)})  # fmt: skip
             maps[qa_id].append(encode_question_maps(attention))
+        add_generated(entry["runs"][0], maps[qa_id][0], runs[0]["generated"].get(qa_id, []), q.answer)
         questions.append(entry)
     n = len(questions)
     summary = (f"{n} questions of split '{split}'" + (f" (a seeded sample of {len(by_id)})" if sampled else "")
                + "; " + "; ".join(f"{r['label']}: accuracy {r['accuracy']:.3f} on the split" for r in runs
                                   if r["accuracy"] is not None))  # fmt: skip
     index = {"title": f"{run.dir.name} / {split}", "summary": summary, "task": task.name,
-             "grid": runs[0]["grid"], "glimpses": len(maps[ids[0]][0][0]) if ids else 0,
+             "grid": runs[0]["grid"], "glimpses": max((len(c) for m in maps.values() for r in m for c in r), default=0),
              "runs": [{k: r[k] for k in ("label", "variant", "checkpoint", "accuracy", "grid")} for r in runs],
              "questions": questions}  # fmt: skip
     images = {q["image_id"]: dataset.image_path(q["image_id"]) for q in questions}
@@ -209,6 +214,18 @@ def step_words(results: dict[str, Any], candidates: Sequence[str]) -> list[list[
     """A decoder run's steps of each candidate (its words, the end): what its maps are; None for glimpses."""
     tok = results["tokenizer"]
     return None if tok is None else [answer_steps(tok, c, results["max_len"]) for c in candidates]
+
+
+def add_generated(result: dict[str, Any], maps: list[Any], generated: Sequence[Any], answer: str) -> None:
+    """The decoder's own answers after the candidates: ``result["generated"]`` [{"answer", "p", "correct"}], their
+    steps appended to ``result["words"]`` and their maps (one per step, no padding) to ``maps``; the page shows
+    them as candidates K, K+1, ... of the first run."""
+    if not generated:
+        return
+    result["generated"] = [{"answer": g.answer, "p": round(g.probability, 4),
+                            "correct": g.answer.lower() == str(answer).lower()} for g in generated]  # fmt: skip
+    result["words"] += [g.words for g in generated]
+    maps += [[encode_map(m) for m in g.attention_words] for g in generated]
 
 
 def _xywh(box: Any) -> list[float]:

@@ -15,9 +15,11 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
@@ -30,7 +32,7 @@ from .io import atomic_write_dir, atomic_write_json, atomic_write_text
 from .loader import pad
 from .run import Run
 from .scoring import question_family, result_entry, write_results
-from .text import detokenize, token_ids
+from .text import END_WORD, detokenize, token_ids
 
 POOL = 100  # answers per question type the score head ranks (the toolkit's prior reaches 0.37 on val at 100)
 
@@ -90,6 +92,40 @@ class Generate:
                 for ws, ss in zip(words.cpu(), scores.cpu(), strict=True)]  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Generated:
+    """One answer the decoder wrote for a question (``Predictor.generate``, the explorer)."""
+
+    answer: str
+    probability: float  # of writing exactly these words, then the end
+    score: float  # mean log-likelihood per step: the rank among the answers, the multiple-choice score
+    words: list[str]  # the steps, the end included
+    attention_words: np.ndarray  # [T, H, W], one map per step
+
+
+def generate_with_maps(model: Any, tokenizer: Any, batch: Mapping[str, Any], k: int,
+                       max_words: int) -> list[list[Generated]]:  # fmt: skip
+    """The decoder's ``k`` best answers to each question of ``batch``, best first, with their words' maps: beam
+    search, then its words teacher-forced, which gives each answer the score and maps multiple choice would give
+    it. Beams that read the same once detokenised are kept once."""
+    inputs = (batch["features"], batch["question"], batch["question_len"])
+    words, _ = model.generate(*inputs, batch["image_index"], k, max_words)  # [B, k, L], 0 after the end
+    lens = (words != 0).sum(2)  # [B, k]
+    scores, attention = model(*inputs, words, lens, batch["image_index"])  # [B, k], [B, k, T, H, W]
+    out = []
+    for b in range(len(words)):
+        mine: dict[str, Generated] = {}
+        for j in range(words.shape[1]):
+            ids = words[b, j, : lens[b, j]].tolist()
+            steps, score = len(ids) + 1, float(scores[b, j])
+            answer = detokenize(tokenizer, ids)
+            mine.setdefault(answer, Generated(answer, float(np.exp(score * steps)), score,
+                                              [*tokenizer.convert_ids_to_tokens(ids), END_WORD],
+                                              attention[b, j, :steps].float().cpu().numpy()))  # fmt: skip
+        out.append(list(mine.values()))
+    return out
+
+
 class RankPool:
     """The score head: each question's type pool (``answer_pool``, the ``POOL`` most frequent) scored as its
     candidates; the ``k`` best."""
@@ -136,6 +172,21 @@ def answer_split(run: Run, accelerator: Accelerator, split: str, k: int,
                           disable=not accelerator.is_local_main_process):  # fmt: skip
             mine += zip(batch["qa_id"].tolist(), answer(net, batch), strict=True)
     return dict(gather_object(mine)), qas, skipped  # a qa_id repeated to even out the last batch counts once
+
+
+def generated_split(run: Run, split: str, k: int) -> dict[int, list[Generated]]:
+    """The decoder's ``k`` best answers to every question of ``split`` with their words' maps, on this process
+    (the explorer's): qa_id -> ``generate_with_maps``."""
+    model, _, _, tokenizer = run.trained
+    _, loader, _ = split_loader(run, split)
+    net, out = model.eval(), {}
+    device = next(net.parameters()).device
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc=f"generating answers ({split})", unit="batch"):
+            batch = {n: v.to(device) if isinstance(v, torch.Tensor) else v for n, v in batch.items()}
+            out.update(zip(batch["qa_id"].tolist(), generate_with_maps(net, tokenizer, batch, k,
+                                                                      run.cfg.text.max_len), strict=True))  # fmt: skip
+    return out
 
 
 def evaluate_open(run: Run, accelerator: Accelerator) -> dict[str, Any] | None:

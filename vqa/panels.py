@@ -111,7 +111,7 @@ def render_words(pixels: np.ndarray, question: str, rows: Sequence[tuple[str, Se
         line[0].text(-0.08, 0.5, "\n".join(textwrap.wrap(label, 16)[:3]), transform=line[0].transAxes,
                      ha="right", va="center", fontsize=9)  # fmt: skip
     fig.suptitle("\n".join(textwrap.wrap(question, 100)) + (f"\n{title}" if title else ""), fontsize=10)
-    fig.tight_layout(rect=(0.08, 0, 1, 0.9))
+    fig.tight_layout(rect=(0.08, 0, 1, 1 - 0.8 / (2.5 * len(rows))))  # ~0.8 inch for the title, any height
     return figure_png(fig, dpi=72)
 
 

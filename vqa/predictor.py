@@ -32,10 +32,11 @@ from .extract import forward
 from .features import load_manifest
 from .images import BadImage, load_image, squash, to_tensor
 from .loader import dedupe, pad
+from .open_ended import Generated, generate_with_maps
 from .run import as_run
 from .scoring import choose
 from .tasks import task_of
-from .text import answer_steps, detokenize, token_ids
+from .text import answer_steps, token_ids
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]  # noqa: UP007 (a runtime alias, Python 3.10 included)
 
@@ -69,17 +70,6 @@ class Prediction:
     @property
     def answer(self) -> str:
         return self.choices[self.best]
-
-
-@dataclass(frozen=True)
-class Generated:
-    """One answer the decoder wrote for a question (``Predictor.generate``)."""
-
-    answer: str
-    probability: float  # of writing exactly these words, then the end
-    score: float  # mean log-likelihood per step: the rank among the answers, the multiple-choice score
-    words: list[str]  # the steps, the end included
-    attention_words: np.ndarray  # [T, H, W], one map per step
 
 
 class Predictor:
@@ -202,15 +192,11 @@ class Predictor:
             raise VQAError("generate needs a run trained with model.head=decoder; a score head only ranks choices "
                            "(``predict``)")  # fmt: skip
         _check_question(question)
-        grid = self.grids([image]).to(self.device)
         q, q_len = pad(token_ids(self.tokenizer, [question], self.max_len))
+        batch = {"features": self.grids([image]).to(self.device), "question": q.to(self.device),
+                 "question_len": q_len, "image_index": None}  # fmt: skip
         with torch.inference_mode():
-            words, _ = self.model.generate(grid, q.to(self.device), q_len, None, k, self.max_len)
-        answers = list(dict.fromkeys(detokenize(self.tokenizer, w.tolist()) for w in words[0].cpu()))
-        found = self._score([(image, question, answers)])[0]  # teacher-forced: the scores and maps of MC
-        return [Generated(a, float(np.exp(found.scores[i] * len(found.words[i]))), float(found.scores[i]),
-                          found.words[i], found.attention_words[i, : len(found.words[i])])
-                for i, a in enumerate(answers)]  # fmt: skip
+            return generate_with_maps(self.model, self.tokenizer, batch, k, self.max_len)[0]
 
 
 def _check_question(question: str) -> None:

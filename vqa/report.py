@@ -23,6 +23,7 @@ from .grounding import image_size
 from .images import load_image
 from .io import atomic_write_bytes, atomic_write_dir, reached
 from .loader import QAExamples, collate, model_inputs
+from .open_ended import Generated, generate_with_maps
 from .panels import render, render_words, write_index
 from .predictor import Predictor
 from .run import Run, as_run
@@ -65,6 +66,9 @@ def _choose(run: Run, qas: dict[int, Any], split: str) -> list[int]:
     return random.Random(cfg.seed).sample(sorted(qas), min(cfg.inspect.n, len(qas)))
 
 
+WRITTEN = 3  # the decoder's own answers drawn per question in the PNGs (the explorer shows eval.topk)
+
+
 def predict_one(cfg: Any, image: Path, question: str, choices: Sequence[str]) -> dict[str, Any]:
     """Score ``choices`` (as typed: text, or boxes 'x,y,width,height' for a pointing run) for any image with the
     run's ``vqa.Predictor``, and draw its attention per choice."""
@@ -84,9 +88,8 @@ def predict_one(cfg: Any, image: Path, question: str, choices: Sequence[str]) ->
     ranked = [(choices[i], float(r.probabilities[i]), float(r.scores[i])) for i in order]
     if r.words is None:
         return {"ranked": ranked, "png": png, "generated": [], "words_png": None}
-    generated = predictor.generate(image, question, k=3)  # the decoder also answers with no choices
-    rows = [(c, r.words[k], r.attention_words[k]) for k, c in enumerate(choices)]
-    rows += [(f"wrote: {g.answer} (p={g.probability:.2f})", g.words, g.attention_words) for g in generated]
+    generated = predictor.generate(image, question, k=WRITTEN)  # the decoder also answers with no choices
+    rows = [(c, r.words[k], r.attention_words[k]) for k, c in enumerate(choices)] + written_rows(generated)
     words_png = render_words(predictor.pixels(image), question, rows, title="where the decoder looked at each word")
     return {"ranked": ranked, "png": png, "generated": generated, "words_png": words_png}
 
@@ -106,16 +109,22 @@ def question_png(run: Run, q: Any, scores: np.ndarray, attention: np.ndarray) ->
     return png, chosen
 
 
-def word_png(run: Run, q: Any, attention: np.ndarray) -> bytes | None:
-    """A decoder run's per-word figure of a question (file candidate order: attention [K, T, H, W]); None for a
-    run whose maps are glimpses."""
+def written_rows(generated: Sequence[Generated]) -> list[tuple[str, list[str], np.ndarray]]:
+    """``render_words`` rows of the decoder's own answers, labelled as written, with their probability."""
+    return [(f"wrote: {g.answer} (p={g.probability:.2f})", g.words, g.attention_words) for g in generated]
+
+
+def word_png(run: Run, q: Any, attention: np.ndarray, generated: Sequence[Generated]) -> bytes | None:
+    """A decoder run's per-word figure of a question: each candidate (file order: attention [K, T, H, W]), then
+    the answers it wrote itself; None for a run whose maps are glimpses."""
     model, _, _, tokenizer = run.trained
     if model.spec.head != "decoder":
         return None
     steps = [answer_steps(tokenizer, c, run.cfg.text.max_len) for c in q.candidates]
     size = int(run.reader.manifest["image_size"])
+    rows = [(c, w, attention[k]) for k, (c, w) in enumerate(zip(q.candidates, steps, strict=True))]
     return render_words(load_image(run.dataset.image_path(q.image_id), size), q.question,
-                        [(c, w, attention[k]) for k, (c, w) in enumerate(zip(q.candidates, steps, strict=True))])
+                        rows + written_rows(generated))  # fmt: skip
 
 
 def run_report(cfg: Any) -> dict[str, Any]:
@@ -135,6 +144,8 @@ def run_report(cfg: Any) -> dict[str, Any]:
             batch = collate([examples[i] for i in range(start, min(start + 32, len(examples)))])
             with torch.inference_mode():
                 scores, attention = model(**model_inputs(batch))  # [b, K], [b, K, G, H, W]
+                written = (generate_with_maps(model, tokenizer, batch, WRITTEN, run.cfg.text.max_len)
+                           if model.spec.head == "decoder" else [[]] * len(scores))  # fmt: skip
             for row in range(len(batch["qa_id"])):
                 q = qas[int(batch["qa_id"][row])]
                 order = batch["order"][row].numpy()  # position k holds file candidate order[k]
@@ -142,7 +153,7 @@ def run_report(cfg: Any) -> dict[str, Any]:
                                            to_file_order(attention[row].mean(1).numpy(), order))  # glimpses averaged
                 name = f"qa_{q.qa_id}.png"
                 atomic_write_bytes(Path(tmp) / name, png)
-                words = word_png(run, q, to_file_order(attention[row].numpy(), order))  # the decoder's words
+                words = word_png(run, q, to_file_order(attention[row].numpy(), order), written[row])
                 if words:
                     atomic_write_bytes(Path(tmp) / f"qa_{q.qa_id}_words.png", words)
                 reached(f"inspect:png{len(items) + 1}")

@@ -399,10 +399,21 @@
     select(String(Q[filtered[p]].qa_id));
   }
 
+  function generated(q) {
+    // a decoder run's own answers (beam search): shown after the candidates, as candidates K, K+1, ... of run 0
+    var run = q && q.runs && q.runs[0];
+    return (run && run.generated) || [];
+  }
+
+  function choiceCount(q) { return (q.candidates || []).length + generated(q).length; }
+
   function setCandidate(k) {
     var q = current();
-    if (!q || k < 0 || k >= (q.candidates || []).length) return;
+    if (!q || k < 0 || k >= choiceCount(q)) return;
     state.candidate = k;
+    var words = stepWords(q, k);
+    if (words && state.glimpse !== "mean" && state.glimpse >= words.length) state.glimpse = "mean";
+    $("glimpse").value = String(state.glimpse);
     showCandidates(q);
     redraw();
   }
@@ -424,6 +435,8 @@
   }
 
   function candidateName(q, k) {
+    var K = (q.candidates || []).length;
+    if (k >= K) return "written: " + String((generated(q)[k - K] || {}).answer);
     var c = String((q.candidates || [])[k]);
     return q.candidate_boxes ? "box " + c : c;
   }
@@ -446,7 +459,7 @@
       s.textContent = who + (run.correct ? "✓ correct" : "✗ wrong") + " — chose " + candidateName(q, run.chosen);
       meta.appendChild(s);
     });
-    $("kmax").textContent = String(Math.min(9, (q.candidates || []).length));
+    $("kmax").textContent = String(Math.min(9, choiceCount(q)));
     showCandidates(q);
   }
 
@@ -476,36 +489,48 @@
     }
   }
 
+  function choiceButton(k, cls, text, isAnswer) {
+    // a card that selects choice k (a candidate, or one of the decoder's own answers): its key, text and ✓
+    var b = el("button", cls + (k === state.candidate ? " selected" : "") + (isAnswer ? " answer" : ""));
+    b.type = "button";
+    b.dataset.k = String(k);
+    b.setAttribute("role", "radio");
+    b.setAttribute("aria-checked", k === state.candidate ? "true" : "false");
+    var head = el("div", "cand-head");
+    head.appendChild(el("span", "key", k + 1));
+    head.appendChild(el("span", "cand-text", text));
+    if (isAnswer) head.appendChild(el("span", "truth", "✓ answer"));
+    b.appendChild(head);
+    b.addEventListener("click", onCandidateClick);
+    return b;
+  }
+
+  function probLine(r, p) {
+    // a probability bar of run r (p: 0..1, or null when the run has none)
+    var line = el("div", "prob run" + r);
+    if (D.runs.length > 1) {
+      var lab = el("span", "prob-label", label(r));
+      lab.title = label(r);
+      line.appendChild(lab);
+    }
+    var bar = el("span", "bar");
+    var fill = el("span", "fill");
+    fill.style.width = (p === null ? 0 : Math.max(0, Math.min(1, p)) * 100).toFixed(1) + "%";
+    bar.appendChild(fill);
+    line.appendChild(bar);
+    line.appendChild(el("span", "pct", p === null ? "–" : (100 * p).toFixed(1) + "%"));
+    return line;
+  }
+
   function showCandidates(q) {
     labelGlimpses(q);
     var box = $("candidates");
     box.textContent = "";
     var K = (q.candidates || []).length;
     for (var k = 0; k < K; k++) {
-      var b = el("button", "cand" + (k === state.candidate ? " selected" : "") + (k === q.answer_index ? " answer" : ""));
-      b.type = "button";
-      b.dataset.k = String(k);
-      b.setAttribute("role", "radio");
-      b.setAttribute("aria-checked", k === state.candidate ? "true" : "false");
-      var head = el("div", "cand-head");
-      head.appendChild(el("span", "key", k + 1));
-      head.appendChild(el("span", "cand-text", candidateName(q, k)));
-      if (k === q.answer_index) head.appendChild(el("span", "truth", "✓ answer"));
-      b.appendChild(head);
+      var b = choiceButton(k, "cand", candidateName(q, k), k === q.answer_index);
       (q.runs || []).forEach(function (run, r) {
-        var p = run.probs && typeof run.probs[k] === "number" ? run.probs[k] : null;
-        var line = el("div", "prob run" + r);
-        if (D.runs.length > 1) {
-          var lab = el("span", "prob-label", label(r));
-          lab.title = label(r);
-          line.appendChild(lab);
-        }
-        var bar = el("span", "bar");
-        var fill = el("span", "fill");
-        fill.style.width = (p === null ? 0 : Math.max(0, Math.min(1, p)) * 100).toFixed(1) + "%";
-        bar.appendChild(fill);
-        line.appendChild(bar);
-        line.appendChild(el("span", "pct", p === null ? "–" : (100 * p).toFixed(1) + "%"));
+        var line = probLine(r, run.probs && typeof run.probs[k] === "number" ? run.probs[k] : null);
         if (run.chosen === k) {
           var mark = el("span", "chosen " + (run.correct ? "ok" : "bad"), D.runs.length > 1 ? "●" : "● chosen");
           mark.title = "chosen by " + label(r);
@@ -513,9 +538,22 @@
         }
         b.appendChild(line);
       });
-      b.addEventListener("click", onCandidateClick);
       box.appendChild(b);
     }
+    showGenerated(q, K);
+  }
+
+  function showGenerated(q, K) {
+    // the decoder's own answers, best first, with the probability of writing each (not a share among them)
+    var gens = generated(q);
+    var box = $("generated");
+    box.textContent = "";
+    $("generated-box").hidden = !gens.length;
+    gens.forEach(function (g, j) {
+      var b = choiceButton(K + j, "cand gen", g.answer, !!g.correct);
+      b.appendChild(probLine(0, Number(g.p)));
+      box.appendChild(b);
+    });
   }
 
   function onCandidateClick(e) {
@@ -743,7 +781,9 @@
     var k = state.candidate;
     var line = el("div", "info-line");
     line.appendChild(el("span", "info-cand", candidateName(q, k)));
-    if (run && run.probs) line.appendChild(el("span", "info-p", ": p = " + (100 * run.probs[k]).toFixed(1) + "%"));
+    var K = (q.candidates || []).length;
+    var p = k < K ? run && run.probs && run.probs[k] : r === 0 && generated(q)[k - K] ? generated(q)[k - K].p : null;
+    if (typeof p === "number") line.appendChild(el("span", "info-p", ": p = " + (100 * p).toFixed(1) + "%"));
     if (run && typeof run.chosen === "number") {
       line.appendChild(document.createTextNode(" · "));
       line.appendChild(el("span", "info-chose " + (run.correct ? "ok" : "bad"),
