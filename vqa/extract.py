@@ -26,7 +26,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from .backbones import Backbone, build_backbone
 from .data import Visual7W
@@ -43,6 +42,7 @@ from .features import (
 )  # fmt: skip
 from .images import BadImage, check_image, load_image, normalize, preprocessing, to_tensor
 from .io import reached
+from .progress import progress_bar, track
 from .store import bad_lines, prepare_store, served_by_store
 
 
@@ -188,7 +188,7 @@ def run_job(job: Job, backbone: Backbone, cfg: Any, settings: dict[str, Any], ac
     )  # fmt: skip
     writers: dict[int, ShardWriter] = {}
     show = progress and accelerator.is_local_main_process
-    bar = tqdm(total=len(job.ids), desc="features", unit="img", disable=not show, mininterval=1.0, smoothing=0.1)
+    bar = progress_bar(len(job.ids), "features", "img", disable=not show)
     for idx, pixels, bad in loader:
         shard = job.where[idx[0] if idx else bad[0][0]][0]
         if shard not in writers:
@@ -266,7 +266,7 @@ def extract_features(cfg: Any, dataset: Visual7W, accelerator: Accelerator) -> d
         job = make_job(mine, image_ids, paths, f.shard_size, f.batch_size)
     bad = _gather({i: r for i in job.ids if (r := check_image(paths[i], f.max_pixels))})
     if bad and f.on_error == "stop":  # the run stops anyway: decode everything once to list *every* bad file
-        bad = _gather({i: r for i in tqdm(job.ids, desc="checking images", disable=not accelerator.is_main_process)
+        bad = _gather({i: r for i in track(job.ids, "checking images", "img", disable=not accelerator.is_main_process)
                        if (r := decode_problem(paths[i], f.image_size, f.max_pixels))})  # fmt: skip
         raise VQAError(f"{len(bad)} unusable image(s); fix or remove them, or set features.on_error=skip:",
                        bad_lines(bad, paths))  # fmt: skip

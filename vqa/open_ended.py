@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
-from tqdm.auto import tqdm
 
 from .data import QA, TYPE_INDEX
 from .errors import VQAError
 from .evaluate import split_loader
 from .io import atomic_write_dir, atomic_write_json, atomic_write_text
 from .loader import pad
+from .progress import track
 from .run import Run
 from .scoring import question_family, result_entry, write_results
 from .text import END_WORD, detokenize, token_ids
@@ -168,8 +168,7 @@ def answer_split(run: Run, accelerator: Accelerator, split: str, k: int,
     net = accelerator.unwrap_model(model).eval()
     mine = []
     with torch.inference_mode():
-        for batch in tqdm(loader, desc=f"open-ended {split}", unit="batch",
-                          disable=not accelerator.is_local_main_process):  # fmt: skip
+        for batch in track(loader, f"open-ended {split}", "batch", disable=not accelerator.is_local_main_process):
             mine += zip(batch["qa_id"].tolist(), answer(net, batch), strict=True)
     return dict(gather_object(mine)), qas, skipped  # a qa_id repeated to even out the last batch counts once
 
@@ -182,7 +181,7 @@ def generated_split(run: Run, split: str, k: int) -> dict[int, list[Generated]]:
     net, out = model.eval(), {}
     device = next(net.parameters()).device
     with torch.inference_mode():
-        for batch in tqdm(loader, desc=f"generating answers ({split})", unit="batch"):
+        for batch in track(loader, f"generating answers ({split})", "batch"):
             batch = {n: v.to(device) if isinstance(v, torch.Tensor) else v for n, v in batch.items()}
             out.update(zip(batch["qa_id"].tolist(), generate_with_maps(net, tokenizer, batch, k,
                                                                       run.cfg.text.max_len), strict=True))  # fmt: skip

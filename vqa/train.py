@@ -26,7 +26,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from .accel import make_accelerator, tracked, tracker_config
 from .checkpoint import (
@@ -46,6 +45,7 @@ from .grounding import attention_loss, gate_loss
 from .io import atomic_write_text, reached
 from .loader import QAExamples, collate, keep_rng, make_sampler, model_inputs, split_rows
 from .model import VQAModel
+from .progress import progress_bar
 from .run import Run, as_run
 from .schedule import WarmupStableDecay, after_epoch, describe_epoch, resume_plan, stop_reason
 from .stopping import StopSignal
@@ -186,8 +186,8 @@ def train_one_epoch(tr: Training, state: TrainerState, epoch: int, stop: StopSig
     resumed = state.loss_sum if skip and acc.is_main_process else [0.0, 0.0]
     loss_sum = torch.tensor(resumed, device=acc.device)
     stats = EpochStats(loss_sum, 0, 0.0, 0.0)
-    bar = tqdm(total=n, initial=skip, desc=f"epoch {epoch + 1}/{tr.cfg.train.epochs}", unit="batch",
-               disable=not (progress and acc.is_local_main_process), mininterval=1.0)  # fmt: skip
+    bar = progress_bar(n, f"epoch {epoch + 1}/{tr.cfg.train.epochs}", "batch", initial=skip, in_log=False,
+                       disable=not (progress and acc.is_local_main_process))  # the epoch's log line follows
     start = fetch = time.perf_counter()
     for i, batch in enumerate(batches, start=skip + 1):
         stats.data_wait += time.perf_counter() - fetch

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from tqdm.auto import tqdm
 
 from ..errors import VQAError
 from ..io import atomic_write_bytes, atomic_write_json
+from ..progress import track
 from .draw_pages import render_page
 from .draw_shapes import render
 from .pages import make_page, page_questions
@@ -126,7 +126,7 @@ def write_dataset(cfg: Any, force: bool = False) -> dict[str, Any]:
     if up_to_date and not force and all(p.exists() for p in paths.values()):
         return {"written": False, "images": len(scenes), "telling": telling}
     image_dir.mkdir(parents=True, exist_ok=True)
-    for image_id, scene in tqdm(scenes.items(), desc="render images", unit="img", mininterval=1.0):
+    for image_id, scene in track(scenes.items(), "render images", "img", total=len(scenes)):
         img = draw(scene, seed=cfg.seed * 1_000_003 + image_id)
         atomic_write_bytes(paths[image_id], jpeg_bytes(img, cfg.synth.jpeg_quality))
     if cfg.data.grounding:
