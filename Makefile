@@ -68,13 +68,8 @@ bench: setup ## Speed + memory ratios of this machine -> <run.dir>/bench/bench.j
 bench-features: setup ## Only the extraction part of `make bench`
 	$(MAKE) --no-print-directory bench CONFIG=$(CONFIG) ARGS="$(ARGS) --only extraction"
 
-demo: setup ## The offline demo: data -> features -> train -> eval (val, test) -> the blind baseline -> inspect
-	$(MAKE) --no-print-directory data CONFIG=$(CONFIG)
-	$(MAKE) --no-print-directory features train CONFIG=$(CONFIG) ARGS="$(ARGS)"
-	$(MAKE) --no-print-directory eval CONFIG=$(CONFIG) ARGS="$(ARGS) eval.split=val"
-	$(MAKE) --no-print-directory baselines CONFIG=$(CONFIG) ARGS="$(ARGS)" BASELINES=blind
-	$(MAKE) --no-print-directory eval CONFIG=$(CONFIG) ARGS="$(ARGS) eval.split=test"
-	$(MAKE) --no-print-directory inspect CONFIG=$(CONFIG) ARGS="$(ARGS)"
+demo: setup ## The offline demo: data -> features -> train -> eval (val) -> the blind baseline -> eval (test) -> inspect, timed
+	$(PY) pipelines/demo.py --config $(CONFIG) $(ARGS)
 
 test: setup ## Run the test suite (the browser tests run when Chromium is installed, else they are skipped)
 	$(PY) -m pytest -q
