@@ -42,7 +42,7 @@ from .text import answer_steps
 
 CHUNK = 200  # questions per attention file: ~0.5 MB at Visual7W's 14 x 14 grid
 THUMB = 640  # longest side of the explorer's copy of an image (the original aspect ratio is kept)
-STATIC = ("explorer.html", "explorer.js", "explorer.css")  # the page, from vqa/explorer_static/
+STATIC = ("explorer.html", "maps.js", "explorer.js", "explorer.css")  # the page, from vqa/explorer_static/
 
 
 def encode_map(attention: np.ndarray) -> dict[str, Any]:

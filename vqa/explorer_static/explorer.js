@@ -41,39 +41,6 @@
   var pending = null; // requestAnimationFrame handle for the list
   var searchTimer = null;
 
-  // ---------------------------------------------------------------- colour map (turbo, Mikhailov 2019, polynomial)
-  var LUT = new Uint8ClampedArray(256 * 3);
-  (function () {
-    for (var i = 0; i < 256; i++) {
-      var x = i / 255;
-      var r = 0.13572138 + x * (4.6153926 + x * (-42.66032258 + x * (132.13108234 + x * (-152.94239396 + x * 59.28637943))));
-      var g = 0.09140261 + x * (2.19418839 + x * (4.84296658 + x * (-14.18503333 + x * (4.27729857 + x * 2.82956604))));
-      var b = 0.1066733 + x * (12.64194608 + x * (-60.58204836 + x * (110.36276771 + x * (-89.90310912 + x * 27.34824973))));
-      LUT[3 * i] = Math.round(255 * Math.min(1, Math.max(0, r)));
-      LUT[3 * i + 1] = Math.round(255 * Math.min(1, Math.max(0, g)));
-      LUT[3 * i + 2] = Math.round(255 * Math.min(1, Math.max(0, b)));
-    }
-  })();
-
-  function drawLegendBar() {
-    var c = $("legend-bar");
-    if (!c) return;
-    var ctx = c.getContext("2d");
-    var img = ctx.createImageData(256, 1);
-    for (var i = 0; i < 256; i++) {
-      img.data[4 * i] = LUT[3 * i];
-      img.data[4 * i + 1] = LUT[3 * i + 1];
-      img.data[4 * i + 2] = LUT[3 * i + 2];
-      img.data[4 * i + 3] = Math.round(255 * (0.15 + 0.85 * i / 255));
-    }
-    var tmp = document.createElement("canvas");
-    tmp.width = 256;
-    tmp.height = 1;
-    tmp.getContext("2d").putImageData(img, 0, 0);
-    ctx.imageSmoothingEnabled = false;
-    ctx.drawImage(tmp, 0, 0, c.width, c.height);
-  }
-
   // ---------------------------------------------------------------- data loading
   function loadScript(src, onerror) {
     var s = document.createElement("script");
@@ -641,55 +608,9 @@
     });
   }
 
-  function decode(entry, n) {
-    // one glimpse's map: {max, data: base64 of n bytes} -> Float32Array of weights
-    var out = new Float32Array(n);
-    if (!entry || !entry.data) return out;
-    var bin = atob(entry.data);
-    var scale = Number(entry.max) / 255;
-    for (var i = 0; i < n && i < bin.length; i++) out[i] = bin.charCodeAt(i) * scale;
-    return out;
-  }
-
   function mapFor(maps, run, k, glimpse, n) {
     // -> {values, max} of the shown map (a glimpse, or the mean of the glimpses), or null
-    var perCand = maps && maps[run] && maps[run][k];
-    if (!perCand || !perCand.length) return null;
-    var values;
-    if (glimpse === "mean") {
-      values = new Float32Array(n);
-      perCand.forEach(function (entry) {
-        var v = decode(entry, n);
-        for (var i = 0; i < n; i++) values[i] += v[i] / perCand.length;
-      });
-    } else {
-      if (!perCand[glimpse]) return null;
-      values = decode(perCand[glimpse], n);
-    }
-    var max = 0;
-    for (var j = 0; j < n; j++) if (values[j] > max) max = values[j];
-    return { values: values, max: max };
-  }
-
-  var offscreen = null;
-  function overlay(values, max, h, w, opacity) {
-    if (!offscreen || offscreen.width !== w || offscreen.height !== h) {
-      offscreen = document.createElement("canvas");
-      offscreen.width = w;
-      offscreen.height = h;
-    }
-    var octx = offscreen.getContext("2d");
-    var img = octx.createImageData(w, h);
-    for (var i = 0; i < h * w; i++) {
-      var v = max > 0 ? values[i] / max : 0;
-      var c = Math.max(0, Math.min(255, Math.round(v * 255)));
-      img.data[4 * i] = LUT[3 * c];
-      img.data[4 * i + 1] = LUT[3 * c + 1];
-      img.data[4 * i + 2] = LUT[3 * c + 2];
-      img.data[4 * i + 3] = Math.round(255 * v * opacity);
-    }
-    octx.putImageData(img, 0, 0);
-    return offscreen;
+    return VQAMaps.combine(maps && maps[run] && maps[run][k], glimpse, n);
   }
 
   function displaySize(q, entry) {
@@ -757,7 +678,7 @@
       if (m && state.opacity > 0) {
         ctx.imageSmoothingEnabled = true;
         ctx.imageSmoothingQuality = "high";
-        ctx.drawImage(overlay(m.values, m.max, h, w, state.opacity), 0, 0, size.w, size.h);
+        ctx.drawImage(VQAMaps.overlay(m.values, m.max, h, w, state.opacity), 0, 0, size.w, size.h);
       }
       if (state.boxes) (q.grounding || []).forEach(function (b) { strokeBox(ctx, b, sx, sy, "#ffffff", 2, [6, 4]); });
       if (q.candidate_boxes) {
@@ -807,7 +728,7 @@
     setGlimpse: setGlimpse,
     filteredIds: function () { return filtered.map(function (i) { return Q[i].qa_id; }); },
   };
-  drawLegendBar();
+  VQAMaps.drawLegendBar($("legend-bar"));
   setupControls();
   loadScript("explorer/index.js", function () {
     $("count").textContent = "explorer/index.js could not be loaded";
