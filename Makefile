@@ -17,7 +17,7 @@ LAUNCH := env $$($(PY) -c 'import torch; print("" if torch.cuda.is_available() e
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data features train eval inspect report baselines bench bench-features demo test test-browser lint clean
+.PHONY: help setup data features train eval inspect report serve baselines bench bench-features demo test test-browser lint clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,13 @@ inspect: setup ## Attention maps: one PNG per question + index.html, and explore
 	$(PY) pipelines/report.py --config $(CONFIG) $(ARGS)
 
 report: inspect ## The same as `make inspect` (pipelines/report.py)
+
+$(VENV)/.serve-installed: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install --disable-pip-version-check --no-cache-dir -q -e '.[serve]'
+	@touch $@
+
+serve: setup $(VENV)/.serve-installed ## A local page (127.0.0.1:7860) to ask a trained run about your own photo (ARGS="run.dir=runs/x --port N")
+	$(PY) pipelines/serve.py --config $(CONFIG) $(ARGS)
 
 # the honest baselines: each trains and evaluates in <run.dir>_<name> on the main run's feature store
 BASELINES ?= no_supervision no_attention image_only blind answer_only

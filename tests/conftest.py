@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +14,21 @@ from vqa.model import ModelSpec, VQAModel
 from vqa.tasks import task_of
 
 REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+
+
+def browser_api() -> Any:
+    """playwright.sync_api for a browser-test module, or the module skipped: no playwright, or no chromium binary.
+    With VQA_REQUIRE_BROWSER (`make test-browser`, CI) a missing browser fails instead of skipping."""
+    if os.environ.get("VQA_REQUIRE_BROWSER"):
+        import playwright.sync_api as sync_api
+
+        assert Path(CHROMIUM).exists(), "no chromium binary: apt-get install chromium"
+        return sync_api
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("no chromium binary (apt-get install chromium; `make test-browser`)", allow_module_level=True)
+    return sync_api
 
 
 # a model of the tests' choosing: every field but the ones a test changes (the product's defaults are base.yaml's)

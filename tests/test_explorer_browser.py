@@ -9,25 +9,17 @@ comparison page to /tmp/explorer_screenshot.png.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import CHROMIUM, browser_api
 from PIL import Image, ImageDraw
 
 from vqa.explorer import encode_question_maps, write_explorer
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
-if os.environ.get("VQA_REQUIRE_BROWSER"):  # `make test-browser` and CI: a missing browser fails, never skips
-    import playwright.sync_api as sync_api
-
-    assert Path(CHROMIUM).exists(), "no chromium binary: apt-get install chromium"
-else:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("no chromium binary (apt-get install chromium; `make test-browser`)", allow_module_level=True)
+sync_api = browser_api()
 
 pytestmark = pytest.mark.browser
 

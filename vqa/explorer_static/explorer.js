@@ -18,12 +18,7 @@
   var IMAGE_CACHE = 48;
 
   var $ = function (id) { return document.getElementById(id); };
-  var el = function (tag, cls, text) {
-    var e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined && text !== null) e.textContent = String(text);
-    return e;
-  };
+  var el = VQAMaps.el; // an element whose text is set as text, never parsed as HTML
 
   var state = { qaId: null, candidate: 0, glimpse: "mean", opacity: 0.7, boxes: true };
   var D = null; // the index payload
@@ -642,7 +637,6 @@
     if (!q || !D) return;
     var entry = getImage(q);
     var size = displaySize(q, entry);
-    var dpr = window.devicePixelRatio || 1;
     var loaded = chunks.get(q.chunk);
     var maps = loaded ? loaded[String(q.qa_id)] : undefined;
     var chunkFailed = failed.has(q.chunk);
@@ -655,14 +649,7 @@
     var sx = size.w / size.W, sy = size.h / size.H;
     views.forEach(function (v, r) {
       var c = v.canvas;
-      if (c.width !== Math.round(size.w * dpr) || c.height !== Math.round(size.h * dpr)) {
-        c.width = Math.round(size.w * dpr);
-        c.height = Math.round(size.h * dpr);
-      }
-      c.style.width = size.w + "px";
-      c.style.height = size.h + "px";
-      var ctx = c.getContext("2d");
-      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      var ctx = VQAMaps.sizeCanvas(c, size.w, size.h);
       ctx.clearRect(0, 0, size.w, size.h);
       if (entry.status === "ok") {
         ctx.imageSmoothingEnabled = true;

@@ -1,8 +1,16 @@
-/* Attention maps on a canvas, shared by the explorer (explorer.js) and the live page (serve.js): the turbo colour
+/* Attention maps on a canvas (and the safe element helper), shared by the explorer (explorer.js) and the live page (serve.js): the turbo colour
  * map, the stored map encoding ({max, data: base64 of one byte per cell, round(255 * a / max)}), the mean of
  * glimpses (or of a decoder's words), and the overlay drawn over an image. */
 (function () {
   "use strict";
+
+  function el(tag, cls, text) {
+    // every dataset or user string reaches a page through here or textContent: as text, never as HTML
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    return e;
+  }
 
   // ---------------------------------------------------------------- colour map (turbo, Mikhailov 2019, polynomial)
   var LUT = new Uint8ClampedArray(256 * 3);
@@ -86,5 +94,19 @@
     return offscreen;
   }
 
-  window.VQAMaps = { LUT: LUT, drawLegendBar: drawLegendBar, decode: decode, combine: combine, overlay: overlay };
+    function sizeCanvas(c, w, h) {
+    // a canvas shown at w x h CSS pixels, drawn at the screen's resolution: its context, in CSS pixels
+    var dpr = window.devicePixelRatio || 1;
+    if (c.width !== Math.round(w * dpr) || c.height !== Math.round(h * dpr)) {
+      c.width = Math.round(w * dpr);
+      c.height = Math.round(h * dpr);
+    }
+    c.style.width = w + "px";
+    c.style.height = h + "px";
+    var ctx = c.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    return ctx;
+  }
+
+  window.VQAMaps = { el: el, sizeCanvas: sizeCanvas, LUT: LUT, drawLegendBar: drawLegendBar, decode: decode, combine: combine, overlay: overlay };
 })();
