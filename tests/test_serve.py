@@ -74,6 +74,24 @@ def decoder(trained_decoder):
     stop()
 
 
+@pytest.fixture(scope="module")
+def pointing(trained_run, tmp_path_factory):
+    """A 1-epoch pointing run on the tiny world's pointing file and ``trained_run``'s feature store."""
+    from accelerate import Accelerator
+
+    from vqa.train import train
+
+    store = Path(next(o for o in trained_run if o.startswith("run.dir=")).partition("=")[2]) / "features"
+    telling = Path(next(o for o in trained_run if o.startswith("data.annotations=")).partition("=")[2])
+    overrides = [*(o for o in trained_run if not o.startswith(("run.dir=", "data.annotations="))),
+                 f"data.annotations={telling.with_name('dataset_v7w_pointing.json')}", "data.task=pointing",
+                 f"run.dir={tmp_path_factory.mktemp('pointing')}", f"features.dir={store}"]  # fmt: skip
+    train(load_config(None, overrides), Accelerator(cpu=True))
+    url, run, predictor, stop = start(overrides)
+    yield url, run, predictor
+    stop()
+
+
 def post(url: str, fields: list[tuple[str, str]], file: Path | None = None) -> tuple[int, dict[str, Any]]:
     """A multipart POST to /api/ask as the page sends it: (status, JSON)."""
     boundary = uuid.uuid4().hex
@@ -164,6 +182,23 @@ def test_the_entry_point_listens_on_localhost_and_refuses_a_busy_port(trained_ru
         server.wait(30)
 
 
+def test_a_pointing_run_takes_boxes_and_refuses_one_outside_the_image(pointing) -> None:
+    url, run, predictor = pointing
+    image = image_of(run)
+    boxes = [(10.0, 10.0, 40.0, 30.0), (60.0, 50.0, 30.0, 30.0)]
+    status, out = post(url, [("question", "Which object is red?"), *(("box", ",".join(map(str, b))) for b in boxes)],
+                       image)  # fmt: skip
+    assert status == 200, out
+    assert out["probabilities"] == pytest.approx(
+        predictor.predict(image, "Which object is red?", boxes).probabilities.tolist(), abs=1e-4)
+    refused = [([("box", "10,10,40,30"), ("box", "-90,-90,20,20")], "nothing inside"),
+               ([("box", "10,10,40,30"), ("box", "1,2,3")], "four numbers"),
+               ([("box", "10,10,40,30")], "at least two boxes")]  # fmt: skip
+    for fields, message in refused:
+        status, out = post(url, [("question", "Which object is red?"), *fields], image)
+        assert status == 400 and message in out["error"], out
+
+
 # ------------------------------------------------------------------------------------------------ in Chromium
 @pytest.fixture(scope="module")
 def browser():
@@ -249,4 +284,29 @@ def test_a_decoder_run_shows_its_own_answers_word_by_word(browser, decoder) -> N
     page.select_option("#glimpse", "0")
     assert "word 1" in page.inner_text("#map-info")
     page.screenshot(path=str(SHOT), full_page=True)
+    assert errors == []
+
+
+def test_boxes_drawn_on_the_image_are_the_choices(browser, pointing) -> None:
+    url, run, predictor = pointing
+    page, errors = open_page(browser, url)
+    page.locator("#samples img").first.click()
+    page.wait_for_function("() => Number(document.querySelector('#canvas').dataset.drawn) > 1")
+    assert page.is_hidden("#choices-text") and page.is_visible("#choices-boxes")
+    box = page.locator("#canvas").bounding_box()
+    for (x0, y0, x1, y1) in ((0.1, 0.1, 0.4, 0.35), (0.5, 0.5, 0.8, 0.9)):  # two drags, in shares of the canvas
+        page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
+        page.mouse.down()
+        page.mouse.move(box["x"] + x1 * box["width"], box["y"] + y1 * box["height"], steps=4)
+        page.mouse.up()
+    drawn = page.evaluate("() => window.VQAServe.state.boxes")
+    assert len(drawn) == 2 and page.locator("#box-list li").count() == 2
+    page.fill("#question", "Which object is red?")
+    with page.expect_response("**/api/ask") as response:
+        page.click("#ask")
+    page.wait_for_function("() => document.querySelector('#canvas').dataset.result === '1'")
+    sample = int(page.locator("#samples img").first.get_attribute("data-id"))
+    expected = predictor.predict(run.dataset.image_path(sample), "Which object is red?", [tuple(b) for b in drawn])
+    assert response.value.json()["probabilities"] == pytest.approx(expected.probabilities.tolist(), abs=1e-4)
+    assert page.locator("#ranked .cand-text").all_inner_texts()[0] == f"box {expected.best + 1}"
     assert errors == []
