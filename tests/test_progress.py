@@ -23,10 +23,11 @@ def piped(*args: str) -> bytes:
 def test_a_piped_training_log_is_one_line_per_epoch(trained_run, tmp_path: Path) -> None:
     store = Path(next(o for o in trained_run if o.startswith("run.dir=")).partition("=")[2]) / "features"
     args = [*(o for o in trained_run if not o.startswith(("run.dir=", "train.epochs="))),
-            f"run.dir={tmp_path / 'run'}", f"features.dir={store}", "train.epochs=3"]  # fmt: skip
+            f"run.dir={tmp_path / 'run'}", f"features.dir={store}", "train.epochs=3", "train.mixed_precision=auto"]
     log = piped("pipelines/train.py", *args)
     assert b"\r" not in log
     lines = log.decode().splitlines()
+    assert any(ln.startswith("training in ") and "(auto: " in ln for ln in lines), "the log says which precision"
     assert [ln.split(":")[0] for ln in lines if ln.startswith("epoch ")] == ["epoch 1", "epoch 2", "epoch 3"]
     assert not any("batch/s" in ln or "it/s" in ln for ln in lines), "no batch progress between the epoch lines"
 

@@ -27,14 +27,36 @@ def make_accelerator(cfg: Any = None, training: bool = False) -> Accelerator:
     if tracker == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         raise VQAError("train.log_with=tensorboard needs the tensorboard package: pip install -e '.[tensorboard]' "
                        "(or set train.log_with=none)")  # fmt: skip
+    precision, _ = training_precision(t.mixed_precision)
     return Accelerator(
         cpu=not torch.cuda.is_available(),
-        mixed_precision="no" if t.mixed_precision == "fp32" else t.mixed_precision,
+        mixed_precision="no" if precision == "fp32" else precision,
         gradient_accumulation_steps=t.grad_accum,
         dataloader_config=DataLoaderConfiguration(split_batches=True),
         log_with=tracker,
         project_config=ProjectConfiguration(project_dir=str(Path(cfg.run.dir)), logging_dir=tracking_dir(cfg)),
     )
+
+
+def native_bf16() -> tuple[bool, str]:
+    """Whether this machine's device computes bf16 natively, and what says so: a CUDA GPU that supports it, or a
+    CPU with AVX512-BF16 or AMX (elsewhere bf16 is emulated, slower than fp32). Flags, never a timing."""
+    if torch.cuda.is_available():
+        ok = torch.cuda.is_bf16_supported()
+        return ok, f"{torch.cuda.get_device_name()} {'supports' if ok else 'lacks'} bf16"
+    if torch.cpu._is_amx_tile_supported():
+        return True, "this CPU has AMX"
+    if torch.cpu._is_avx512_bf16_supported():
+        return True, "this CPU has AVX512-BF16"
+    return False, "this CPU has neither AVX512-BF16 nor AMX"
+
+
+def training_precision(requested: str) -> tuple[str, str]:
+    """``train.mixed_precision`` -> (fp32 | bf16 | fp16, the log's reason): ``auto`` is bf16 where it is native."""
+    if requested != "auto":
+        return requested, "train.mixed_precision"
+    ok, why = native_bf16()
+    return ("bf16" if ok else "fp32"), f"auto: {why}"
 
 
 def tracking_dir(cfg: Any) -> str:

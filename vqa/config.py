@@ -120,7 +120,7 @@ class TrainConfig:
     clip_norm: float = _key(min_exclusive=0.0)
     attention_supervision: float = _key(min=0)
     ranking: float = _key(min=0)  # decoder head: weight of the cross-entropy over the candidates' likelihoods
-    mixed_precision: Literal["fp32", "bf16", "fp16"] = _key()
+    mixed_precision: Literal["auto", "fp32", "bf16", "fp16"] = _key()
     num_workers: int = _key(min=0)
     resume: Literal["auto", "never"] = _key()
     keep_checkpoints: int = _key(min=1)

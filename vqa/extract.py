@@ -27,6 +27,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from torch.utils.data import DataLoader, Dataset
 
+from .accel import native_bf16
 from .backbones import Backbone, build_backbone
 from .data import Visual7W
 from .errors import VQAError, summary
@@ -53,9 +54,10 @@ def resolve_precision(requested: str, device: torch.device) -> str:
         if requested == "fp16" and device.type != "cuda":
             raise VQAError("features.precision=fp16 needs a GPU; use bf16 or fp32 on the CPU")
         return requested
+    native, _ = native_bf16()
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported() else "fp32"
+        return "bf16" if native else "fp16"
+    return "bf16" if native else "fp32"
 
 
 def resolve_workers(requested: int | str, device: torch.device, num_processes: int) -> int:
