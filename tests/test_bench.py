@@ -63,7 +63,7 @@ def test_bench_cli_runs_every_part_on_a_tiny_size(tiny_dataset, tmp_path: Path, 
     d = tiny_dataset.data
     argv = [f"data.annotations={d.annotations}", f"data.images={d.images}", f"run.dir={tmp_path / 'run'}",
             "model.embed_dim=8", "model.hidden_dim=16", "model.attention_dim=16", "features.batch_size=2",
-            "--images", "2", "--heavy-images", "1", "--repeats", "1", "--questions", "8", "--batch-size", "4",
+            "--images", "2", "--heavy-images", "1", "--repeats", "2", "--questions", "8", "--batch-size", "4",
             "--store-images", "8", "--grid", "16", "2", "2", "--profile", "--no-compile",
             "--questions-per-image", "2.4"]  # fmt: skip
     assert cli.run(entry.main, argv) == 0, capsys.readouterr().err
@@ -83,6 +83,7 @@ def test_bench_cli_runs_every_part_on_a_tiny_size(tiny_dataset, tmp_path: Path, 
     assert tr["flop_ceiling"] == pytest.approx(question["gflop_per_question"] / image["gflop_per_question"])
     assert image["peak_ratio"] == pytest.approx(image["loader_q_s"] * image["gflop_per_question"] / tr["peak_gflop_s"])
     assert tr["bf16"] is None or tr["bf16"]["precision"] == "bf16"  # bf16 only where the hardware has it
+    assert all(m["spread"] >= 0 for m in tr["modes"].values()) and "spread" in out, "the repeats' spread is shown"
     # 8 questions on 3 images: image-major order reads each image's row once per epoch; per-question order reads
     # an image again whenever the question before was about another one
     assert tr["modes"]["image"]["bytes_read_over_rows"] == pytest.approx(1.0)
@@ -108,3 +109,11 @@ def test_flops_of_an_lstm_are_counted_on_either_path(lengths: list[int]) -> None
     tokens = 12 if lengths == [4, 4, 3] else sum(lengths)  # the padded path also runs the padding
     assert flops == pytest.approx(3 * 2 * tokens * 20 * (6 + 5), rel=0.35)
 
+
+
+def test_timed_runs_interleave_and_the_spread_is_slowest_over_fastest() -> None:
+    calls: list[str] = []
+    times = bench.timed([lambda: calls.append("a"), lambda: calls.append("b")], 3)
+    assert calls == ["a", "b"] * 4, "one warm-up each, then the repeats interleaved"
+    assert [len(t) for t in times] == [3, 3]
+    assert bench.spread([1.0, 1.05, 1.2]) == pytest.approx(0.2)

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .accel import make_accelerator
+from .accel import make_accelerator, native_bf16
 from .backbones import Backbone, build_backbone
 from .bench_data import synthetic_qa, synthetic_store
 from .checkpoint import TrainerState
@@ -40,21 +40,30 @@ from .run import Run
 from .train import Training, build_training, train_one_epoch, train_step, validate
 
 
-def fastest(fns: Sequence[Callable[[], Any]], repeats: int) -> list[float]:
-    """Seconds of the fastest of ``repeats`` runs of each ``fn``, run interleaved after one warm-up each.
+def timed(fns: Sequence[Callable[[], Any]], repeats: int) -> list[list[float]]:
+    """Seconds of each of ``repeats`` runs of each ``fn``, run interleaved after one warm-up each.
 
-    Why this for ratios: drifts in machine speed hit both sides alike when interleaved, and on a shared machine
-    noise only ever adds time, so the least disturbed run is the best estimate of each cost.
-    """
+    Why interleaved: drifts in machine speed hit both sides of a ratio alike."""
     for fn in fns:
         fn()
-    best = [float("inf")] * len(fns)
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):
             start = time.perf_counter()
             fn()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
+            times[i].append(time.perf_counter() - start)
+    return times
+
+
+def fastest(fns: Sequence[Callable[[], Any]], repeats: int) -> list[float]:
+    """Seconds of the fastest of ``repeats`` interleaved runs of each ``fn``: on a shared machine noise only ever
+    adds time, so the least disturbed run is the best estimate of each cost."""
+    return [min(t) for t in timed(fns, repeats)]
+
+
+def spread(times: Sequence[float]) -> float:
+    """(slowest - fastest) / fastest of repeated runs: how far one run can be from the figure reported."""
+    return (max(times) - min(times)) / min(times)
 
 
 def _sync(device: torch.device) -> None:
@@ -191,8 +200,9 @@ def bench_batching(tr: Training, reader: FeatureReader, repeats: int) -> dict[st
         read = None
     tr.train_loader.set_epoch(0)
     in_memory = list(tr.train_loader)  # the very batches the loader makes, collated once
-    best_real, best_memory = fastest([lambda: waits.append(epoch().data_wait), lambda: epoch(in_memory)], repeats)
-    return {"questions": n, "loader_q_s": n / best_real, "in_memory_q_s": n / best_memory,
+    real, memory = timed([lambda: waits.append(epoch().data_wait), lambda: epoch(in_memory)], repeats)
+    best_real, best_memory = min(real), min(memory)
+    return {"questions": n, "loader_q_s": n / best_real, "in_memory_q_s": n / best_memory, "spread": spread(real),
             "loader_overhead": 1 - best_memory / best_real, "data_wait": statistics.median(waits),
             "bytes_read_over_rows": read}  # fmt: skip
 
@@ -210,7 +220,8 @@ def training_modes(cfg: Config, store: str, n_questions: int, batch_size: int, r
         gflop = step_gflop(tr)
         modes[batching] = {**m, "gflop_per_question": gflop, "gflop_s": m["loader_q_s"] * gflop,
                            "peak_ratio": m["loader_q_s"] * gflop / peak}  # fmt: skip
-        print(f"  {precision}, train.batching={batching}: {m['loader_q_s']:.0f} questions/s", flush=True)
+        print(f"  {precision}, train.batching={batching}: {m['loader_q_s']:.0f} questions/s "
+              f"(spread of {repeats} runs {m['spread']:.1%})", flush=True)  # fmt: skip
     (evaluation,) = fastest([lambda: validate(tr)], repeats)
     image, question = modes["image"], modes["question"]
     return {"precision": precision, "grid": list(reader.grid), "peak_gflop_s": peak, "modes": modes,
@@ -218,14 +229,6 @@ def training_modes(cfg: Config, store: str, n_questions: int, batch_size: int, r
             # the most image-major batches can gain at equal FLOP/s: the FLOPs they save per question
             "flop_ceiling": question["gflop_per_question"] / image["gflop_per_question"],
             "eval_q_s": len(tr.val_loader.dataset) / evaluation}  # fmt: skip
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 runs on hardware here (a GPU with bf16, a CPU with AVX512-BF16): emulated bf16 is slower
-    than fp32 and its figures would say nothing about the precision."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return torch.cpu._is_avx512_bf16_supported()
 
 
 def bench_training(cfg: Config, store: str, n_questions: int, batch_size: int, repeats: int,
@@ -238,7 +241,7 @@ def bench_training(cfg: Config, store: str, n_questions: int, batch_size: int, r
     fp32 = training_modes(cfg, store, n_questions, batch_size, repeats, per_image, "fp32")
     out = {**fp32["modes"]["image"], **fp32, "batch_size": batch_size,
            "num_workers": cfg.train.num_workers, "questions_per_image": per_image, "bf16": None}  # fmt: skip
-    if native_bf16(make_accelerator().device):
+    if native_bf16()[0]:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             bf16 = pool.submit(training_modes, cfg, store, n_questions, batch_size, repeats, per_image, "bf16")
             out["bf16"] = bf16.result()

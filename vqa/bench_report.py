@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .accel import native_bf16
 from .bench import (
     bench_extraction,
     bench_memory,
@@ -36,7 +37,7 @@ def extraction(cfg: Any, args: argparse.Namespace, device: torch.device) -> list
     dataset = Run(cfg).dataset
     ids = dataset.image_ids()
     paths = {i: dataset.image_path(i) for i in ids}
-    bf16 = device.type == "cuda" or torch.cpu._is_avx512_bf16_supported()
+    bf16 = native_bf16()[0]
     precisions = ["fp32", "bf16"] if bf16 else ["fp32"]
     peaks = {p: matmul_peak(p, device) for p in precisions}
     print("matmul peak (GFLOP/s; the better of torch.matmul and a 1x1 conv): " + ", ".join(
@@ -66,12 +67,12 @@ def training(cfg: Any, args: argparse.Namespace, workdir: Path) -> dict[str, Any
         r = bench_training(cfg, tmp, args.questions, args.batch_size, args.repeats, args.questions_per_image)
     print(f"training step (train_one_epoch: {r['questions']} questions, {r['questions_per_image']} per image, batch "
           f"{r['batch_size']}, grid {'x'.join(map(str, r['grid']))}, num_workers {r['num_workers']})")
-    print(f"{'batching':<10}{'prec':>5}{'GFLOP/q':>8}{'q/s':>7}{'in mem':>7}{'overhead':>9}{'wait':>6}{'GFLOP/s':>8}"
-          f"{'/peak':>6}{'read/rows':>10}")  # fmt: skip
+    print(f"{'batching':<10}{'prec':>5}{'GFLOP/q':>8}{'q/s':>7}{'spread':>7}{'in mem':>7}{'overhead':>9}{'wait':>6}"
+          f"{'GFLOP/s':>8}{'/peak':>6}{'read/rows':>10}")  # fmt: skip
     for p in (r, r["bf16"]):
         for mode, m in (p or {}).get("modes", {}).items():
             print(f"{mode:<10}{p['precision']:>5}{m['gflop_per_question']:>8.2f}{m['loader_q_s']:>7.0f}"
-                  f"{m['in_memory_q_s']:>7.0f}{m['loader_overhead']:>9.1%}{m['data_wait']:>6.1%}{m['gflop_s']:>8.0f}"
+                  f"{m['spread']:>7.1%}{m['in_memory_q_s']:>7.0f}{m['loader_overhead']:>9.1%}{m['data_wait']:>6.1%}{m['gflop_s']:>8.0f}"
                   f"{m['peak_ratio']:>6.2f}{m['bytes_read_over_rows'] or float('nan'):>10.2f}")  # fmt: skip
     print(f"GEMM peak (GFLOP/s): fp32 {r['peak_gflop_s']:.0f}"
           + (f", bf16 {r['bf16']['peak_gflop_s']:.0f}" if r["bf16"] else " (bf16: not native here, not measured)"))
