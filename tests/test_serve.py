@@ -186,14 +186,14 @@ def test_a_pointing_run_takes_boxes_and_refuses_one_outside_the_image(pointing) 
     url, run, predictor = pointing
     image = image_of(run)
     boxes = [(10.0, 10.0, 40.0, 30.0), (60.0, 50.0, 30.0, 30.0)]
-    status, out = post(url, [("question", "Which object is red?"), *(("box", ",".join(map(str, b))) for b in boxes)],
+    status, out = post(url, [("question", "Which object is red?"), *(("choice", ",".join(map(str, b))) for b in boxes)],
                        image)  # fmt: skip
     assert status == 200, out
     assert out["probabilities"] == pytest.approx(
         predictor.predict(image, "Which object is red?", boxes).probabilities.tolist(), abs=1e-4)
-    refused = [([("box", "10,10,40,30"), ("box", "-90,-90,20,20")], "nothing inside"),
-               ([("box", "10,10,40,30"), ("box", "1,2,3")], "four numbers"),
-               ([("box", "10,10,40,30")], "at least two boxes")]  # fmt: skip
+    refused = [([("choice", "10,10,40,30"), ("choice", "-90,-90,20,20")], "nothing inside"),
+               ([("choice", "10,10,40,30"), ("choice", "1,2,3")], "x,y,width,height"),
+               ([("choice", "10,10,40,30")], "at least two boxes")]  # fmt: skip
     for fields, message in refused:
         status, out = post(url, [("question", "Which object is red?"), *fields], image)
         assert status == 400 and message in out["error"], out

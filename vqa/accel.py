@@ -59,6 +59,13 @@ def training_precision(requested: str) -> tuple[str, str]:
     return ("bf16" if ok else "fp32"), f"auto: {why}"
 
 
+def precision_line(train: Any, accelerator: Accelerator) -> str:
+    """The training log's first line: the precision, why, and where ("training in fp32 (auto: ...), 1 process(es)
+    on cpu")."""
+    precision, why = training_precision(train.mixed_precision)
+    return f"training in {precision} ({why}), {accelerator.num_processes} process(es) on {accelerator.device.type}"
+
+
 def tracking_dir(cfg: Any) -> str:
     """``<run.dir>/tb``: TensorBoard's event files (one subfolder per run name, ``train``)."""
     return str(Path(cfg.run.dir) / "tb")

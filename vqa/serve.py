@@ -48,19 +48,19 @@ class Answerer:
 
     def __init__(self, predictor: Predictor, run: Run) -> None:
         self.predictor, self.run, self.lock = predictor, run, threading.Lock()
-        self.task = predictor.task.name
+        self.task = predictor.task
         self.samples = sample_images(run, SAMPLES)
 
     def info(self) -> dict[str, Any]:
         spec = self.predictor.model.spec
-        return {"run": str(self.run.dir), "task": self.task, "variant": spec.variant, "head": spec.head,
+        return {"run": str(self.run.dir), "task": self.task.name, "variant": spec.variant, "head": spec.head,
                 "grid": list(spec.grid[1:]), "max_choices": MAX_CHOICES,
                 "samples": [{"id": i, "url": f"/sample/{i}"} for i in self.samples]}  # fmt: skip
 
     def warm_up(self) -> None:
         """One answer before the first person asks: the first forward pass builds the CPU kernels (seconds)."""
         if self.samples:
-            example = ["yes", "no"] if self.task == "telling" else [(0, 0, 8, 8), (8, 8, 8, 8)]
+            example = [self.task.parse_choice(c) for c in self.task.example_choices]
             self.ask(self.run.dataset.image_path(self.samples[0]), "What is this?", example)
 
     def ask(self, image: Path, question: str, choices: list[Any]) -> dict[str, Any]:
@@ -85,23 +85,14 @@ def sample_images(run: Run, n: int) -> list[int]:
     return [i for i in ids if run.dataset.image_path(i).is_file()][:n]
 
 
-def parse_choices(task: str, form: Any) -> list[Any]:
-    """Telling: the non-empty ``choice`` fields; pointing: ``box`` fields 'x,y,width,height' in image pixels."""
-    if task == "pointing":
-        raw = [b for b in form.getlist("box") if str(b).strip()]
-        try:
-            choices: list[Any] = [tuple(float(v) for v in str(b).split(",")) for b in raw]
-        except ValueError:
-            raise VQAError("a box is four numbers: x, y, width, height") from None
-        if any(len(c) != 4 for c in choices):
-            raise VQAError("a box is four numbers: x, y, width, height")
-    else:
-        choices = [str(c).strip() for c in form.getlist("choice") if str(c).strip()]
-    what = "boxes: draw them on the image" if task == "pointing" else "candidate answers"
+def parse_choices(task: Any, form: Any) -> list[Any]:
+    """The non-empty ``choice`` fields, as the task reads a typed choice (telling: the text; pointing: a box
+    'x,y,width,height' in the image's pixels)."""
+    choices = [task.parse_choice(str(c).strip()) for c in form.getlist("choice") if str(c).strip()]
     if len(choices) < 2:
-        raise VQAError(f"give at least two {what}")
+        raise VQAError(f"give at least two {task.choice_words}")
     if len(choices) > MAX_CHOICES:
-        raise VQAError(f"give at most {MAX_CHOICES} {what}")
+        raise VQAError(f"give at most {MAX_CHOICES} {task.choice_words}")
     return choices
 
 

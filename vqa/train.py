@@ -27,7 +27,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
-from .accel import make_accelerator, tracked, tracker_config, training_precision
+from .accel import make_accelerator, precision_line, tracked, tracker_config
 from .checkpoint import (
     TrainerState,
     complete_checkpoints,
@@ -276,12 +276,7 @@ def train(cfg: Config | Run, accelerator: Accelerator | None = None) -> TrainerS
     meta = {"spec": accelerator.unwrap_model(tr.model).spec.to_dict(), "features": run.reader.manifest["fingerprint"],
             "seed": cfg.seed}  # fmt: skip
     reason = stop_reason(state, cfg.train)
-    if reason:
-        accelerator.print(f"nothing to do: {reason}")
-    else:
-        precision, why = training_precision(cfg.train.mixed_precision)
-        accelerator.print(f"training in {precision} ({why}), {accelerator.num_processes} process(es) on "
-                          f"{accelerator.device.type}")  # fmt: skip
+    accelerator.print(f"nothing to do: {reason}" if reason else precision_line(cfg.train, accelerator))
     if cfg.train.log_with != "none":  # TensorBoard (or another Accelerate tracker) under <run.dir>/tb/train
         accelerator.init_trackers("train", config=tracker_config(cfg))
     with StopSignal(accelerator) as stop:

@@ -183,7 +183,7 @@
     else if (image.sample !== null) form.append("sample", String(image.sample));
     form.append("question", $("question").value);
     if (info.task === "pointing") {
-      state.boxes.forEach(function (b) { form.append("box", b.join(",")); });
+      state.boxes.forEach(function (b) { form.append("choice", b.join(",")); });
     } else {
       Array.prototype.forEach.call(document.querySelectorAll(".choice"), function (i) { form.append("choice", i.value); });
     }

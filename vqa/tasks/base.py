@@ -34,6 +34,8 @@ class Task(ABC):
     parts: CandidateParts  # what a candidate is to the model (``vqa/model/parts.py``)
     auto_attention: str  # the attention form ``model.attention=auto`` picks for this task
     answers_open: bool  # whether the toolkit's open-ended protocol applies (answers that can be written)
+    choice_words: str  # what a person gives as choices, for messages ("candidate answers", "boxes ...")
+    example_choices: tuple[str, ...]  # two choices as typed (``parse_choice``): a warm-up question, a usage line
 
     @abstractmethod
     def load(self, annotations: str | Path, images: str | Path) -> Visual7W:

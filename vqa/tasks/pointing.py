@@ -191,6 +191,8 @@ class Pointing(Task):
     parts = BOXES
     auto_attention = "additive"  # each cell's offset from the box joins inside the tanh: only the additive form has one
     answers_open = False
+    choice_words = "boxes (drag them on the image)"
+    example_choices = ("0,0,8,8", "8,8,8,8")
 
     def load(self, annotations: str | Path, images: str | Path) -> Visual7W:
         return load_pointing(annotations, images)

@@ -31,6 +31,8 @@ class Telling(Task):
     parts = TEXT
     auto_attention = "bilinear"  # the cheaper form (``vqa/model/attention.py``), as good on telling
     answers_open = True
+    choice_words = "candidate answers"
+    example_choices = ("Yes.", "No.")
 
     def load(self, annotations: str | Path, images: str | Path) -> Visual7W:
         return load_telling(annotations, images)
