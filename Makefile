@@ -81,7 +81,7 @@ demo: setup ## The offline demo: data -> features -> train -> eval (val) -> the 
 test: setup ## Run the test suite (the browser tests run when Chromium is installed, else they are skipped)
 	$(PY) -m pytest -q
 
-test-browser: setup ## Only the explorer's tests in Chromium; fails without it (apt-get install chromium)
+test-browser: setup ## Only the tests in Chromium (the explorer, the live page); fails without it (apt-get install chromium)
 	VQA_REQUIRE_BROWSER=1 $(PY) -m pytest -q -m browser
 
 lint: setup ## ruff check

@@ -235,6 +235,7 @@ def pixels(page) -> list[int]:
                          " return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); }")
 
 
+@pytest.mark.browser
 def test_upload_ask_and_see_each_candidates_map(browser, telling) -> None:
     url, run, predictor = telling
     page, errors = open_page(browser, url)
@@ -264,6 +265,7 @@ def test_upload_ask_and_see_each_candidates_map(browser, telling) -> None:
     assert errors == []
 
 
+@pytest.mark.browser
 def test_a_decoder_run_shows_its_own_answers_word_by_word(browser, decoder) -> None:
     url, run, predictor = decoder
     page, errors = open_page(browser, url)
@@ -287,6 +289,7 @@ def test_a_decoder_run_shows_its_own_answers_word_by_word(browser, decoder) -> N
     assert errors == []
 
 
+@pytest.mark.browser
 def test_boxes_drawn_on_the_image_are_the_choices(browser, pointing) -> None:
     url, run, predictor = pointing
     page, errors = open_page(browser, url)
