@@ -230,6 +230,13 @@ def ask(page, question: str, choices: list[str], n: int) -> dict[str, Any]:
     return response.value.json()
 
 
+def take_first_sample(page) -> int:
+    """Click the first of the run's sample images and wait until it is drawn; its image id."""
+    page.locator("#samples img").first.click()
+    page.wait_for_function("() => Number(document.querySelector('#canvas').dataset.drawn) > 1")
+    return int(page.locator("#samples img").first.get_attribute("data-id"))
+
+
 def pixels(page) -> list[int]:
     return page.evaluate("() => { const c = document.querySelector('#canvas');"
                          " return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); }")
@@ -269,9 +276,7 @@ def test_upload_ask_and_see_each_candidates_map(browser, telling) -> None:
 def test_a_decoder_run_shows_its_own_answers_word_by_word(browser, decoder) -> None:
     url, run, predictor = decoder
     page, errors = open_page(browser, url)
-    page.locator("#samples img").first.click()
-    page.wait_for_function("() => Number(document.querySelector('#canvas').dataset.drawn) > 1")
-    sample = int(page.locator("#samples img").first.get_attribute("data-id"))
+    sample = take_first_sample(page)
     out = ask(page, QUESTION, CHOICES[:2], 1)
     image = run.dataset.image_path(sample)
     assert out["probabilities"] == pytest.approx(predictor.predict(image, QUESTION, CHOICES[:2]).probabilities.tolist(),
@@ -293,8 +298,7 @@ def test_a_decoder_run_shows_its_own_answers_word_by_word(browser, decoder) -> N
 def test_boxes_drawn_on_the_image_are_the_choices(browser, pointing) -> None:
     url, run, predictor = pointing
     page, errors = open_page(browser, url)
-    page.locator("#samples img").first.click()
-    page.wait_for_function("() => Number(document.querySelector('#canvas').dataset.drawn) > 1")
+    sample = take_first_sample(page)
     assert page.is_hidden("#choices-text") and page.is_visible("#choices-boxes")
     box = page.locator("#canvas").bounding_box()
     for (x0, y0, x1, y1) in ((0.1, 0.1, 0.4, 0.35), (0.5, 0.5, 0.8, 0.9)):  # two drags, in shares of the canvas
@@ -308,7 +312,6 @@ def test_boxes_drawn_on_the_image_are_the_choices(browser, pointing) -> None:
     with page.expect_response("**/api/ask") as response:
         page.click("#ask")
     page.wait_for_function("() => document.querySelector('#canvas').dataset.result === '1'")
-    sample = int(page.locator("#samples img").first.get_attribute("data-id"))
     expected = predictor.predict(run.dataset.image_path(sample), "Which object is red?", [tuple(b) for b in drawn])
     assert response.value.json()["probabilities"] == pytest.approx(expected.probabilities.tolist(), abs=1e-4)
     assert page.locator("#ranked .cand-text").all_inner_texts()[0] == f"box {expected.best + 1}"
