@@ -88,4 +88,4 @@ lint: setup ## ruff check
 	$(VENV)/bin/ruff check .
 
 clean: ## Remove generated data and runs (keeps .venv)
-	rm -rf data/synth7w $(foreach r,default pointing,runs/$(r) $(foreach b,no_supervision no_attention image_only blind answer_only,runs/$(r)_$(b)))
+	rm -rf data/synth7w data/synth7w_full $(foreach r,default pointing full full_pointing,runs/$(r) $(foreach b,no_supervision no_attention image_only blind answer_only,runs/$(r)_$(b)))

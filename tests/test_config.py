@@ -19,6 +19,11 @@ OLD = "2f99299"  # the last commit whose configs repeated every key
 NEW_DEFAULTS = {"features.image_size": 448, "model.question_glimpses": 1, "model.cell_context": 5,
                 "synth.train_images": 3200, "synth.val_images": 400, "synth.test_images": 800,
                 "synth.page_share": 0.5}  # fmt: skip
+# Keys an experiment changed on purpose since OLD: the demo (and pointing, which builds on it) became a smaller world
+# with an epoch ceiling, to fit a coffee break; configs/full*.yaml are new and keep the whole world.
+DEMO = {"synth.train_images": 1200, "synth.val_images": 200, "synth.test_images": 400, "train.epochs": 12}
+CHANGED_SINCE_OLD = {"default.yaml": DEMO, "pointing.yaml": DEMO}
+NEW_FILES = {"full.yaml", "full_pointing.yaml"}
 # The keys the README tells users to set on the command line: key -> (override text, the value the
 # Config must then hold, a wrong override, the exact problem line it must give). Every value differs from the default.
 CONTRACT = {
@@ -106,13 +111,13 @@ def old_config(name: str, tmp_path: Path) -> Config:
     return load_config(path)
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.parametrize("name", [n for n in EXPERIMENTS if n not in NEW_FILES])
 def test_experiments_resolve_as_before_but_for_the_new_defaults(name: str, tmp_path: Path) -> None:
     """The only-what-differs files resolve to the same config as the full files they replaced, except the keys
     whose default changed (which every experiment now takes from base.yaml)."""
     expected, defaults = old_config(name, tmp_path), load_config(None)
     assert {k: get(defaults, k) for k in NEW_DEFAULTS} == NEW_DEFAULTS
-    for key, value in NEW_DEFAULTS.items():
+    for key, value in {**NEW_DEFAULTS, **CHANGED_SINCE_OLD.get(name, {})}.items():
         section, leaf = key.split(".")
         setattr(getattr(expected, section), leaf, value)
     assert load_config(REPO / "configs" / name).to_dict() == expected.to_dict()

@@ -44,9 +44,9 @@ def family_of(q) -> str:
 
 @functools.lru_cache(maxsize=2)
 def generated(*overrides: str) -> tuple:
-    """``synth.generate`` of the default config (with ``overrides``), once per module: pages draw their glyphs'
-    masks to know their boxes, which takes seconds at the default size."""
-    return synth.generate(load_config(REPO / "configs" / "default.yaml", list(overrides)))
+    """``synth.generate`` of the whole world (configs/full.yaml: base.yaml's sizes; the demo's is smaller), with
+    ``overrides``, once per module: pages draw their glyphs' masks to know their boxes, which takes seconds."""
+    return synth.generate(load_config(REPO / "configs" / "full.yaml", list(overrides)))
 
 
 def objects_of(scene) -> list:
@@ -242,7 +242,7 @@ def test_page_glyphs_are_drawn_from_many_typefaces_and_strokes() -> None:
     rotations, stroke widths and inks, on every kind of paper, and is at most one layout cell large."""
     _, _, scenes = generated()
     page_scenes = [s for s in scenes.values() if s.kind == "page"]
-    assert len(page_scenes) == (3200 + 400 + 800) // 2, "half of the default world is pages"
+    assert len(page_scenes) == (3200 + 400 + 800) // 2, "half of the world is pages"
     sevens = [g for s in page_scenes for g in s.objects if g["char"] == "7"]
     assert len({g["font"] for g in sevens}) >= 8 and len({g["ink"] for g in sevens}) == len(INKS)
     assert len({g["stroke"] for g in sevens}) >= 3 and np.std([g["rotation"] for g in sevens]) > 5

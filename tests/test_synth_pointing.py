@@ -74,7 +74,7 @@ def test_a_pointing_config_writes_telling_beside_it(tmp_path: Path) -> None:
 def test_box_geometry_alone_stays_near_chance() -> None:
     """The best of six geometry rules (largest, smallest, leftmost, ... box), chosen per question family on train,
     scores <= 0.45 on test: a blind model sees the question and the boxes, and the world must not let that win."""
-    cfg = load_config(REPO / "configs" / "default.yaml", ["synth.train_images=800", "synth.test_images=400"])
+    cfg = load_config(REPO / "configs" / "full.yaml", ["synth.train_images=800", "synth.test_images=400"])
     telling, _, scenes = synth.generate(cfg)
     splits = {im["image_id"]: im["split"] for im in telling["images"]}
     ds = parse_pointing(pointing_file(scenes, splits, 0, 3, {}, 1), "/nonexistent")
