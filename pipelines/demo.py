@@ -46,6 +46,22 @@ def summary(times: Sequence[tuple[str, float]]) -> str:
     return "\n".join([*lines, f"  {'total':<16}{total / 60:>6.1f} min"])
 
 
+def tested_accuracy(run_dir: Path) -> str:
+    """A run's test accuracy as the eval stage wrote it, or '?' (the figure is for reading, never for a decision)."""
+    try:
+        return f"{json.loads((run_dir / 'eval' / 'test' / 'metrics.json').read_text())['accuracy']:.3f}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "?"
+
+
+def results(run_dir: Path) -> str:
+    """The demo's number beside its honest baseline, and where to look next: what a person waited 20 minutes for."""
+    blind = tested_accuracy(Path(f"{run_dir}_blind"))  # where `make baselines` puts it
+    return (f"test accuracy {tested_accuracy(run_dir)} (the blind baseline: {blind}, chance 0.25): "
+            f"{run_dir / 'eval' / 'test' / 'metrics.json'}\n"
+            f"the attention explorer: {run_dir / 'inspect' / 'explorer.html'}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     run, args = cli.parse(__doc__.splitlines()[0], argv)  # a config error stops here, before any stage
     times: list[tuple[str, float]] = []
@@ -58,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                   file=sys.stderr)  # fmt: skip
             sys.exit(code)
     print(summary(times))
+    print(results(Path(run.cfg.run.dir)))
     times_file = Path(run.cfg.run.dir) / "demo_times.json"
     atomic_write_text(times_file, json.dumps({n: round(s, 1) for n, s in times}, indent=1) + "\n")
 

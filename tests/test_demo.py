@@ -36,9 +36,13 @@ def test_the_demo_runs_every_stage_and_closes_with_their_times(tmp_path: Path) -
     out = p.stdout.decode()
     assert p.returncode == 0, p.stderr.decode()[-3000:]
     assert b"\r" not in p.stdout + p.stderr, "a piped demo log holds lines, not progress bars"
-    table = out[out.index("demo stage times:") :].splitlines()
+    table = out[out.index("demo stage times:") :].splitlines()[: len(LABELS) + 2]
     assert [ln.split("  ")[1].strip() for ln in table[1:-1]] == LABELS and table[-1].split()[0] == "total"
     run = tmp_path / "run"
+    accuracy = json.loads((run / "eval" / "test" / "metrics.json").read_text())["accuracy"]
+    blind = json.loads((tmp_path / "run_blind" / "eval" / "test" / "metrics.json").read_text())["accuracy"]
+    assert f"test accuracy {accuracy:.3f} (the blind baseline: {blind:.3f}, chance 0.25)" in out
+    assert f"the attention explorer: {run / 'inspect' / 'explorer.html'}" in out
     assert list(json.loads((run / "demo_times.json").read_text())) == LABELS
     assert (run / "eval" / "val" / "metrics.json").is_file() and (run / "eval" / "test" / "metrics.json").is_file()
     assert (tmp_path / "run_blind" / "eval" / "test" / "metrics.json").is_file()
