@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vqa import cli
+from vqa.evaluate import read_metrics
 from vqa.io import atomic_write_text
+from vqa.run import Run
 
 # (label, make target, extra ARGS): data -> features -> train -> eval (val) -> blind baseline -> eval (test) -> inspect
 STAGES = (
@@ -46,20 +48,18 @@ def summary(times: Sequence[tuple[str, float]]) -> str:
     return "\n".join([*lines, f"  {'total':<16}{total / 60:>6.1f} min"])
 
 
-def tested_accuracy(run_dir: Path) -> str:
-    """A run's test accuracy as the eval stage wrote it, or '?' (the figure is for reading, never for a decision)."""
-    try:
-        return f"{json.loads((run_dir / 'eval' / 'test' / 'metrics.json').read_text())['accuracy']:.3f}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "?"
+def accuracy_text(metrics_file: Path) -> str:
+    """A run's accuracy as its eval stage wrote it, or '?' (the figure is for reading, never for a decision)."""
+    accuracy = (read_metrics(metrics_file) or {}).get("accuracy")
+    return f"{accuracy:.3f}" if isinstance(accuracy, float) else "?"
 
 
-def results(run_dir: Path) -> str:
+def results(run: Run) -> str:
     """The demo's number beside its honest baseline, and where to look next: what a person waited 20 minutes for."""
-    blind = tested_accuracy(Path(f"{run_dir}_blind"))  # where `make baselines` puts it
-    return (f"test accuracy {tested_accuracy(run_dir)} (the blind baseline: {blind}, chance 0.25): "
-            f"{run_dir / 'eval' / 'test' / 'metrics.json'}\n"
-            f"the attention explorer: {run_dir / 'inspect' / 'explorer.html'}")
+    mine = run.eval_dir("test") / "metrics.json"
+    blind = accuracy_text(run.baseline_dir("blind") / "eval" / "test" / "metrics.json")
+    return (f"test accuracy {accuracy_text(mine)} (the blind baseline: {blind}, chance 0.25): {mine}\n"
+            f"the attention explorer: {run.report_dir / 'explorer.html'}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -74,8 +74,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                   file=sys.stderr)  # fmt: skip
             sys.exit(code)
     print(summary(times))
-    print(results(Path(run.cfg.run.dir)))
-    times_file = Path(run.cfg.run.dir) / "demo_times.json"
+    print(results(run))
+    times_file = run.dir / "demo_times.json"
     atomic_write_text(times_file, json.dumps({n: round(s, 1) for n, s in times}, indent=1) + "\n")
 
 
