@@ -177,15 +177,22 @@ def resolve(root: Path, which: str) -> Path:
     return path
 
 
-def load_model(path: Path, spec: ModelSpec | None = None) -> tuple[VQAModel, dict[str, Any]]:
-    """Rebuild the model from ``meta.json`` (or ``spec``) and load its safetensors weights."""
+def read_meta(path: Path) -> dict[str, Any]:
+    """A checkpoint folder's ``meta.json`` ({} when it has none); an unreadable one is an error naming it."""
     meta_path = path / "meta.json"
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
     except (ValueError, UnicodeDecodeError) as e:
         raise VQAError(f"{meta_path}: not valid JSON ({e})") from None
+    return meta if isinstance(meta, dict) else {}
+
+
+def load_model(path: Path, spec: ModelSpec | None = None) -> tuple[VQAModel, dict[str, Any]]:
+    """Rebuild the model from ``meta.json`` (or ``spec``) and load its safetensors weights."""
+    meta_path = path / "meta.json"
+    meta = read_meta(path)
     if spec is None:
-        if not isinstance(meta, dict) or "spec" not in meta:
+        if "spec" not in meta:
             raise VQAError(f"{path} has no meta.json describing the model")
         try:
             spec = ModelSpec.from_dict(meta["spec"])  # refuses older model layouts, saying how to retrain

@@ -27,6 +27,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from .boxes import Box
+from .calibration import calibration_summary, temperature_of
 from .config import Config
 from .data import TYPE_INDEX
 from .errors import VQAError
@@ -34,6 +35,7 @@ from .features import check_covers
 from .grounding import grounding_scores, grounding_summary, image_size
 from .io import atomic_write_dir, atomic_write_json, atomic_write_text, reached
 from .loader import QAExamples, collate, model_inputs, split_rows
+from .provenance import check_data, data_fingerprint, shared_images
 from .run import Run, as_run
 from .scoring import (
     per_question_type_table,
@@ -147,9 +149,15 @@ def split_loader(run: Run, split: str) -> tuple[list[Any], DataLoader, int]:
     """The split's QA, a loader over those whose image has features (for the run's trained model), and how many
     have none. Refuses a store whose grid is not the one the model was trained on."""
     cfg, dataset, reader = run.cfg, run.dataset, run.reader
-    model, _, path, tokenizer = run.trained
+    model, meta, path, tokenizer = run.trained
     if tuple(reader.grid) != tuple(model.spec.grid):
         raise VQAError(f"{path} was trained on {model.spec.grid} features, {reader.root} holds {reader.grid}")
+    check_data(meta, data_fingerprint(dataset, run.tokenizer_dir / "tokenizer.json"), str(path), print)
+    leak = shared_images(dataset, split)
+    if leak:
+        raise VQAError(f"the {split} split shares {len(leak)} image(s) with the train split (e.g. image_id "
+                       f"{', '.join(map(str, leak[:5]))}): its accuracy would be measured on training images",
+                       ["give every image to one split only in the annotations file"])  # fmt: skip
     qas = dataset.split(split)
     check_covers(reader, [q.image_id for q in qas])
     table = qa_table(run.task, dataset, qas, tokenizer, cfg.text.max_len)
@@ -192,6 +200,8 @@ def evaluate(cfg: Config | Run, accelerator: Accelerator) -> dict[str, Any] | No
                "skipped_no_features": skipped, "processes": accelerator.num_processes}  # fmt: skip
     if grounding is not None:
         metrics["grounding"] = grounding_summary(hits, masses)
+    label = np.argmax(out["order"] == 0, axis=1)  # where the true answer sat in each score vector
+    metrics["calibration"] = calibration_summary(out["scores"], label, direct["correct"], temperature_of(meta))
 
     def write(tmp: str) -> None:  # the three files are swapped in together: never metrics of another model
         write_results(Path(tmp) / "predictions.json", entries)

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .accel import make_accelerator
+from .calibration import calibration_summary, probabilities, temperature_of
 from .config import load_config
 from .errors import VQAError
 from .evaluate import accuracy_of, run_label, split_pass, to_file_order
@@ -151,10 +151,15 @@ def run_results(run: Run, split: str) -> dict[str, Any]:
         order = out["order"][n]  # position k holds file candidate order[k]
         by_id[int(qa_id)] = (to_file_order(out["scores"][n], order), to_file_order(out["attention"][n], order))
     decoder = p.model.spec.head == "decoder"
-    return {"label": f"{run.dir.name} ({run_label(run.dir, p.model.spec.variant)})",
+    correct = accuracy_of(out)["correct"] if len(out["qa_id"]) else np.zeros(0, bool)
+    label = np.argmax(out["order"] == 0, axis=1) if len(out["qa_id"]) else np.zeros(0, int)
+    return {"calibration": calibration_summary(out["scores"], label, correct, temperature_of(p.meta))
+            if len(correct) else None,  # the reliability diagram's bins, before and after the temperature
+            "label": f"{run.dir.name} ({run_label(run.dir, p.model.spec.variant)})",
             "tokenizer": run.trained.tokenizer if decoder else None, "max_len": run.cfg.text.max_len,
             "generated": generated_split(run, split, run.cfg.eval.topk) if decoder else {},
             "variant": p.model.spec.variant, "checkpoint": str(p.path), "grid": list(p.model.spec.grid[1:]),
+            "temperature": temperature_of(p.meta),
             "accuracy": accuracy_of(out)["accuracy"] if len(out["qa_id"]) else None, "by_id": by_id}  # fmt: skip
 
 
@@ -191,7 +196,7 @@ def build_explorer(run: Run, out_dir: Path) -> dict[str, Any]:
         for r in runs:
             scores, attention = r["by_id"][qa_id]  # [K], [K, G, H, W]
             chosen = choose(q.candidates, scores.tolist(), q.answer)  # the metrics' tie rule
-            probs = torch.softmax(torch.as_tensor(scores, dtype=torch.float32), 0).tolist()
+            probs = probabilities(scores, r["temperature"]).tolist()  # calibrated, as every page shows them
             entry["runs"].append({"probs": [round(p, 4) for p in probs], "chosen": chosen,
                                   "correct": q.candidates[chosen].lower() == str(q.answer).lower(),
                                   "words": step_words(r, q.candidates)})  # fmt: skip
@@ -207,7 +212,7 @@ def build_explorer(run: Run, out_dir: Path) -> dict[str, Any]:
              "runs": [{k: r[k] for k in ("label", "variant", "checkpoint", "accuracy", "grid")} for r in runs],
              "questions": questions}  # fmt: skip
     images = {q["image_id"]: dataset.image_path(q["image_id"]) for q in questions}
-    return {"page": write_explorer(out_dir, index, maps, images), "n": n}
+    return {"page": write_explorer(out_dir, index, maps, images), "n": n, "calibration": runs[0]["calibration"]}
 
 
 def step_words(results: dict[str, Any], candidates: Sequence[str]) -> list[list[str]] | None:

@@ -22,9 +22,9 @@ matplotlib.use("Agg")  # files only: no display on a training machine
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from matplotlib.patches import Rectangle
 
+from .calibration import probabilities
 from .io import atomic_write_text, figure_png
 
 
@@ -57,16 +57,18 @@ def panel_marks(candidates: Sequence[str], chosen: int, answer: str | None) -> l
 def render(pixels: np.ndarray, question: str, qtype: str, candidates: Sequence[str], scores: Sequence[float],
            attention: np.ndarray, answer: str | None, boxes: Sequence[tuple[float, float, float, float]] = (),
            title: str = "", chosen: int = 0,
-           candidate_boxes: Sequence[tuple[float, float, float, float]] | None = None) -> bytes:  # fmt: skip
+           candidate_boxes: Sequence[tuple[float, float, float, float]] | None = None,
+           temperature: float = 1.0) -> bytes:  # fmt: skip
     """PNG bytes: the image once per candidate with its attention overlay, score and probability.
 
     ``pixels`` [S, S, 3] uint8 as fed to the CNN; ``attention`` [K, H, W] (glimpses already averaged); the chosen
     candidate (``chosen``: the caller's ``scoring.choose``, on a top tie a wrong one) is framed blue, the true answer
     (when known) green; ✓/✗ says whether they agree, exactly as the metrics count it. Pointing: each panel also
-    draws its own candidate's box (``candidate_boxes``, on the S x S image; solid orange).
+    draws its own candidate's box (``candidate_boxes``, on the S x S image; solid orange). The probabilities are
+    softmax(scores / ``temperature``), the run's calibrated ones.
     """
     size = pixels.shape[0]
-    probs = torch.softmax(torch.tensor(scores, dtype=torch.float32), 0).numpy()
+    probs = probabilities(scores, temperature)
     marks = panel_marks(candidates, chosen, answer)
     k = len(candidates)
     fig, axes = plt.subplots(1, k, figsize=(3.2 * k, 4.6))
@@ -113,6 +115,26 @@ def render_words(pixels: np.ndarray, question: str, rows: Sequence[tuple[str, Se
     fig.suptitle("\n".join(textwrap.wrap(question, 100)) + (f"\n{title}" if title else ""), fontsize=10)
     fig.tight_layout(rect=(0.08, 0, 1, 1 - 0.8 / (2.5 * len(rows))))  # ~0.8 inch for the title, any height
     return figure_png(fig, dpi=72)
+
+def reliability_png(calibration: dict[str, Any], split: str) -> bytes:
+    """PNG bytes: the reliability diagram of a split, accuracy against confidence per bin, before (raw scores) and
+    after the fitted temperature; a calibrated model sits on the diagonal (``calibration.py``)."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    for key, label, color in (("before", "raw scores", "tab:red"), ("after", "temperature", "tab:blue")):
+        bins = [b for b in calibration[f"bins_{key}"] if b["n"]]
+        value = calibration["temperature"] if key == "after" else 1.0
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", color=color,
+                label=f"{label} (T = {value:.2f}): ECE {calibration[f'ece_{key}']:.3f}")  # fmt: skip
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence of the chosen answer")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"reliability on split '{split}'", fontsize=11)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return figure_png(fig, dpi=80)
+
 
 
 INDEX = """<!doctype html>

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from .backbones import build_backbone
+from .calibration import probabilities, temperature_of
 from .config import load_config
 from .errors import VQAError
 from .extract import forward
@@ -48,7 +49,7 @@ class Prediction:
     question: str
     choices: list[Any]  # strings; pointing: (x, y, width, height) boxes
     scores: np.ndarray  # [K] raw scores
-    probabilities: np.ndarray  # [K] softmax of the scores (sums to 1)
+    probabilities: np.ndarray  # [K] softmax of the scores over the run's fitted temperature (sums to 1)
     attention_glimpses: np.ndarray  # [K, G, H, W]: each choice's attention over the grid, per glimpse
     best: int  # index of the chosen choice: highest score, a tie going to the first tied choice
     words: list[list[str]] | None = None  # decoder head: the steps each choice's maps belong to (its words, the end)
@@ -76,9 +77,10 @@ class Predictor:
     """A trained run's tokenizer, checkpoint and feature extractor, loaded once (see the module docstring)."""
 
     def __init__(self, model: Any, tokenizer: Any, backbone: Any, manifest: dict[str, Any], max_len: int,
-                 device: torch.device) -> None:  # fmt: skip
+                 device: torch.device, temperature: float = 1.0) -> None:  # fmt: skip
         self.model, self.tokenizer, self.backbone = model.to(device).eval(), tokenizer, backbone
         self.manifest, self.max_len, self.device = manifest, max_len, device
+        self.temperature = temperature  # the checkpoint's, fitted on val (``calibration.py``)
         self.image_size = int(manifest["image_size"])
         self.task = task_of(model.spec.task)  # what a choice is: an answer string, or a box
 
@@ -98,7 +100,7 @@ class Predictor:
         """The run ``cfg.run.dir`` as ``cfg`` (or a ``Run``) describes it (``eval.checkpoint``, the feature store's
         manifest)."""
         run = as_run(cfg)
-        model, _, _, tokenizer = run.trained
+        model, meta, _, tokenizer = run.trained
         manifest = load_manifest(run.features_dir)
         backbone = None
         if model.spec.sees_image:
@@ -112,7 +114,7 @@ class Predictor:
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if backbone is not None:
             backbone.module.to(dev, memory_format=torch.channels_last)
-        return cls(model, tokenizer, backbone, manifest, run.cfg.text.max_len, dev)
+        return cls(model, tokenizer, backbone, manifest, run.cfg.text.max_len, dev, temperature_of(meta))
 
     # ------------------------------------------------------------------------------------------------ images
     def pixels(self, image: ImageLike) -> np.ndarray:
@@ -182,7 +184,7 @@ class Predictor:
         values = scores.numpy()  # [K]
         decoder = self.model.spec.head == "decoder"
         words = [answer_steps(self.tokenizer, c, self.max_len) for c in choices] if decoder else None
-        return Prediction(question, choices, values, torch.softmax(scores, 0).numpy(), attention.numpy(),
+        return Prediction(question, choices, values, probabilities(values, self.temperature), attention.numpy(),
                           choose([str(c) for c in choices], values.tolist()), words)  # fmt: skip
 
     def generate(self, image: ImageLike, question: str, k: int = 5) -> list[Generated]:

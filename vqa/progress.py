@@ -30,6 +30,7 @@ class Lines:
 
     def __init__(self, total: int, desc: str, unit: str, initial: int = 0, quiet: bool = False) -> None:
         self.total, self.desc, self.unit, self.n, self.quiet = total, desc, unit, initial, quiet
+        self.disable = quiet  # as tqdm's: nothing of it is ever shown
         self.start = self.last_time = time.perf_counter()
         self.first, self.next_at, self.postfix = initial, initial + STEP * total, ""
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .calibration import temperature_of
 from .errors import VQAError
 from .evaluate import to_file_order
 from .explorer import build_explorer
@@ -24,7 +25,7 @@ from .images import load_image
 from .io import atomic_write_bytes, atomic_write_dir, reached
 from .loader import QAExamples, collate, model_inputs
 from .open_ended import Generated, generate_with_maps
-from .panels import render, render_words, write_index
+from .panels import reliability_png, render, render_words, write_index
 from .predictor import Predictor
 from .run import Run, as_run
 from .scoring import choose, rank_order
@@ -83,7 +84,7 @@ def predict_one(cfg: Any, image: Path, question: str, choices: Sequence[str]) ->
         boxes = [b.scaled(width, height, predictor.image_size) for b in boxes]
     png = render(predictor.pixels(image), question, "?", list(choices), r.scores.tolist(), r.attention, None,
                  title=f"{image.name} · {predictor.model.spec.variant} model from {run.cfg.eval.checkpoint}",
-                 chosen=r.best, candidate_boxes=boxes)  # fmt: skip
+                 chosen=r.best, candidate_boxes=boxes, temperature=predictor.temperature)  # fmt: skip
     order = rank_order(list(choices), r.scores.tolist())  # no answer known: a tie goes to the first top choice
     ranked = [(choices[i], float(r.probabilities[i]), float(r.scores[i])) for i in order]
     if r.words is None:
@@ -105,7 +106,8 @@ def question_png(run: Run, q: Any, scores: np.ndarray, attention: np.ndarray) ->
     chosen = choose(q.candidates, scores.tolist(), q.answer)  # the metrics' rule: a tie is wrong
     png = render(load_image(dataset.image_path(q.image_id), size), q.question, q.type, q.candidates, scores.tolist(),
                  attention, q.answer, boxes, chosen=chosen, candidate_boxes=cand_boxes,
-                 title=f"qa_id {q.qa_id} · image_id {q.image_id} · {run.trained.model.spec.variant}")  # fmt: skip
+                 title=f"qa_id {q.qa_id} · image_id {q.image_id} · {run.trained.model.spec.variant}",
+                 temperature=temperature_of(run.trained.meta))  # fmt: skip
     return png, chosen
 
 
@@ -125,6 +127,16 @@ def word_png(run: Run, q: Any, attention: np.ndarray, generated: Sequence[Genera
     rows = [(c, w, attention[k]) for k, (c, w) in enumerate(zip(q.candidates, steps, strict=True))]
     return render_words(load_image(run.dataset.image_path(q.image_id), size), q.question,
                         rows + written_rows(generated))  # fmt: skip
+
+
+def write_reliability(out_dir: Path, calibration: dict[str, Any] | None, split: str) -> str:
+    """The split's reliability diagram, before and after the temperature, as ``reliability.png``; the index's
+    sentence about it ("" for a split without questions)."""
+    if not calibration:
+        return ""
+    atomic_write_bytes(out_dir / "reliability.png", reliability_png(calibration, split))
+    return (f" Calibration on the split: reliability.png (expected calibration error {calibration['ece_before']:.3f} "
+            f"raw, {calibration['ece_after']:.3f} at temperature {calibration['temperature']:.2f}).")
 
 
 def run_report(cfg: Any) -> dict[str, Any]:
@@ -166,8 +178,9 @@ def run_report(cfg: Any) -> dict[str, Any]:
                    f"{model.spec.variant} from {path} (epoch {meta.get('epoch')}). Each panel: one candidate, its "
                    "attention over the image as the CNN saw it, its probability; green frame = true answer, "
                    "blue frame = chosen; dashed white = grounding box.")  # fmt: skip
-        write_index(Path(tmp), items, f"{run.dir.name} / {split}", summary)
         explorer.update(build_explorer(run, Path(tmp)))  # the interactive page: every question of the split
+        summary += write_reliability(Path(tmp), explorer["calibration"], split)
+        write_index(Path(tmp), items, f"{run.dir.name} / {split}", summary)
 
     explorer: dict[str, Any] = {}
     atomic_write_dir(run.report_dir, write)
