@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from vqa import cli
 from vqa.accel import make_accelerator
 from vqa.config import save_config
-from vqa.train import train
+from vqa.training import train
 
 
 def main(argv: Sequence[str] | None = None) -> None:

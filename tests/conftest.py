@@ -80,7 +80,7 @@ def trained_run(tiny_dataset, tmp_path_factory) -> list[str]:
 
     from vqa.extract import extract_features
     from vqa.tasks.telling import load_telling
-    from vqa.train import train
+    from vqa.training import train
 
     d = tiny_dataset.data
     overrides = [f"data.annotations={d.annotations}", f"data.images={d.images}", f"data.grounding={d.grounding}",
@@ -98,7 +98,7 @@ def trained_decoder(trained_run, tmp_path_factory) -> list[str]:
     """``trained_run``'s data and feature store, and a 3-epoch ``model.head=decoder`` model: the overrides."""
     from accelerate import Accelerator
 
-    from vqa.train import train
+    from vqa.training import train
 
     store = Path(next(o for o in trained_run if o.startswith("run.dir=")).partition("=")[2]) / "features"
     overrides = [*(o for o in trained_run if not o.startswith(("run.dir=", "train.epochs="))),

@@ -30,7 +30,7 @@ def net(request) -> DecoderNet:
 
 def test_scores_are_mean_log_likelihoods_and_padding_never_changes_them(net) -> None:
     x = inputs()
-    scores, att, gates = net(**x, with_gates=True)
+    scores, att, (gates, _) = net(**x, with_aux=True)
     assert scores.shape == (3, 4) and (scores < 0).all(), "a mean of log-probabilities"
     assert att.shape == (3, 4, 4, 3, 4), "[B, K, T = longest answer + the end, H, W]"
     assert gates is not None and gates.shape[0] == 3, "the counting gates, for their loss"
@@ -73,7 +73,7 @@ def test_the_loss_is_the_answers_nll_plus_the_ranking_term(net) -> None:
 def test_gradients_reach_every_part(net) -> None:
     net.train()
     x = inputs()
-    scores, _, gates = net(**x, with_gates=True)
+    scores, _, (gates, _) = net(**x, with_aux=True)
     (net.answer_loss(scores, torch.tensor([0, 1, 2]), 1.0) + gates.sigmoid().mean()).backward()
     silent = [n for n, p in net.named_parameters() if (p.grad is None or not p.grad.abs().sum())
               and not n.endswith("att_w.bias")]  # a bias added to every cell's logit: the softmax ignores it

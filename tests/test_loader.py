@@ -61,8 +61,8 @@ def test_shared_grids_give_the_same_scores_as_one_grid_per_question(attention: s
     index = torch.tensor([1, 0, 1])  # questions 0 and 2 ask about the same image
     per_question = {**x, "features": x["features"][index]}
     shared = {**x, "features": x["features"][:2], "image_index": index}
-    a_scores, a_att, a_gates = model(**per_question, with_gates=True)
-    b_scores, b_att, b_gates = model(**shared, with_gates=True)
+    a_scores, a_att, (a_gates, _) = model(**per_question, with_aux=True)
+    b_scores, b_att, (b_gates, _) = model(**shared, with_aux=True)
     torch.testing.assert_close(a_scores, b_scores)
     torch.testing.assert_close(a_att, b_att)
     torch.testing.assert_close(a_gates, b_gates)

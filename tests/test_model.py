@@ -33,15 +33,16 @@ def pointing_batch() -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("attention", ["additive", "bilinear"])
-@pytest.mark.parametrize(("count", "question_glimpses"), [(False, 0), (True, 0), (True, 1)])
+@pytest.mark.parametrize(("count", "question_glimpses", "evidence"),
+                         [(False, 0, False), (True, 0, False), (True, 1, False), (True, 1, True), (False, 0, True)])
 @pytest.mark.parametrize("variant", ["attention", "no_attention", "image_only", "blind", "answer_only"])
 @pytest.mark.parametrize(("rnn", "bidirectional", "answer_encoder"), [("lstm", False, "rnn"), ("gru", True, "mean")])
-def test_shapes_of_every_variant(variant: str, rnn: str, bidirectional: bool, answer_encoder: str,
-                                 count: bool, question_glimpses: int, attention: str) -> None:  # fmt: skip
+def test_shapes_of_every_variant(variant: str, rnn: str, bidirectional: bool, answer_encoder: str, count: bool,
+                                 question_glimpses: int, evidence: bool, attention: str) -> None:  # fmt: skip
     dims = {"embed_dim": 8, "hidden_dim": 12, "attention_dim": 10, "glimpses": 2}
     spec = model_spec(20, (16, 3, 4), variant=variant, rnn=rnn, bidirectional=bidirectional,
                      answer_encoder=answer_encoder, count=count, attention=attention,
-                     question_glimpses=question_glimpses, **dims)  # fmt: skip
+                     question_glimpses=question_glimpses, evidence=evidence, **dims)  # fmt: skip
     model = build_model(spec).eval()
     scores, attention = model(**batch())
     g = 2 + (question_glimpses if variant == "attention" else 0)  # image_only has no question to drive a glimpse
@@ -51,7 +52,9 @@ def test_shapes_of_every_variant(variant: str, rnn: str, bidirectional: bool, an
         assert torch.allclose(attention, torch.full_like(attention, 1 / 12))
     again, _ = model(**batch())
     assert torch.equal(scores, again), "eval-mode forward is a pure function of its inputs"
-    _, _, gates = model(**batch(), with_gates=True)
+    _, _, (gates, matching) = model(**batch(), with_aux=True)
+    seen = evidence and variant in ("attention", "image_only")
+    assert (matching.shape == (3, 4, 3)) if seen else matching is None, "evidence [B, K, I] on every image"
     counts = count and variant in ("attention", "image_only")
     gate_glimpses = question_glimpses if variant == "attention" and question_glimpses else 2
     assert (gates.shape == (3, 4, 12, gate_glimpses)) if counts else gates is None, "gate logits [B, K, H*W, G]"
@@ -71,7 +74,7 @@ def test_every_part_built_is_used(task: str, variant: str) -> None:
     Known exception: pointing without a question reads no token at all, so the embedding table gets none."""
     gq = 1 if task == "telling" else 0
     spec = model_spec(20, (16, 3, 4), variant=variant, task=task, embed_dim=8, hidden_dim=12, attention_dim=16,
-                     count=True, question_glimpses=gq, cell_context=3)  # fmt: skip
+                     count=True, question_glimpses=gq, cell_context=3, evidence=True)  # fmt: skip
     model = build_model(spec)
     x = pointing_batch() if task == "pointing" else batch()
     scores, _ = model(**x)
@@ -176,7 +179,7 @@ def test_counting_path_sees_how_much_matches() -> None:
     model.grid.where.weight.data.zero_()
     model.grid.where.bias.data.zero_()  # no position: the three bright cells look alike
     with torch.no_grad():
-        gates = [torch.sigmoid(model(**{**x, "features": f.half()}, with_gates=True)[2]) for f in (one, three)]
+        gates = [torch.sigmoid(model(**{**x, "features": f.half()}, with_aux=True)[2].gates) for f in (one, three)]
     mass = [gate.sum(2) for gate in gates]  # [1, K, G]
     bright = gates[0][0, 0, 0]  # the gate of one bright cell, [G]: two more bright cells add twice that much
     assert torch.allclose(mass[1][0, 0] - mass[0][0, 0], 2 * (bright - gates[0][0, 0, 5]), atol=2e-3)

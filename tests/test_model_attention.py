@@ -36,8 +36,12 @@ def test_counting_heads_split_attention_from_gate_logits() -> None:
     torch.manual_seed(0)
     cells, s = torch.randn(2, 12, 10), torch.randn(2, 4, 24)  # [I, N, D], [B, K, Dq+Da]
     for form in (AdditiveGlimpses, BilinearGlimpses):
-        _, logits, gates = form(10, 24, Heads(10, 3))(cells, s, None, None)
+        _, logits, gates = form(10, 24, Heads(10, 3))(cells, s, None, None, 0.0)
         assert logits.shape == (2, 4, 12, 3) and gates is None
-        _, logits, gates = form(10, 24, CountingHeads(10, 3))(cells, s, None, None)
+        glimpses = form(10, 24, CountingHeads(10, 3))
+        _, logits, gates = glimpses(cells, s, None, None, 0.0)
         assert logits.shape == gates.shape == (2, 4, 12, 3)
         assert gates.mean() < logits.mean(), "gates start near sigmoid(-4): most cells hold nothing"
+        evidence = torch.randn(2, 4, 12, 1)  # where the words are seen: added to every head's logits
+        _, moved, _ = glimpses(cells, s, None, None, evidence)
+        torch.testing.assert_close(moved, logits + evidence)

@@ -137,7 +137,7 @@ def pointing_run(tiny_dataset, tmp_path_factory) -> Any:
     from vqa.evaluate import evaluate
     from vqa.extract import extract_features
     from vqa.synth.pointing import annotation_paths
-    from vqa.train import train
+    from vqa.training import train
 
     ann = annotation_paths(tiny_dataset)["pointing"]
     run = tmp_path_factory.mktemp("pointing") / "run"
@@ -158,6 +158,7 @@ def _eval_files(cfg: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], d
     return json.loads((out / "predictions.json").read_text()), rows, json.loads((out / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_eval_writes_box_ids_and_the_toolkit_rule_gives_the_metrics(pointing_run) -> None:
     predictions, _, metrics = _eval_files(pointing_run)
     ds = Run(pointing_run).dataset
@@ -214,6 +215,7 @@ def test_predictor_takes_boxes_and_agrees_with_eval(pointing_run) -> None:
         p.predict(ds.image_path(q.image_id), q.question, [(5000, 0, 10, 10), boxes[1]])
 
 
+@pytest.mark.slow
 def test_inspect_draws_each_candidates_box(pointing_run) -> None:
     from vqa.report import run_report
 

@@ -79,7 +79,7 @@ def pointing(trained_run, tmp_path_factory):
     """A 1-epoch pointing run on the tiny world's pointing file and ``trained_run``'s feature store."""
     from accelerate import Accelerator
 
-    from vqa.train import train
+    from vqa.training import train
 
     store = Path(next(o for o in trained_run if o.startswith("run.dir=")).partition("=")[2]) / "features"
     telling = Path(next(o for o in trained_run if o.startswith("data.annotations=")).partition("=")[2])
@@ -157,6 +157,7 @@ def test_only_the_page_and_the_runs_samples_are_served(telling) -> None:
         assert e.value.code in (404, 405), path
 
 
+@pytest.mark.slow
 def test_the_entry_point_listens_on_localhost_and_refuses_a_busy_port(trained_run) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

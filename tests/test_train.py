@@ -18,11 +18,11 @@ from vqa.config import load_config
 from vqa.evaluate import evaluate
 from vqa.extract import extract_features
 from vqa.loader import EVAL_EPOCH, QAExamples, candidate_order
-from vqa.schedule import after_epoch, resume_plan
 from vqa.synth import write_dataset
 from vqa.tasks.telling import Telling, load_telling
 from vqa.text import build_tokenizer, qa_table
-from vqa.train import train
+from vqa.training import train
+from vqa.training.schedule import after_epoch, resume_plan
 
 FAST = ["features.image_size=96", "features.num_workers=0", "features.precision=fp32", "model.embed_dim=16",
         "model.hidden_dim=32", "model.attention_dim=32", "train.batch_size=8", "train.epochs=2"]  # fmt: skip
@@ -140,7 +140,7 @@ def test_sigint_mid_epoch_saves_and_resumes_exactly(tiny_dataset, features_root,
     import os
     import signal
 
-    import vqa.train as train_module
+    import vqa.training.loop as train_module
     from vqa.errors import Stopped
 
     real, calls = train_module.model_inputs, []
@@ -258,6 +258,18 @@ def test_the_schedule_cools_down_after_a_stall_then_stops() -> None:
     assert fresh.best_loss is None, "a diverged epoch is no lowest loss"
 
 
+def test_a_val_loss_that_creeps_towards_zero_is_no_progress() -> None:
+    """Every val question right from epoch 4, the loss falling by ever smaller steps (0.0000 printed): the run
+    stalls after ``patience`` epochs instead of training on to the ceiling; a loss that falls by a real step still
+    counts."""
+    accuracy = [0.6, 0.9, 0.99] + [1.0] * 20
+    loss = [0.8, 0.3, 0.05] + [0.0009 * 0.7**i for i in range(20)]
+    state, reasons = run_schedule(accuracy, loss)
+    assert state.cooldown_from == 7 and "stopped after the cooldown" in reasons[-1] and len(reasons) == 9
+    state, reasons = run_schedule([0.5] * 8, [1.0 - 0.02 * i for i in range(8)])
+    assert reasons == [None] * 8, "0.02 lower each epoch at ~0.9: learning"
+
+
 def test_the_schedule_ends_its_cooldown_by_the_epoch_ceiling() -> None:
     state, reasons = run_schedule([0.1 * i for i in range(10)], [1.0 - 0.01 * i for i in range(10)], epochs=10)
     assert (state.cooldown_from, state.cooldown_epochs) == (8, 2), "cooldown over the last 2 of 10 epochs"
@@ -270,7 +282,7 @@ def test_the_schedule_ends_its_cooldown_by_the_epoch_ceiling() -> None:
 
 
 def test_the_lr_warms_up_stays_and_falls_linearly_to_zero() -> None:
-    from vqa.schedule import WarmupStableDecay
+    from vqa.training.schedule import WarmupStableDecay
 
     schedule = WarmupStableDecay(warmup=4)
     assert [schedule(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]

@@ -37,7 +37,8 @@ from .config import Config, load_config
 from .extract import forward, make_job, normalize, run_job, store_settings
 from .features import FeatureReader, features_dir
 from .run import Run
-from .train import Training, build_training, train_one_epoch, train_step, validate
+from .training.loop import train_one_epoch, train_step, validate
+from .training.setup import Training, build_training
 
 
 def timed(fns: Sequence[Callable[[], Any]], repeats: int) -> list[list[float]]:
@@ -155,7 +156,7 @@ def training_setup(cfg: Config, reader: FeatureReader, n_questions: int, batchin
     table = synthetic_qa(ids, vocab, cfg.seed, n_questions, cells=reader.grid[1] * reader.grid[2])
     run = Run(cfg)
     model = run.task.build_model(run.task.model_spec(cfg, vocab, reader.grid))
-    return build_training(run, make_accelerator(cfg, training=True), model, table, table, reader)
+    return build_training(run, make_accelerator(cfg, training=True), model, table, table, reader, data={})
 
 
 def _rnn_flop(x: Sequence[int], weights: Sequence[Sequence[int]]) -> int:

@@ -102,6 +102,7 @@ class ModelConfig:
     cell_context: int = _key(min=0)
     dropout: float = _key(min=0.0, max=0.9)
     count: bool = _key()
+    evidence: bool = _key()  # word evidence (vqa/model/evidence.py): telling, score head, attending variants
     attention: Literal["auto", "additive", "bilinear"] = _key()  # auto: bilinear for telling, additive for pointing
     head: Literal["score", "decoder"] = _key()  # score: the scorer MLP | decoder: the attention LSTM (telling)
 
@@ -119,6 +120,7 @@ class TrainConfig:
     grad_accum: int = _key(min=1)
     clip_norm: float = _key(min_exclusive=0.0)
     attention_supervision: float = _key(min=0)
+    matching: float = _key(min=0)  # weight of the image-text matching loss of the word evidence
     ranking: float = _key(min=0)  # decoder head: weight of the cross-entropy over the candidates' likelihoods
     mixed_precision: Literal["auto", "fp32", "bf16", "fp16"] = _key()
     num_workers: int = _key(min=0)

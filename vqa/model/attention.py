@@ -101,12 +101,13 @@ class AdditiveGlimpses(Glimpses):
     cell) can join inside the tanh (``BoxGlimpses``)."""
 
     def forward(self, cells: torch.Tensor, s: torch.Tensor, rel: torch.Tensor | None,
-                image_index: torch.Tensor | None) -> WithGates:  # fmt: skip
-        # cells [I, N, D], s [B, K, Dq+Da] -> projected cells per question [B, N, D], logits [B, K, N, G] (x2)
+                image_index: torch.Tensor | None, evidence: torch.Tensor | float) -> WithGates:  # fmt: skip
+        # cells [I, N, D], s [B, K, Dq+Da], evidence [B, K, N, 1] (or 0.0) -> projected cells per question
+        # [B, N, D], logits [B, K, N, G] (x2)
         proj = per_question(self.att_v(cells), image_index)  # [B, N, D]
         pre = self.hidden(proj.unsqueeze(1) + self.att_s(s).unsqueeze(2), rel)  # [B, K, N, D]
         weight, bias = self.heads.weight_and_bias()
-        return proj, *self.heads.split(F.linear(torch.tanh(pre), weight, bias).float())
+        return proj, *self.heads.split(F.linear(torch.tanh(pre), weight, bias).float() + evidence)
 
     def hidden(self, pre: torch.Tensor, rel: torch.Tensor | None) -> torch.Tensor:
         return pre
@@ -134,10 +135,11 @@ class BilinearGlimpses(Glimpses):
     """
 
     def forward(self, cells: torch.Tensor, s: torch.Tensor, rel: torch.Tensor | None,
-                image_index: torch.Tensor | None) -> WithGates:  # fmt: skip
-        # cells [I, N, D], s [B, K, Dq+Da] -> projected cells per image [I, N, D], logits [B, K, N, G] (x2)
+                image_index: torch.Tensor | None, evidence: torch.Tensor | float) -> WithGates:  # fmt: skip
+        # cells [I, N, D], s [B, K, Dq+Da], evidence [B, K, N, 1] (or 0.0) -> projected cells per image [I, N, D],
+        # logits [B, K, N, G] (x2)
         proj = self.att_v(cells)  # [I, N, D]
-        return proj, *self.heads.split(self.logits(proj, self.att_s(s), image_index).float())
+        return proj, *self.heads.split(self.logits(proj, self.att_s(s), image_index).float() + evidence)
 
     def logits(self, proj: torch.Tensor, s: torch.Tensor, image_index: torch.Tensor | None) -> torch.Tensor:
         """[I, N, D] projected cells, [B, K, D] projected [q; a_k] -> [B, K, N, J] head logits."""
@@ -178,11 +180,13 @@ class QuestionGlimpses(nn.Module):
         self.out_dim = d * gq
 
     def forward(self, att: torch.Tensor, ctx: torch.Tensor, gates: torch.Tensor | None, proj: torch.Tensor,
-                cells: torch.Tensor, q: torch.Tensor, image_index: torch.Tensor | None) -> WithGates:  # fmt: skip
+                cells: torch.Tensor, q: torch.Tensor, image_index: torch.Tensor | None,
+                evidence: torch.Tensor | float) -> WithGates:  # fmt: skip
         """The candidate glimpses' att [B, K, N, G], ctx [B, K, C] and gates, with the question's glimpses added:
-        att [B, K, N, G + Gq], ctx [B, K, C + Gq*D], and the gates to count."""
+        att [B, K, N, G + Gq], ctx [B, K, C + Gq*D], and the gates to count. ``evidence`` [B, N, 1] (or 0.0): where
+        the question's words are seen (``evidence.py``), added to the logits."""
         k = att.shape[1]
-        logits = self.seek(self.seek_t(q), self.seek_tw, proj, image_index).float()  # [B, N, Gq]
+        logits = self.seek(self.seek_t(q), self.seek_tw, proj, image_index).float() + evidence  # [B, N, Gq]
         att_q = F.softmax(logits, dim=1)  # [B, N, Gq]
         ctx_q = per_image_bmm(cells.transpose(1, 2), att_q.to(cells.dtype).transpose(1, 2), image_index)  # [B, D, Gq]
         ctx_q = ctx_q.transpose(1, 2).reshape(q.shape[0], 1, -1).expand(-1, k, -1)  # [B, K, Gq*D]

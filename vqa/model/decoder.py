@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import per_image_bmm
+from .evidence import NONE
 from .grid import GridCells
-from .net import build_look
+from .net import Aux, build_look
 from .parts import TEXT
 from .spec import ModelSpec
 from .text import QuestionEncoder
@@ -128,16 +129,16 @@ class DecoderNet(nn.Module):
         q = self.question(self.embed, question, question_len)  # [B, Dq]
         cells = self.grid(features)  # [I, N, D]
         one = q.unsqueeze(1)  # [B, 1, Dq]
-        seen, _, gates = self.look(cells, q, one, one[..., :0], None, image_index)  # [B, 1, C], gates [B, 1, N, G]
+        seen, _, gates = self.look(cells, q, one, one[..., :0], None, image_index, NONE)  # [B, 1, C], [B, 1, N, G]
         return self.decoder.begin(q, seen[:, 0]), cells, gates
 
     def forward(
         self, features: torch.Tensor, question: torch.Tensor, question_len: torch.Tensor, candidates: torch.Tensor,
-        candidate_len: torch.Tensor, image_index: torch.Tensor | None = None, with_gates: bool = False,
+        candidate_len: torch.Tensor, image_index: torch.Tensor | None = None, with_aux: bool = False,
         boxes: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """As ``VQAModel.forward``: -> scores [B, K] (mean log-likelihood of each candidate, teacher-forced),
-        attention [B, K, T, H, W] (one map per word and the end), and with ``with_gates`` the gate logits."""
+        attention [B, K, T, H, W] (one map per word and the end), and with ``with_aux`` the gate logits (``Aux``)."""
         b, k, la = candidates.shape
         (h, c), cells, gates = self.start(features, question, question_len, image_index)
         ready = self.decoder.attend.prepare(cells, image_index, k)
@@ -159,7 +160,7 @@ class DecoderNet(nn.Module):
         _, hh, ww = self.spec.grid
         attention = att.view(b, k, t_max, hh, ww)  # [B, K, T, H, W]
         scores = scores.view(b, k)
-        return (scores, attention, gates) if with_gates else (scores, attention)
+        return (scores, attention, Aux(gates, None)) if with_aux else (scores, attention)
 
     @staticmethod
     def answer_loss(scores: torch.Tensor, label: torch.Tensor, ranking: float) -> torch.Tensor:

@@ -22,6 +22,7 @@ from .attention import (
     glimpse_context,
     per_question,
 )
+from .evidence import Evidence
 from .grid import relative_cells
 from .spec import ModelSpec
 
@@ -54,7 +55,7 @@ class MeanLook(nn.Module):
         self.out_dim = spec.attention_dim
 
     def forward(self, cells: torch.Tensor, q: torch.Tensor, qk: torch.Tensor, a: torch.Tensor,
-                boxes: torch.Tensor | None, image_index: torch.Tensor | None) -> WithGates:  # fmt: skip
+                boxes: torch.Tensor | None, image_index: torch.Tensor | None, *_: object) -> WithGates:  # fmt: skip
         ctx = per_question(cells.mean(1), image_index)  # [B, D]
         return ctx.unsqueeze(1).expand(-1, a.shape[1], -1), uniform_maps(a, self.spec), None  # [B, K, D]
 
@@ -142,13 +143,15 @@ class Look(nn.Module):
         self.out_dim = d * g + relations.out_dim + question_glimpses.out_dim + count.out_dim
 
     def forward(self, cells: torch.Tensor, q: torch.Tensor, qk: torch.Tensor, a: torch.Tensor,
-                boxes: torch.Tensor | None, image_index: torch.Tensor | None) -> WithGates:  # fmt: skip
-        # cells [I, N, D], q [B, Dq], qk [B, K, Dq] (q once per candidate), a [B, K, Da], boxes [B, K, 4] | None
+                boxes: torch.Tensor | None, image_index: torch.Tensor | None,
+                evidence: Evidence) -> WithGates:  # fmt: skip
+        # cells [I, N, D], q [B, Dq], qk [B, K, Dq] (q once per candidate), a [B, K, Da], boxes [B, K, 4] | None;
+        # evidence: where the words are seen (``evidence.py``), added to the glimpses' logits
         s = torch.cat([qk, a], dim=-1)  # [B, K, Dq+Da]
         rel = self.offsets(boxes)  # pointing: [B, K, N, 3]; telling: None
-        proj, logits, gates = self.glimpses(cells, s, rel, image_index)  # [B or I, N, D], [B, K, N, G], gates
+        proj, logits, gates = self.glimpses(cells, s, rel, image_index, evidence.candidates)  # logits [B, K, N, G]
         att = F.softmax(logits, dim=2)  # [B, K, N, G], over the N cells
         ctx = glimpse_context(cells, att, image_index)  # [B, K, G*D]
         ctx = self.relations(ctx, att, proj, q, rel)  # pointing: + [B, K, D] (+ D with the question)
-        att, ctx, gates = self.question_glimpses(att, ctx, gates, proj, cells, q, image_index)  # + Gq maps
+        att, ctx, gates = self.question_glimpses(att, ctx, gates, proj, cells, q, image_index, evidence.question)
         return self.count(ctx, gates), att, gates  # counting: + f(m) [B, K, D]

@@ -5,6 +5,8 @@ Which parts (``ModelSpec``):
     candidates   the task's ``CandidateParts`` (``parts.py``): text (telling) or boxes (pointing), and what they
                  change in the look and the scorer
     grid         ``GridCells``, or ``NoGrid`` for the variants that never see the image
+    evidence     ``WordEvidence`` (where each word is seen: a score term, and logits for the glimpses), or
+                 ``NoEvidence``: the task's candidate parts choose it
     look         ``Look`` (attention, image_only), ``MeanLook`` (no_attention), ``NoLook`` (blind, answer_only)
     scorer       ``Scorer``
 
@@ -14,6 +16,8 @@ module serves training, evaluation and inspection.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +41,13 @@ from .parts import CandidateParts
 from .scorer import Scorer
 from .spec import ModelSpec
 from .text import NoQuestion, QuestionEncoder
+
+
+class Aux(NamedTuple):
+    """What the training losses beyond the answer's read from a forward pass (``with_aux=True``)."""
+
+    gates: torch.Tensor | None  # [B, K, H*W, G] counting-gate logits (None: no counting path): the box losses
+    matching: torch.Tensor | None  # [B, K, I] word evidence on every image of the batch (None: no evidence)
 
 
 def build_look(spec: ModelSpec, q_dim: int, a_dim: int, parts: CandidateParts) -> nn.Module:
@@ -68,19 +79,20 @@ class VQAModel(nn.Module):
         self.question = QuestionEncoder(spec) if spec.reads_question else NoQuestion()
         self.candidates = parts.encoder(spec)
         self.grid = GridCells(spec) if spec.sees_image else NoGrid()
+        self.evidence = parts.evidence(spec)  # where the words are seen (text candidates), or nothing
         self.look = build_look(spec, self.question.out_dim, self.candidates.out_dim, parts)
         asked = parts.asked(self.question.out_dim, self.candidates.out_dim, spec.hidden_dim)
         self.scorer = Scorer(spec, self.look.out_dim, self.question.out_dim, self.candidates.out_dim, asked)
 
     def forward(
         self, features: torch.Tensor, question: torch.Tensor, question_len: torch.Tensor, candidates: torch.Tensor,
-        candidate_len: torch.Tensor, image_index: torch.Tensor | None = None, with_gates: bool = False,
+        candidate_len: torch.Tensor, image_index: torch.Tensor | None = None, with_aux: bool = False,
         boxes: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """features [I, C, H, W], question [B, Lq], question_len [B], candidates [B, K, La], candidate_len [B, K],
         image_index [B] (question b asks about image image_index[b]; None: I = B, one image per question)
         -> scores [B, K], attention [B, K, G, H, W] (uniform for the variants that do not attend), and with
-        ``with_gates`` the counting-gate logits [B, K, H*W, G] (None without the counting path), for their loss.
+        ``with_aux`` what the training losses beyond the answer's read (``Aux``).
         Pointing: ``boxes`` [B, K, 4] are the candidates (``candidates`` holds one [UNK] each and is not read).
 
         Why ``image_index``: Visual7W asks 4.9 questions per train image (the demo 4-5); projecting each image's grid
@@ -90,12 +102,13 @@ class VQAModel(nn.Module):
         _, h, w = self.spec.grid
         q = self.question(self.embed, question, question_len)  # [B, Dq] ([B, 0]: never read)
         cells = self.grid(features)  # [I, H*W, D] (None: never sees the image)
+        seen = self.evidence(self.embed, cells, self.question.words(question), candidates, image_index, with_aux)
         a = self.candidates(self.embed, candidates, candidate_len, boxes, cells, image_index)  # [B, K, Da]
         qk = q.unsqueeze(1).expand(-1, k, -1)  # [B, K, Dq]: the question, once per candidate
-        ctx, att, gates = self.look(cells, q, qk, a, boxes, image_index)  # [B, K, C], [B, K, H*W, G], gates
-        scores = self.scorer(ctx, qk, a).float()  # [B, K]
+        ctx, att, gates = self.look(cells, q, qk, a, boxes, image_index, seen)  # [B, K, C], [B, K, H*W, G], gates
+        scores = (self.scorer(ctx, qk, a) + seen.score).float()  # [B, K]
         attention = att.permute(0, 1, 3, 2).reshape(b, k, -1, h, w).float()  # [B, K, G, H, W]
-        return (scores, attention, gates) if with_gates else (scores, attention)
+        return (scores, attention, Aux(gates, seen.matching)) if with_aux else (scores, attention)
 
     @staticmethod
     def answer_loss(scores: torch.Tensor, label: torch.Tensor, ranking: float) -> torch.Tensor:

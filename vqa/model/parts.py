@@ -3,7 +3,8 @@
 A task (``vqa.tasks``) builds the model with one ``CandidateParts``: telling's candidates are text (``TEXT``);
 pointing's are boxes on the grid (``BOXES``), which also place every cell relative to the box inside the additive
 attention, add where each glimpse lies from the box ("left of the X"), and compare what the question asks for with
-the box. The model itself never asks which task it serves.
+the box. Words also bring their evidence (where each is seen, ``evidence.py``); boxes have none. The model itself
+never asks which task it serves.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import nn
 
 from .attention import BoxGlimpses
 from .base import Empty, Keep
+from .evidence import CountEvidence, NoEvidence, WordEvidence, Zero
 from .grid import BoxCandidates
 from .looks import BoxOffsets, NoOffsets, Relations, RelationsAndPlace
 from .scorer import Compare
@@ -29,11 +31,24 @@ class CandidateParts:
     offsets: Callable[[ModelSpec], nn.Module]  # candidate -> where every cell lies from it (or nothing)
     relations: Callable[[int, int, int], nn.Module]  # (glimpses, q_dim, attention_dim) -> added to the context
     asked: Callable[[int, int, int], nn.Module]  # (q_dim, a_dim, hidden) -> the question against the candidate
+    evidence: Callable[[ModelSpec], nn.Module]  # where the words are seen (``evidence.py``), or nothing
 
 
 def text_encoder(spec: ModelSpec) -> nn.Module:
     """Answers are short phrases: an RNN over their words, or the mean of their word vectors."""
     return AnswerEncoder(spec) if spec.answer_encoder == "rnn" else MeanAnswerEncoder(spec)
+
+
+def word_evidence(spec: ModelSpec) -> nn.Module:
+    """Text candidates are words: where each is seen, for the variants that attend (``model.evidence``)."""
+    if not (spec.evidence and spec.attends):
+        return NoEvidence()
+    count = CountEvidence(spec.embed_dim, spec.attention_dim, spec.grid[1:]) if spec.count else Zero()
+    return WordEvidence(spec.embed_dim, spec.attention_dim, count)
+
+
+def no_evidence(spec: ModelSpec) -> nn.Module:
+    return NoEvidence()
 
 
 def no_offsets(spec: ModelSpec) -> nn.Module:
@@ -62,5 +77,5 @@ def question_against_box(q_dim: int, a_dim: int, hidden: int) -> nn.Module:
     return Compare(q_dim, a_dim, hidden) if q_dim else Empty()
 
 
-TEXT = CandidateParts(text_encoder, None, no_offsets, no_relations, no_comparison)
-BOXES = CandidateParts(BoxCandidates, BoxGlimpses, box_offsets, box_relations, question_against_box)
+TEXT = CandidateParts(text_encoder, None, no_offsets, no_relations, no_comparison, word_evidence)
+BOXES = CandidateParts(BoxCandidates, BoxGlimpses, box_offsets, box_relations, question_against_box, no_evidence)

@@ -57,6 +57,11 @@ class QuestionEncoder(nn.Module):
     def forward(self, embed: nn.Embedding, question: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.drop(self.encoder(embed(question), lengths))  # [B, Lq] -> [B, Dq]
 
+    @staticmethod
+    def words(question: torch.Tensor) -> torch.Tensor:
+        """The question's token ids as the word evidence reads them: all of them."""
+        return question  # [B, Lq]
+
 
 class NoQuestion(nn.Module):
     """image_only and answer_only never read the question: no encoder at all (an unused one would upset DDP).
@@ -66,6 +71,11 @@ class NoQuestion(nn.Module):
 
     def forward(self, embed: nn.Embedding, question: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return question.new_zeros(question.shape[0], 0, dtype=torch.float32)  # [B, 0]
+
+    @staticmethod
+    def words(question: torch.Tensor) -> torch.Tensor:
+        """No word of the question reaches the word evidence either."""
+        return question[:, :0]  # [B, 0]
 
 
 class AnswerEncoder(nn.Module):

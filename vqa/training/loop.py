@@ -5,18 +5,20 @@
 Batches: ``train.batch_size`` is the *global* batch. The DataLoader is prepared with ``split_batches=True``, so
 each of N processes gets batch_size / N examples of the same global batch, the scheduler steps once per optimizer
 step, and 1 and N processes follow the same schedule over the same batches.
-Resume: every epoch ends with a full checkpoint (``checkpoint.py``); ``train.resume=auto`` continues from the last
-complete one. Randomness is drawn from ``(seed, epoch)`` at the start of each epoch, so a resumed run repeats
-exactly what an uninterrupted one does. Ctrl-C or SIGTERM finishes the current optimizer step, saves a mid-epoch
-checkpoint (RNG state included) and exits 130; resuming skips the batches already done (``StopSignal``).
-Selection: the best epoch is chosen on *val* only; test is never looked at here.
+Resume: every epoch ends with a full checkpoint (``vqa/checkpoint.py``); ``train.resume=auto`` continues from the
+last complete one. Randomness is drawn from ``(seed, epoch, process)`` at the start of each epoch (``optim.py``),
+so a resumed run repeats exactly what an uninterrupted one does and each process draws its own dropout masks.
+Ctrl-C or SIGTERM finishes the current optimizer step, saves a mid-epoch checkpoint (RNG state included) and exits
+130; resuming skips the batches already done (``StopSignal``).
+Selection: the best epoch is chosen on *val* only; test is never looked at here. At the end the best model's
+probabilities are calibrated on val (``vqa/calibration.py``), and families still at chance are named.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,131 +26,41 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
-from torch.utils.data import DataLoader
 
-from .accel import make_accelerator, precision_line, tracked, tracker_config
-from .checkpoint import (
-    TrainerState,
-    complete_checkpoints,
-    remove_stale,
-    resume_training_state,
-    save_best,
-    save_training_state,
-)
-from .config import Config
+from ..accel import make_accelerator, precision_line, tracked, tracker_config
+from ..calibration import calibration_summary, fit_temperature
+from ..checkpoint import TrainerState, load_model, read_meta, resume_training_state, save_best, save_training_state
+from ..config import Config
+from ..data import N_CANDIDATES
+from ..errors import Stopped
+from ..evaluate import accuracy_of, predict_pass
+from ..grounding import attention_loss, gate_loss
+from ..io import atomic_write_json, atomic_write_text, reached
+from ..loader import keep_rng, model_inputs
+from ..model.evidence import matching_loss
+from ..progress import progress_bar
+from ..run import Run, as_run
 from .curves import curves
-from .errors import Stopped, VQAError
-from .evaluate import accuracy_of, predict_pass
-from .features import FeatureReader, check_covers, check_store
-from .grounding import attention_loss, gate_loss
-from .io import atomic_write_text, reached
-from .loader import QAExamples, collate, keep_rng, make_sampler, model_inputs, split_rows
-from .model import VQAModel
-from .progress import progress_bar
-from .run import Run, as_run
-from .schedule import WarmupStableDecay, after_epoch, describe_epoch, resume_plan, stop_reason
+from .optim import seed_epoch
+from .schedule import after_epoch, chance_note, describe_epoch, resume_plan, stop_reason
+from .setup import Training, setup
 from .stopping import StopSignal
-from .text import prepare_qa
-from .vectors import load_word_vectors
-
-
-def build_model(run: Run, tokenizer: Any, grid: tuple[int, int, int], log: Any) -> VQAModel:
-    """``model.*`` as the run's task builds it, with pretrained word vectors when ``model.word_vectors`` names some."""
-    model = run.task.build_model(run.task.model_spec(run.cfg, len(tokenizer), grid))
-    load_word_vectors(model, run.cfg, tokenizer, log)
-    return model
-
-
-# ------------------------------------------------------------------------------------------------ the parts
-@dataclass
-class Training:
-    """The prepared objects one run trains with: everything ``train_one_epoch`` and ``validate`` touch."""
-
-    run: Run
-    accelerator: Accelerator
-    model: Any  # VQAModel, as wrapped by accelerator.prepare
-    optimizer: Any
-    scheduler: Any  # LambdaLR over ``schedule``
-    schedule: WarmupStableDecay
-    train_loader: Any
-    val_loader: Any
-    train_examples: QAExamples
-    steps_per_epoch: int  # optimizer steps per epoch
-    val_family: dict[int, str]  # qa_id -> question family, for the log (empty for a table cached before it)
-
-    @property
-    def cfg(self) -> Config:
-        return self.run.cfg
-
-    @property
-    def net(self) -> Any:
-        """The model unwrapped from DDP: its head's own methods (``answer_loss``)."""
-        return self.accelerator.unwrap_model(self.model)
-
-
-def build_training(run: Run, accelerator: Accelerator, model: VQAModel, train_rows: Any, val_rows: Any,
-                   reader: FeatureReader | None) -> Training:  # fmt: skip
-    """Loaders, AdamW and the warmup-stable-decay schedule around ``model``, all prepared by Accelerate.
-
-    ``reader`` None: no image features (the blind variant). drop_last on train: every optimizer step sees a full
-    global batch, so 1 and N processes take the same steps (Accelerate would pad an uneven last batch with
-    repeated examples on N processes only)."""
-    cfg, t = run.cfg, run.cfg.train
-    train_examples = QAExamples(train_rows, reader, cfg.seed, train=True)
-    train_loader = DataLoader(train_examples, batch_size=t.batch_size, collate_fn=collate, num_workers=t.num_workers,
-                              sampler=make_sampler(t.batching, train_rows, cfg.seed), drop_last=True)  # fmt: skip
-    val_loader = DataLoader(QAExamples(val_rows, reader, cfg.seed, train=False), batch_size=t.batch_size,
-                            collate_fn=collate, num_workers=t.num_workers)  # fmt: skip
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=True)
-    steps_per_epoch = math.ceil(len(train_loader) / t.grad_accum)
-    schedule = WarmupStableDecay(int(t.warmup * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, val_loader, scheduler
-    )
-    families = dict(zip(val_rows["qa_id"], val_rows["family"], strict=True)) if "family" in val_rows.column_names \
-        else {}
-    return Training(run, accelerator, model, optimizer, scheduler, schedule, train_loader, val_loader,
-                    train_examples, steps_per_epoch, families)  # fmt: skip
-
-
-def setup(run: Run, accelerator: Accelerator) -> Training:
-    """Check the store, tokenise the QA, split it, build the model and its ``Training``: all before long work."""
-    cfg, log = run.cfg, accelerator.print
-    t = cfg.train
-    if t.batch_size % accelerator.num_processes:
-        raise VQAError(f"train.batch_size={t.batch_size} must divide by the {accelerator.num_processes} processes")
-    if accelerator.is_main_process:
-        remove_stale(run.checkpoints_dir)
-    resuming = t.resume == "auto" and bool(complete_checkpoints(run.checkpoints_dir))
-    reader = run.reader
-    check_store(cfg.features, reader)
-    tokenizer, table = prepare_qa(run, accelerator, resuming, reader.grid)
-    check_covers(reader, table["image_id"])
-    train_rows, dropped = split_rows(table, "train", reader)
-    val_rows, _ = split_rows(table, "val", reader)
-    if dropped:
-        log(f"{dropped} train questions skipped: their image has no features (see the manifest's 'missing')")
-    if len(train_rows) < t.batch_size:
-        raise VQAError(f"{len(train_rows)} train questions is less than one batch (train.batch_size={t.batch_size})")
-    set_seed(cfg.seed)
-    model = build_model(run, tokenizer, reader.grid, log)
-    features = reader if model.spec.sees_image else None
-    return build_training(run, accelerator, model, train_rows, val_rows, features)
 
 
 # ------------------------------------------------------------------------------------------------ the loop
 def train_step(tr: Training, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Forward, the loss (answer + box supervision of attention and counting gates), backward, clip, AdamW, LR."""
+    """Forward, the loss (answer + image-text matching of the word evidence + box supervision of attention and
+    counting gates), backward, clip, AdamW, LR."""
     t, variant = tr.cfg.train, tr.cfg.model.variant
     with tr.accelerator.accumulate(tr.model):
-        scores, attention, gates = tr.model(**model_inputs(batch), with_gates=True)  # [b, K], [b, K, G, H, W]
+        scores, attention, aux = tr.model(**model_inputs(batch), with_aux=True)  # [b, K], [b, K, G, H, W], Aux
         loss = tr.net.answer_loss(scores, batch["label"], t.ranking)  # the head's own: CE, or NLL + ranking
+        if t.matching > 0 and aux.matching is not None:  # [b, K, I] word evidence on each image of the batch
+            loss = loss + t.matching * matching_loss(aux.matching, batch["label"], batch["image_index"])
         if t.attention_supervision > 0 and variant == "attention":
             loss = loss + t.attention_supervision * attention_loss(attention, batch)
-            if gates is not None:  # [b, K, H*W, G] counting-gate logits
-                loss = loss + t.attention_supervision * gate_loss(gates, batch)
+            if aux.gates is not None:  # [b, K, H*W, G] counting-gate logits
+                loss = loss + t.attention_supervision * gate_loss(aux.gates, batch)
         tr.accelerator.backward(loss)
         if tr.accelerator.sync_gradients:
             tr.accelerator.clip_grad_norm_(tr.model.parameters(), t.clip_norm)
@@ -156,6 +68,9 @@ def train_step(tr: Training, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         tr.scheduler.step()
         tr.optimizer.zero_grad(set_to_none=True)
     return loss.detach()
+
+
+SHOW_LOSS_EVERY = 20  # batches between the progress bar's loss readings (each is a host-device sync)
 
 
 @dataclass
@@ -175,8 +90,7 @@ def train_one_epoch(tr: Training, state: TrainerState, epoch: int, stop: StopSig
     replaces the loader (the benchmark's batches already in memory)."""
     acc, n, skip = tr.accelerator, len(tr.train_loader), state.batch
     if not skip:
-        set_seed(tr.cfg.seed + 1000 * (epoch + 1))  # dropout etc.: a function of (seed, epoch) only
-    # (a stopped run's RNG state was restored by load_state instead)
+        seed_epoch(tr.cfg.seed, epoch)  # (a stopped run's RNG state was restored by load_state instead)
     loader = acc.skip_first_batches(tr.train_loader, skip) if skip else tr.train_loader
     loader.set_epoch(epoch)
     tr.train_examples.set_epoch(epoch)  # candidate order; Accelerate skips the dataset's set_epoch when sharded
@@ -197,8 +111,9 @@ def train_one_epoch(tr: Training, state: TrainerState, epoch: int, stop: StopSig
         stats.seen += b
         reached(f"train:epoch{epoch + 1}:batch{i}")
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-        if stop is not None and acc.sync_gradients and i < n and stop.requested():
+        if i % SHOW_LOSS_EVERY == 0 and not bar.disable:  # reading the loss waits for the device: not every step
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        if stop is not None and acc.sync_gradients and i < n and stop.requested(i):
             stats.stopped_after = i
             break
         fetch = time.perf_counter()
@@ -263,6 +178,31 @@ def stop_mid_epoch(tr: Training, state: TrainerState, stats: EpochStats, meta: d
                   f"checkpoint {saved}", ["rerun the same command to resume"])  # fmt: skip
 
 
+def calibrate(tr: Training) -> None:
+    """Fit the best model's temperature on val (``calibration.py``) and keep it in ``best/meta.json``, with the
+    val ECE before and after; a run calibrated already is left as it is (the best model did not change)."""
+    best = tr.run.checkpoints_dir / "best"
+    if not (best / "model.safetensors").is_file() or "calibration" in read_meta(best):
+        return
+    model, meta = load_model(best)
+    out = predict_pass(model.to(tr.accelerator.device), tr.val_loader, tr.accelerator)
+    label = np.argmax(out["order"] == 0, axis=1)
+    fitted = calibration_summary(out["scores"], label, accuracy_of(out)["correct"],
+                                 fit_temperature(out["scores"], label))  # fmt: skip
+    if tr.accelerator.is_main_process:
+        kept = {k: fitted[k] for k in ("temperature", "ece_before", "ece_after", "nll_before", "nll_after")}
+        atomic_write_json(best / "meta.json", {**meta, "calibration": {"split": "val", "n": len(label), **kept}})
+        tr.accelerator.print(f"calibrated on val: temperature {fitted['temperature']:.2f}, expected calibration "
+                             f"error {fitted['ece_before']:.3f} -> {fitted['ece_after']:.3f}")  # fmt: skip
+    tr.accelerator.wait_for_everyone()
+
+
+def best_row(state: TrainerState) -> dict[str, float]:
+    """The val accuracy per question family at the best epoch (empty before any)."""
+    rows = [r for r in state.history if r["epoch"] == state.best_epoch]
+    return rows[-1].get("val_per_family", {}) if rows else {}
+
+
 def train(cfg: Config | Run, accelerator: Accelerator | None = None) -> TrainerState:
     """Train ``cfg.model`` on the train split until it stops making progress (``schedule.py``); the best epoch on
     val is kept."""
@@ -274,7 +214,7 @@ def train(cfg: Config | Run, accelerator: Accelerator | None = None) -> TrainerS
     resume_plan(state, cfg.train)
     tr.schedule.follow(state, tr.steps_per_epoch)  # also restored by load_state; the trainer state rules
     meta = {"spec": accelerator.unwrap_model(tr.model).spec.to_dict(), "features": run.reader.manifest["fingerprint"],
-            "seed": cfg.seed}  # fmt: skip
+            "seed": cfg.seed, "data": tr.data}  # fmt: skip
     reason = stop_reason(state, cfg.train)
     accelerator.print(f"nothing to do: {reason}" if reason else precision_line(cfg.train, accelerator))
     if cfg.train.log_with != "none":  # TensorBoard (or another Accelerate tracker) under <run.dir>/tb/train
@@ -287,9 +227,13 @@ def train(cfg: Config | Run, accelerator: Accelerator | None = None) -> TrainerS
             reason, saved = end_epoch(tr, state, stats, validate(tr), meta)
             if reason:
                 accelerator.print(reason)
+                note = chance_note(best_row(state), Counter(tr.val_family.values()), N_CANDIDATES)
+                if note:
+                    accelerator.print(note)
             elif stop.requested():
                 raise Stopped(f"{stop.name}: stopped after epoch {state.epoch} of {cfg.train.epochs}; checkpoint "
                               f"{saved}", ["rerun the same command to resume from it"])  # fmt: skip
+    calibrate(tr)  # finished (a signal raises instead): its probabilities made to mean what they say
     for tracker in accelerator.trackers:  # close the event files; not end_training(), which also ends the
         tracker.finish()  # process group that the barrier below (and the stage after training) still needs
     if accelerator.is_main_process and run.train_log.exists():

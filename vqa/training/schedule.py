@@ -3,8 +3,11 @@
     warmup (train.warmup epochs) -> stable: the peak LR while the run makes progress -> cooldown: the LR falls
     linearly to 0 over train.cooldown x the epochs so far (at least 2) -> stop
 
-*Progress* is a new best val accuracy or a new lowest val loss; the cooldown starts after ``train.patience`` epochs
-without either (or early enough to end by ``train.epochs``, a ceiling). Why both signals: a slow learner can sit
+*Progress* is a new best val accuracy or a val loss lower than the lowest so far by a real margin (``LOSS_MARGIN``);
+the cooldown starts after ``train.patience`` epochs without either (or early enough to end by ``train.epochs``, a
+ceiling). Why a margin on the loss: a model that answers every val question right drives its loss towards 0 by
+ever smaller steps (0.0000 printed, a new lowest every epoch), which is no learning; without the margin such a run
+trained on to the epoch ceiling. Why both signals: a slow learner can sit
 on a val-accuracy plateau for several epochs while its val loss still falls (it is learning, not done), and a
 model that grows confident on what it knows sees its val loss rise while its val accuracy still climbs. Either
 alone stopped runs that were still learning, and halving the LR on every stall of one signal (the previous rule)
@@ -18,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .checkpoint import TrainerState
+from ..checkpoint import TrainerState
 
 
 class WarmupStableDecay:
@@ -41,6 +44,16 @@ class WarmupStableDecay:
         self.decay_steps = state.cooldown_epochs * steps_per_epoch
 
 
+LOSS_MARGIN = (1e-3, 0.005)  # a new lowest val loss is progress when lower by more than max(abs, rel x lowest)
+
+
+def lower_loss(val_loss: float, lowest: float | None) -> bool:
+    """Whether ``val_loss`` is progress over the ``lowest`` so far (None: the first epoch): lower by a margin."""
+    if math.isnan(val_loss):
+        return False
+    return lowest is None or val_loss < lowest - max(LOSS_MARGIN[0], LOSS_MARGIN[1] * lowest)
+
+
 def cooldown_length(epoch: int, t: Any) -> int:
     return max(2, math.ceil(t.cooldown * epoch))
 
@@ -51,7 +64,7 @@ def after_epoch(state: TrainerState, improved: bool, val_loss: float, t: Any) ->
     stops now, or None."""
     epoch = state.epoch
     state.bad_epochs = 0 if improved else state.bad_epochs + 1
-    lower = not math.isnan(val_loss) and (state.best_loss is None or val_loss < state.best_loss)
+    lower = lower_loss(val_loss, state.best_loss)
     if lower:
         state.best_loss = val_loss
     if improved or lower:
@@ -99,3 +112,25 @@ def describe_epoch(state: TrainerState, t: Any) -> str:
     if state.progress_epoch == state.epoch:
         return "progress"
     return f"no progress for {state.epoch - state.progress_epoch}/{t.patience}"
+
+
+def at_chance(per_family: dict[str, float], counts: dict[str, int], k: int) -> list[str]:
+    """The question families whose val accuracy is within 3 standard errors of chance (1/k): the model has not
+    learnt to answer them, whatever the overall figure says."""
+    p = 1.0 / k
+    return [f for f, acc in sorted(per_family.items())
+            if counts.get(f) and acc < p + 3 * math.sqrt(p * (1 - p) / counts[f])]  # fmt: skip
+
+
+def chance_note(per_family: dict[str, float], counts: dict[str, int], k: int) -> str | None:
+    """A plain line for the end of training when families are still at chance (None when none is)."""
+    stuck = at_chance(per_family, counts, k)
+    if not stuck:
+        return None
+    what = "every question family" if len(stuck) == len(per_family) else f"{len(stuck)} of {len(per_family)} families"
+    shown = ", ".join(f"{f} {per_family[f]:.2f}" for f in stuck[:6]) + (", ..." if len(stuck) > 6 else "")
+    return (f"at chance on {what} (val, best epoch: {shown}; chance {1 / k:.2f}): the model has not learnt to use "
+            "the image for them. Try a longer run (train.epochs), the word evidence with its matching loss "
+            "(model.evidence=true train.matching=1.0), or grounding boxes (data.grounding, "
+            "train.attention_supervision); docs/training.md#at-chance")
+

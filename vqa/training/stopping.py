@@ -10,6 +10,8 @@ from typing import Any
 
 from accelerate import Accelerator
 
+CHECK_EVERY = 16  # optimizer steps between the processes' agreement on a stop
+
 
 class StopSignal:
     """SIGINT/SIGTERM -> finish the current optimizer step, save a checkpoint, exit 130; a second signal aborts.
@@ -45,5 +47,12 @@ class StopSignal:
     def __exit__(self, *exc: Any) -> None:
         self._restore()
 
-    def requested(self) -> bool:
+    def requested(self, step: int | None = None) -> bool:
+        """Whether to stop after this step. One process reads its own flag, free at every step. N processes
+        agree through ``check_trigger`` (an all-reduce, a device sync) only every ``CHECK_EVERY`` steps and at
+        an epoch's end (``step`` None), the same steps on all of them."""
+        if self.accelerator.num_processes == 1:
+            return bool(self.name)
+        if step is not None and step % CHECK_EVERY:
+            return False
         return self.accelerator.check_trigger()
