@@ -17,7 +17,7 @@ LAUNCH := env $$($(PY) -c 'import torch; print("" if torch.cuda.is_available() e
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data features train eval inspect report serve baselines bench bench-features demo test test-browser lint clean
+.PHONY: help setup data features train eval inspect report serve baselines bench bench-features demo test test-fast test-browser lint clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -78,8 +78,11 @@ bench-features: setup ## Only the extraction part of `make bench`
 demo: setup ## The offline demo: data -> features -> train -> eval (val) -> the blind baseline -> eval (test) -> inspect, timed
 	$(PY) pipelines/demo.py --config $(CONFIG) $(ARGS)
 
-test: setup ## Run the test suite (the browser tests run when Chromium is installed, else they are skipped)
+test: setup ## Run the whole test suite (the browser tests run when Chromium is installed, else they are skipped)
 	$(PY) -m pytest -q
+
+test-fast: setup ## The fast lane while editing: unit tests, no stage run as a process, no browser (a few minutes)
+	$(PY) -m pytest -q -m "not slow and not browser"
 
 test-browser: setup ## Only the tests in Chromium (the explorer, the live page); fails without it (apt-get install chromium)
 	VQA_REQUIRE_BROWSER=1 $(PY) -m pytest -q -m browser

@@ -54,6 +54,7 @@ def _rss_mb() -> float:
     return int(line.split()[1]) / 1024
 
 
+@pytest.mark.slow
 def test_bench_cli_runs_every_part_on_a_tiny_size(tiny_dataset, tmp_path: Path, capsys) -> None:
     import importlib.util
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO
 
 
@@ -22,6 +23,7 @@ def small(tmp_path: Path) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_data_stage_writes_a_loadable_dataset_and_config(tmp_path: Path) -> None:
     p = run("pipelines/data.py", "--config", "configs/default.yaml", *small(tmp_path))
     assert p.returncode == 0, p.stderr
@@ -32,6 +34,7 @@ def test_data_stage_writes_a_loadable_dataset_and_config(tmp_path: Path) -> None
     assert again.returncode == 0 and "up to date" in again.stdout
 
 
+@pytest.mark.slow
 def test_config_error_is_one_clean_message(tmp_path: Path) -> None:
     p = run("pipelines/data.py", "--config", "configs/default.yaml", "train.lrr=1", "synth.val_images=-1")
     assert p.returncode == 2
@@ -39,6 +42,7 @@ def test_config_error_is_one_clean_message(tmp_path: Path) -> None:
     assert "unknown key 'train.lrr'" in p.stderr and "synth.val_images must be >= 1, got -1" in p.stderr
 
 
+@pytest.mark.slow
 def test_refusal_is_clean_and_debug_shows_the_traceback(tmp_path: Path) -> None:
     (tmp_path / "ann.json").write_text('{"images": []}')
     p = run("pipelines/data.py", *small(tmp_path))
@@ -47,6 +51,7 @@ def test_refusal_is_clean_and_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert p.returncode != 0 and "Traceback" in p.stderr
 
 
+@pytest.mark.slow
 def test_missing_config_file() -> None:
     p = run("pipelines/data.py", "--config", "configs/nope.yaml")
     assert p.returncode == 2 and p.stderr.strip() == "error: config file not found: configs/nope.yaml"

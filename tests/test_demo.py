@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO
 
 LABELS = ["data", "features", "train", "eval (val)", "blind baseline", "eval (test)", "inspect"]
+
+pytestmark = pytest.mark.slow  # each test runs stages as processes (make demo in miniature)
 
 
 def small_demo(root: Path) -> Path:

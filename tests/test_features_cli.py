@@ -65,6 +65,7 @@ def damage(images: Path) -> None:
 BAD = {1: "missing file", 2: "empty file (0 bytes)", 3: "cannot decode", 4: "not an image", 8: "too large: 1500x1500"}
 
 
+@pytest.mark.slow
 def test_bad_images_stop_with_the_full_list_then_skip(tiny_dataset, tmp_path: Path) -> None:
     data = copy_dataset(tiny_dataset, tmp_path)
     damage(tmp_path / "images")

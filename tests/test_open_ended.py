@@ -45,6 +45,7 @@ def open_run(request, trained_run, trained_decoder, tmp_path_factory) -> tuple[d
     return evaluate_open(Run(cfg), Accelerator(cpu=True)), dest / "eval" / "test_open", cfg
 
 
+@pytest.mark.slow
 def test_the_toolkits_open_rule_scores_the_results_file_as_metrics_says(open_run) -> None:
     metrics, out, cfg = open_run
     results = json.loads((out / "predictions.json").read_text())

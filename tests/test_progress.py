@@ -20,6 +20,7 @@ def piped(*args: str) -> bytes:
     return p.stdout + p.stderr
 
 
+@pytest.mark.slow
 def test_a_piped_training_log_is_one_line_per_epoch(trained_run, tmp_path: Path) -> None:
     store = Path(next(o for o in trained_run if o.startswith("run.dir=")).partition("=")[2]) / "features"
     args = [*(o for o in trained_run if not o.startswith(("run.dir=", "train.epochs="))),
@@ -32,6 +33,7 @@ def test_a_piped_training_log_is_one_line_per_epoch(trained_run, tmp_path: Path)
     assert not any("batch/s" in ln or "it/s" in ln for ln in lines), "no batch progress between the epoch lines"
 
 
+@pytest.mark.slow
 def test_a_piped_data_stage_reports_progress_in_lines(tmp_path: Path) -> None:
     log = piped("pipelines/data.py", f"data.annotations={tmp_path}/ann.json", f"data.images={tmp_path}/images",
                 f"data.grounding={tmp_path}/g.json", f"run.dir={tmp_path}/run", "synth.train_images=8",

@@ -119,6 +119,7 @@ def test_pick_mixes_types_and_results() -> None:
     assert len(chosen) == 6 and types == {"what", "where", "how"} and results == {True, False}
 
 
+@pytest.mark.slow
 def test_inspect_stage_writes_pngs_and_index(trained_run) -> None:
     cfg = load_config(None, [*trained_run, "inspect.n=3"])
     out = run_report(cfg)
@@ -136,6 +137,7 @@ def test_inspect_stage_writes_pngs_and_index(trained_run) -> None:
     assert json.loads((run / "index.json").read_text())[0]["qa_id"] == test_ids[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["png", "grayscale-jpeg"])
 def test_predict_on_any_image(trained_run, tmp_path: Path, kind: str) -> None:
     cfg = load_config(None, trained_run)
@@ -152,6 +154,7 @@ def test_predict_on_any_image(trained_run, tmp_path: Path, kind: str) -> None:
     assert Image.open(tmp_path / "overlay.png").format == "PNG"
 
 
+@pytest.mark.slow
 def test_predict_reports_a_bad_image_cleanly(trained_run, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jpg"
     bad.write_text("not an image")
@@ -225,6 +228,7 @@ def read_script(path: Path) -> list:
     return json.loads("[" + text[text.index("(") + 1 : text.rstrip().rindex(")")] + "]")
 
 
+@pytest.mark.slow
 def test_inspect_writes_the_explorer_of_the_whole_split(trained_run, tmp_path) -> None:
     """explorer.html + data files for every test question; the stored maps are the model's (to 1/255 of each map's
     max), the probabilities and the chosen candidate follow the metrics; a compare run adds its own results."""
@@ -286,6 +290,7 @@ def test_the_report_loads_the_model_and_the_dataset_once(trained_run, monkeypatc
     assert sorted(loads) == ["dataset", "model"], loads
 
 
+@pytest.mark.slow
 def test_a_decoder_run_draws_a_map_per_word(trained_decoder, tmp_path: Path) -> None:
     """predict.py writes the decoder's own answers and the per-word figure; the report a figure per question."""
     cfg = load_config(None, trained_decoder)

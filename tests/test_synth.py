@@ -106,6 +106,7 @@ def test_every_family_renders_and_is_grounded(tiny_dataset) -> None:
                     inside = pixels[int(box.y) : int(box.y + box.height), int(box.x) : int(box.x + box.width)]
                     assert inside.min(axis=2).min() < 150, f"no ink in the box of {q.question}"
     assert set(grounded) == set(FAMILIES)
+@pytest.mark.slow
 def test_counts_are_uniform_and_referring_expressions_unique() -> None:
     telling, _, scenes = generated()
     ds = parse_telling(telling, "/nonexistent")
