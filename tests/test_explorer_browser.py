@@ -501,3 +501,40 @@ def test_a_decoder_run_shows_its_own_answers_and_their_words_maps(open_page, tra
         p.page.select_option("#glimpse", "mean")
     p.page.screenshot(path=str(SCREENSHOT.with_name("explorer_generated.png")), full_page=True)
     assert p.errors == []
+
+
+def test_a_real_run_shows_its_calibrated_probabilities(open_page, trained_run, tmp_path):
+    """The explorer's percentages are the model's scores over the run's fitted temperature (best/meta.json), the
+    same that `Predictor` gives: a copy of the trained run with a sharp temperature shows sharper numbers."""
+    import json
+    import shutil
+
+    from vqa.config import load_config
+    from vqa.predictor import Predictor
+    from vqa.report import run_report
+    from vqa.run import Run
+
+    source = Path(next(o for o in trained_run if o.startswith("run.dir=")).partition("=")[2])
+    for part in ("checkpoints", "tokenizer"):
+        shutil.copytree(source / part, tmp_path / part)
+    meta_file = tmp_path / "checkpoints" / "best" / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta["calibration"] = {**meta.get("calibration", {}), "temperature": 0.2}
+    meta_file.write_text(json.dumps(meta))
+    cfg = load_config(None, [*(o for o in trained_run if not o.startswith("run.dir=")), f"run.dir={tmp_path}",
+                             f"features.dir={source / 'features'}", "inspect.n=1"])  # fmt: skip
+    p = open_page((run_report(cfg)["explorer"], {}))
+    p.wait_drawn()
+    qa_id = p.state()["qaId"]
+    q = next(q for q in Run(cfg).dataset.split(cfg.inspect.split) if q.qa_id == qa_id)
+    predictor = Predictor.from_config(cfg)
+    assert predictor.temperature == 0.2
+    calibrated = predictor.predict(Run(cfg).dataset.image_path(q.image_id), q.question, q.candidates).probabilities
+    raw = np.exp(np.log(calibrated) * 0.2)
+    raw /= raw.sum()
+    assert np.abs(calibrated - raw).max() > 0.02, "the temperature must change what is shown for the test to tell"
+    shown = p.page.evaluate("() => Array.from(document.querySelectorAll('#candidates .pct')).map(e => e.textContent)")
+    # the page stores 4 decimals and shows 1 (toFixed): equal to 0.1 percentage point
+    assert all(t.endswith("%") for t in shown) and len(shown) == len(calibrated), shown
+    assert np.abs(np.array([float(t[:-1]) for t in shown]) - 100 * calibrated).max() <= 0.1, (shown, calibrated, raw)
+    assert p.errors == []
