@@ -22,36 +22,36 @@ endif
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check --no-cache-dir -q -e '.[dev]'
+	$(PY) -m pip install --disable-pip-version-check --no-cache-dir -q -c constraints.txt -e '.[dev]'
 	@touch $@
 
 setup: $(VENV)/.installed ## Create .venv and install the project (+ dev tools); fast when nothing changed
 
 data: setup ## Write the synthetic 7W world (official layout) to the config's data paths
-	$(PY) pipelines/data.py --config $(CONFIG) $(ARGS)
+	$(PY) -m vqa.commands data --config $(CONFIG) $(ARGS)
 
 features: setup ## Extract CNN grid features of every image into <run.dir>/features/ (resumable)
-	$(LAUNCH) pipelines/features.py --config $(CONFIG) $(ARGS)
+	$(LAUNCH) -m vqa.commands features --config $(CONFIG) $(ARGS)
 
 train: setup ## Train the model on the train split, keep the best epoch on val (resumable)
-	$(LAUNCH) pipelines/train.py --config $(CONFIG) $(ARGS)
+	$(LAUNCH) -m vqa.commands train --config $(CONFIG) $(ARGS)
 
 eval: setup ## Score eval.split (default test) in the official protocol -> <run.dir>/eval/<split>/
-	$(LAUNCH) pipelines/evaluate.py --config $(CONFIG) $(ARGS)
+	$(LAUNCH) -m vqa.commands eval --config $(CONFIG) $(ARGS)
 
 inspect: setup ## Attention maps: one PNG per question + index.html, and explorer.html (the whole split) in <run.dir>/inspect/
-	$(PY) pipelines/report.py --config $(CONFIG) $(ARGS)
+	$(PY) -m vqa.commands inspect --config $(CONFIG) $(ARGS)
 
-report: inspect ## The same as `make inspect` (pipelines/report.py)
+report: inspect ## The same as `make inspect` (vqa7w inspect)
 
 $(VENV)/.serve-installed: pyproject.toml $(VENV)/.installed
-	$(PY) -m pip install --disable-pip-version-check --no-cache-dir -q -e '.[serve]'
+	$(PY) -m pip install --disable-pip-version-check --no-cache-dir -q -c constraints.txt -e '.[serve]'
 	@touch $@
 
 serve: setup $(VENV)/.serve-installed ## A local page (127.0.0.1:7860) to ask a trained run about your own photo (ARGS="run.dir=runs/x --port N")
-	$(PY) pipelines/serve.py --config $(CONFIG) $(ARGS)
+	$(PY) -m vqa.commands serve --config $(CONFIG) $(ARGS)
 
 # the honest baselines: each trains and evaluates in <run.dir>_<name> on the main run's feature store
 BASELINES ?= no_supervision no_attention image_only blind answer_only
@@ -70,13 +70,13 @@ baselines: setup ## Train + eval the honest baselines (no_supervision, no_attent
 bench: setup ## Speed + memory ratios of this machine -> <run.dir>/bench/bench.json, bench.png (ARGS="--only training")
 	@ann=$$($(PY) -c 'import sys; from vqa.config import load_config; print(load_config(sys.argv[1], [a for a in sys.argv[2:] if "=" in a and not a.startswith("-")]).data.annotations)' $(CONFIG) $(ARGS)); \
 	test -f "$$ann" || $(MAKE) --no-print-directory data CONFIG=$(CONFIG)
-	$(PY) pipelines/bench.py --config $(CONFIG) $(ARGS)
+	$(PY) -m vqa.commands bench --config $(CONFIG) $(ARGS)
 
 bench-features: setup ## Only the extraction part of `make bench`
 	$(MAKE) --no-print-directory bench CONFIG=$(CONFIG) ARGS="$(ARGS) --only extraction"
 
 demo: setup ## The offline demo: data -> features -> train -> eval (val) -> the blind baseline -> eval (test) -> inspect, timed
-	$(PY) pipelines/demo.py --config $(CONFIG) $(ARGS)
+	$(PY) -m vqa.commands demo --config $(CONFIG) $(ARGS)
 
 test: setup ## Run the whole test suite (the browser tests run when Chromium is installed, else they are skipped)
 	$(PY) -m pytest -q

@@ -6,6 +6,7 @@ from importlib import import_module
 from typing import Any
 
 __all__ = ["Prediction", "Predictor"]
+__version__ = "0.1.0"  # the one place: pyproject.toml reads it
 
 
 def __getattr__(name: str) -> Any:

@@ -1,8 +1,9 @@
 """Experiment configuration: ``configs/base.yaml``, an experiment file's ``base:`` chain, dotted overrides.
 
 The schema lives here as dataclasses (names, types, limits) and nowhere holds a default: every default, with a
-comment saying what the key does, is in ``configs/base.yaml``, which the loader always reads first. An experiment
-file names the file it builds on (``base: base.yaml``, relative to itself; chains allowed) and sets only what
+comment saying what the key does, is in ``vqa/base.yaml`` (package data; ``configs/base.yaml`` in a checkout links
+to it), which the loader always reads first. An experiment file names the file it builds on (``base: base.yaml``,
+relative to itself; chains allowed; a file without ``base:`` builds on base.yaml alone) and sets only what
 differs; ``section.key=value`` overrides come last. Loading is strict on purpose: a misspelt key or a value of the
 wrong type is an error that names the key and where it came from, because a silently ignored ``train.lrr=1e-3``
 wastes a whole training run.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,7 +28,8 @@ from .io import atomic_write_text
 __all__ = ["BASE_CONFIG", "DEFAULT_CONFIG", "Config", "flat_keys", "load_config", "parse_override", "save_config"]
 
 DEFAULT_CONFIG = "configs/default.yaml"
-BASE_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "base.yaml"  # every key's default
+# every key's default: package data, so that an installed wheel loads configs too (configs/base.yaml links to it)
+BASE_CONFIG = Path(str(resources.files("vqa") / "base.yaml"))
 CONTEXT_GROUPS = 8  # model.cell_context is a grouped conv in this many groups (vqa/model/grid.py reads it)
 
 
