@@ -88,7 +88,7 @@ def trained_run(tiny_dataset, tmp_path_factory) -> list[str]:
                  "model.embed_dim=16", "model.hidden_dim=32", "model.attention_dim=32", "train.epochs=1",
                  "train.batch_size=8"]  # fmt: skip
     cfg = load_config(None, overrides)
-    extract_features(cfg, load_telling(d.annotations, d.images), Accelerator(cpu=True))
+    extract_features(cfg, load_telling(d.annotations, d.images).image_paths(), Accelerator(cpu=True))
     train(cfg, Accelerator(cpu=True))
     return overrides
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
 
 from vqa import bench, bench_data, cli
 from vqa.backbones import build_backbone
+from vqa.commands import bench as bench_command
 
 
 def test_flop_count_matches_the_published_figure() -> None:
@@ -56,18 +56,13 @@ def _rss_mb() -> float:
 
 @pytest.mark.slow
 def test_bench_cli_runs_every_part_on_a_tiny_size(tiny_dataset, tmp_path: Path, capsys) -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_entry", REPO / "pipelines" / "bench.py")
-    entry = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(entry)
     d = tiny_dataset.data
     argv = [f"data.annotations={d.annotations}", f"data.images={d.images}", f"run.dir={tmp_path / 'run'}",
             "model.embed_dim=8", "model.hidden_dim=16", "model.attention_dim=16", "features.batch_size=2",
             "--images", "2", "--heavy-images", "1", "--repeats", "2", "--questions", "8", "--batch-size", "4",
             "--store-images", "8", "--grid", "16", "2", "2", "--profile", "--no-compile",
             "--questions-per-image", "2.4"]  # fmt: skip
-    assert cli.run(entry.main, argv) == 0, capsys.readouterr().err
+    assert cli.run(bench_command.main, argv) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "matmul peak" in out and "image-major / per-question" in out and "peak RSS" in out
     results = json.loads((tmp_path / "run" / "bench" / "bench.json").read_text())

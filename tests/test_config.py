@@ -10,6 +10,7 @@ import yaml
 
 from vqa.config import Config, flat_keys, load_config, parse_override, save_config
 from vqa.errors import ConfigError
+from vqa.model.spec import ModelSpec
 from vqa.run import Run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -330,8 +331,13 @@ def test_a_missing_or_malformed_base_is_named(tmp_path: Path) -> None:
 
 
 def test_cell_context_must_fit_the_grouped_conv() -> None:
-    assert load_config(None, ["model.cell_context=0", "model.attention_dim=20"]).model.attention_dim == 20
+    """The model's own rule (``model/spec.py``), refused when its spec is built: before training or eval starts."""
+
+    def spec(*overrides: str) -> ModelSpec:
+        return ModelSpec.from_config(load_config(None, overrides), 20, (16, 3, 4), "telling", "bilinear", 1)
+
+    assert spec("model.cell_context=0", "model.attention_dim=20").attention_dim == 20
     with pytest.raises(ConfigError, match=r"model.cell_context=5 needs model.attention_dim divisible by 8 .*got 20"):
-        load_config(None, ["model.attention_dim=20"])
+        spec("model.attention_dim=20")
     with pytest.raises(ConfigError, match=r"model.cell_context must be 0 \(off\) or odd .*got 4"):
-        load_config(None, ["model.cell_context=4"])
+        spec("model.cell_context=4")

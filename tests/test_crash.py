@@ -51,7 +51,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     d = data.data
     args = [f"data.annotations={d.annotations}", f"data.images={d.images}", f"data.grounding={d.grounding}", *SMALL]
     cfg = load_config(None, [*args, f"run.dir={root / 'ref'}"])
-    extract_features(cfg, load_telling(d.annotations, d.images), Accelerator(cpu=True))
+    extract_features(cfg, load_telling(d.annotations, d.images).image_paths(), Accelerator(cpu=True))
     for stage in ("train", "evaluate", "report"):
         p = stage_run(stage, args, root / "ref")
         assert p.returncode == 0, p.stderr

@@ -25,7 +25,8 @@ FAST = ["features.image_size=64", "features.shard_size=8", "features.batch_size=
 
 
 def run_features(cfg):
-    return extract_features(cfg, load_telling(cfg.data.annotations, cfg.data.images), Accelerator(cpu=True))
+    images = load_telling(cfg.data.annotations, cfg.data.images).image_paths()
+    return extract_features(cfg, images, Accelerator(cpu=True))
 
 
 def with_run_dir(cfg, run_dir: Path, *extra: str):
@@ -307,7 +308,7 @@ def test_a_store_serves_a_dataset_over_a_subset_of_its_images(store, tmp_path) -
     assert {p.name: p.stat().st_mtime_ns for p in features_dir(store).glob("*")} == before, "the store is untouched"
     pointing = load_config(None, [f"data.annotations={annotation_paths(store)['pointing']}", "data.task=pointing",
                                   f"data.images={d.images}", f"run.dir={tmp_path / 'p'}", *FAST, shared])  # fmt: skip
-    assert extract_features(pointing, Run(pointing).dataset, Accelerator(cpu=True))["extracted_now"] == 0
+    assert extract_features(pointing, Run(pointing).dataset.image_paths(), Accelerator(cpu=True))["extracted_now"] == 0
 
     first = telling["images"][0]
     qa = [{**q, "qa_id": 10_000 + i, "image_id": 999} for i, q in enumerate(first["qa_pairs"])]

@@ -99,10 +99,10 @@ def test_decode_failure_keeps_finished_shards_and_redoes_only_its_own(tiny_datas
     cfg = load_config(None, [*data, f"run.dir={tmp_path / 'run'}", *SETTINGS, "features.num_workers=0"])
     dataset = load_telling(cfg.data.annotations, cfg.data.images)
     with pytest.raises(VQAError, match=r"1 image\(s\) could not be decoded.*\n.*image_id 13 .*cannot decode"):
-        extract_features(cfg, dataset, Accelerator(cpu=True))
+        extract_features(cfg, dataset.image_paths(), Accelerator(cpu=True))
     assert len(list((tmp_path / "run" / "features").glob("shard_*.json"))) == 10
     target.write_bytes(good)
-    out = extract_features(cfg, dataset, Accelerator(cpu=True))
+    out = extract_features(cfg, dataset.image_paths(), Accelerator(cpu=True))
     assert out["extracted_now"] == 4 and not out["missing"]
 
 

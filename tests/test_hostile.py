@@ -14,7 +14,7 @@ from the file a user wrote to what the stage prints.
 from __future__ import annotations
 
 import copy
-import importlib.util
+import importlib
 import json
 import os
 import shutil
@@ -49,16 +49,9 @@ STAGES: dict[str, Callable[[Sequence[str] | None], None]] = {}
 
 
 def stage_main(name: str) -> Callable[[Sequence[str] | None], None]:
-    """``main`` of ``pipelines/<name>.py``, loaded by file path under a private module name.
-
-    Why by path: ``pipelines/`` is not a package; its scripts are run as files, as ``make`` runs them.
-    """
+    """``main`` of the stage's command (``vqa/commands/<name>.py``, behind ``pipelines/<name>.py`` and ``vqa7w``)."""
     if name not in STAGES:
-        spec = importlib.util.spec_from_file_location(f"_hostile_pipeline_{name}", REPO / "pipelines" / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        STAGES[name] = module.main
+        STAGES[name] = importlib.import_module(f"vqa.commands.{name}").main
     return STAGES[name]
 
 

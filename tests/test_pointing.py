@@ -146,7 +146,7 @@ def pointing_run(tiny_dataset, tmp_path_factory) -> Any:
                              "model.embed_dim=16", "model.hidden_dim=32", "model.attention_dim=32", "train.epochs=2",
                              "train.batch_size=8", "eval.split=test"])  # fmt: skip
     save_config(cfg)
-    extract_features(cfg, Run(cfg).dataset, Accelerator(cpu=True))
+    extract_features(cfg, Run(cfg).dataset.image_paths(), Accelerator(cpu=True))
     train(cfg, Accelerator(cpu=True))
     evaluate(cfg, Accelerator(cpu=True))
     return cfg

@@ -27,7 +27,7 @@ def trained(tiny_dataset, tmp_path_factory) -> Path:
     d = tiny_dataset.data
     shutil.copy(d.annotations, root / "telling.json")
     cfg = config(root / "run", root / "telling.json", d.images)
-    extract_features(cfg, load_telling(cfg.data.annotations, cfg.data.images), Accelerator(cpu=True))
+    extract_features(cfg, load_telling(cfg.data.annotations, cfg.data.images).image_paths(), Accelerator(cpu=True))
     train(cfg, Accelerator(cpu=True))
     return root
 
@@ -107,7 +107,7 @@ def test_evaluation_refuses_a_test_split_that_shares_images_with_train(trained, 
     (tmp_path / "leaky.json").write_text(json.dumps(data))
     cfg = config(tmp_path / "run", tmp_path / "leaky.json", tiny_dataset.data.images, "train.resume=never",
                  f"features.dir={tmp_path / 'features'}")  # fmt: skip
-    extract_features(cfg, load_telling(cfg.data.annotations, cfg.data.images), Accelerator(cpu=True))
+    extract_features(cfg, load_telling(cfg.data.annotations, cfg.data.images).image_paths(), Accelerator(cpu=True))
     train(cfg, Accelerator(cpu=True))
     with pytest.raises(VQAError, match=f"the test split shares 1 image.*image_id {test_image['image_id']}"):
         evaluate(cfg, Accelerator(cpu=True))

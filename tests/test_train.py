@@ -39,7 +39,7 @@ def features_root(tiny_dataset, tmp_path_factory) -> Path:
     """Features of the tiny dataset, extracted once and copied into each run dir."""
     root = tmp_path_factory.mktemp("feat")
     cfg = setup_run(tiny_dataset, root)
-    extract_features(cfg, load_telling(cfg.data.annotations, cfg.data.images), Accelerator(cpu=True))
+    extract_features(cfg, load_telling(cfg.data.annotations, cfg.data.images).image_paths(), Accelerator(cpu=True))
     return root / "features"
 
 
@@ -113,7 +113,7 @@ def test_a_small_run_learns_well_above_chance(tmp_path) -> None:
     cfg = setup_run(data, tmp_path / "run", "train.epochs=6", "train.attention_supervision=0.5",
                     "train.batch_size=16", "eval.split=val", "features.image_size=224", "features.precision=auto",
                     "model.embed_dim=128", "model.hidden_dim=256", "model.attention_dim=256")  # fmt: skip
-    extract_features(cfg, load_telling(cfg.data.annotations, cfg.data.images), Accelerator(cpu=True))
+    extract_features(cfg, load_telling(cfg.data.annotations, cfg.data.images).image_paths(), Accelerator(cpu=True))
     train(cfg, Accelerator(cpu=True))
     rows = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert rows[-1]["train_loss"] < rows[0]["train_loss"], "the loss falls"

@@ -30,7 +30,6 @@ __all__ = ["BASE_CONFIG", "DEFAULT_CONFIG", "Config", "flat_keys", "load_config"
 DEFAULT_CONFIG = "configs/default.yaml"
 # every key's default: package data, so that an installed wheel loads configs too (configs/base.yaml links to it)
 BASE_CONFIG = Path(str(resources.files("vqa") / "base.yaml"))
-CONTEXT_GROUPS = 8  # model.cell_context is a grouped conv in this many groups (vqa/model/grid.py reads it)
 
 
 def _key(**limits: Any) -> Any:
@@ -202,14 +201,6 @@ def _check_consistency(cfg: Config, problems: list[str], source: str) -> None:
     if both:
         problems.append(f"{source}: stride {sorted(both)} is in both features.hypercolumn and features.space_to_depth;"
                         " a stage is appended one way")  # fmt: skip
-    k, d = cfg.model.cell_context, cfg.model.attention_dim
-    if k % 2 == 0 and k:
-        problems.append(f"{source}: model.cell_context must be 0 (off) or odd (a k x k window centred on each "
-                        f"cell), got {k}")  # fmt: skip
-    if k and d % CONTEXT_GROUPS:
-        g = CONTEXT_GROUPS
-        problems.append(f"{source}: model.cell_context={k} needs model.attention_dim divisible by {g} (a conv in {g} "
-                        f"groups), got {d}: change attention_dim or set model.cell_context=0")  # fmt: skip
     s = cfg.synth
     if s.min_objects > s.max_objects:
         problems.append(f"{source}: synth.min_objects ({s.min_objects}) > synth.max_objects ({s.max_objects})")

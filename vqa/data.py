@@ -69,6 +69,10 @@ class Visual7W:
     def image_path(self, image_id: int) -> Path:
         return self.images[image_id].path
 
+    def image_paths(self) -> dict[int, Path]:
+        """{image id: file} of every image with a QA: what the features stage extracts (it needs nothing else)."""
+        return {i: self.image_path(i) for i in self.image_ids()}
+
     def image_ids(self, splits: Iterable[str] = SPLITS) -> list[int]:
         """Ids of the images that have at least one QA in ``splits``, sorted (the order features are stored in)."""
         wanted = set(splits)

@@ -32,7 +32,8 @@ from .config import Config
 from .data import TYPE_INDEX
 from .errors import VQAError
 from .features import check_covers
-from .grounding import grounding_scores, grounding_summary, image_size
+from .grounding import grounding_scores, grounding_summary
+from .images import header_size
 from .io import atomic_write_dir, atomic_write_json, atomic_write_text, reached
 from .loader import QAExamples, collate, model_inputs, split_rows
 from .provenance import check_data, data_fingerprint, shared_images
@@ -127,7 +128,7 @@ def _per_question(
         if grounding is not None and qa_id in grounding:
             k = int(np.argmax(out["order"][n] == ranking[0]))  # position of the chosen candidate in the scores
             att = out["attention"][n, k].mean(0)  # [H, W], glimpses averaged
-            hit, mass = grounding_scores(att, grounding[qa_id], *image_size(dataset.image_path(q.image_id)), uniform)
+            hit, mass = grounding_scores(att, grounding[qa_id], *header_size(dataset.image_path(q.image_id)), uniform)
             hits.append(hit)
             masses.append(mass)
     return entries, rows, hits, masses

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from .accel import native_bf16
 from .backbones import Backbone, build_backbone
-from .data import Visual7W
 from .errors import VQAError, summary
 from .features import (
     DTYPE,
@@ -241,14 +240,14 @@ def decode_problem(path: Path, size: int, max_pixels: int) -> str | None:
     return None
 
 
-def extract_features(cfg: Any, dataset: Visual7W, accelerator: Accelerator) -> dict[str, Any]:
-    """Extract the grid of every image the dataset references; returns a summary for the entry point."""
+def extract_features(cfg: Any, images: Mapping[int, Path], accelerator: Accelerator) -> dict[str, Any]:
+    """Extract the grid of each image of ``images`` ({image id: file}, e.g. ``Visual7W.image_paths()``): the
+    store needs ids and files, not the questions. Returns a summary for the entry point."""
     start = time.perf_counter()
     f, root = cfg.features, features_dir(cfg)
     if not Path(cfg.data.images).is_dir():  # one line, not one "missing file" per image
         raise VQAError(f"image folder not found: {cfg.data.images} (data.images)")
-    image_ids = dataset.image_ids()
-    paths = {i: dataset.image_path(i) for i in image_ids}
+    image_ids, paths = sorted(images), dict(images)
     backbone = build(cfg)
     backbone.module.to(accelerator.device, memory_format=torch.channels_last)
     settings = store_settings(cfg, backbone, resolve_precision(f.precision, accelerator.device), image_ids)

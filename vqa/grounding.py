@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from .boxes import Box, clip
 from .data import is_int, read_json
 from .errors import DatasetError
+from .images import header_size
 
 
 def parse_grounding(data: Any) -> dict[int, list[Box]]:
@@ -79,12 +79,6 @@ def box_coverage(boxes: Sequence[Box], image_w: int, image_h: int, grid_h: int, 
     return cover
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) from the file header, without decoding the pixels."""
-    with Image.open(path) as img:
-        return img.size
-
-
 def grounding_targets(boxes: dict[int, list[Box]] | None, dataset: Any,
                       grid: tuple[int, int, int]) -> list[list[float]] | None:
     """Per QA, a density of its grounding boxes on the feature grid: each box's coverage normalised to sum 1, then
@@ -99,7 +93,7 @@ def grounding_targets(boxes: dict[int, list[Box]] | None, dataset: Any,
             out.append([])
             continue
         if q.image_id not in sizes:
-            sizes[q.image_id] = image_size(dataset.image_path(q.image_id))
+            sizes[q.image_id] = header_size(dataset.image_path(q.image_id))
         covers = [box_coverage([b], *sizes[q.image_id], grid[1], grid[2]).ravel() for b in boxes[q.qa_id]]
         density = sum((c / c.sum() for c in covers if c.sum() > 0), np.zeros(grid[1] * grid[2], np.float32))
         out.append(density.tolist() if density.sum() > 0 else [])

@@ -66,6 +66,12 @@ def load_image(path: str | Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS
         raise BadImage(f"cannot decode: {e}") from None
 
 
+def header_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels (Pillow's errors pass through)."""
+    with Image.open(path) as img:
+        return img.size
+
+
 def squash(img: Image.Image, size: int) -> np.ndarray:
     """A decoded image -> ``[size, size, 3]`` uint8 RGB, resized as every image of the store is (see
     ``preprocessing``): one function, so an image given in memory is preprocessed like one read from disk."""

@@ -20,8 +20,7 @@ from .calibration import temperature_of
 from .errors import VQAError
 from .evaluate import to_file_order
 from .explorer import build_explorer
-from .grounding import image_size
-from .images import load_image
+from .images import header_size, load_image
 from .io import atomic_write_bytes, atomic_write_dir, reached
 from .loader import QAExamples, collate, model_inputs
 from .open_ended import Generated, generate_with_maps
@@ -98,7 +97,7 @@ def predict_one(cfg: Any, image: Path, question: str, choices: Sequence[str]) ->
 def question_png(run: Run, q: Any, scores: np.ndarray, attention: np.ndarray) -> tuple[bytes, int]:
     """One question's panels (file candidate order: scores [K], attention [K, H, W]) and the chosen candidate."""
     dataset, size = run.dataset, int(run.reader.manifest["image_size"])
-    width, height = image_size(dataset.image_path(q.image_id))
+    width, height = header_size(dataset.image_path(q.image_id))
     boxes = [b.scaled(width, height, size) for b in (run.grounding or {}).get(q.qa_id, [])]
     cand_boxes = run.task.choice_boxes(dataset, q)
     if cand_boxes is not None:  # each panel its own box; the answer's is framed green

@@ -22,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     run.task.check_images(dataset)  # e.g. pointing's candidate boxes lie on their images (file headers only)
     if accelerator.is_main_process:
         save_config(cfg)
-    out = extract_features(cfg, dataset, accelerator)
+    out = extract_features(cfg, dataset.image_paths(), accelerator)
     if accelerator.is_main_process:
         s = out["settings"]
         rate = out["extracted_now"] / out["seconds"] if out["extracted_now"] else 0.0

@@ -125,6 +125,16 @@ class BoxGlimpses(AdditiveGlimpses):
         return pre + self.att_r(rel)  # [B, K, N, D]
 
 
+def factorised_logits(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                      image_index: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    """The MLB logits w_j . (x_n * y_r) + b_j of every cell n and row r, as w_j . (x_n * y_r) = x_n . (y_r * w_j):
+    one batched GEMM of each image's cells with its questions' weighted rows, never a [B, R, N, D] tensor.
+    x [I, N, D] (tanh'd cells), y [B, R, D] (tanh'd rows), weight [J, D], bias [J] -> [B, N, R, J]."""
+    b, r, d = y.shape
+    rows = (y.unsqueeze(2) * weight).view(b, -1, d)  # [B, R*J, D]
+    return per_image_bmm(x, rows, image_index).view(b, -1, r, weight.shape[0]) + bias  # [B, N, R, J]
+
+
 class BilinearGlimpses(Glimpses):
     """h_kn = tanh(W_v v_n) * tanh(s_k) (MLB, Kim et al. 2017), without the [B, K, N, D] hidden state.
 
@@ -143,11 +153,8 @@ class BilinearGlimpses(Glimpses):
 
     def logits(self, proj: torch.Tensor, s: torch.Tensor, image_index: torch.Tensor | None) -> torch.Tensor:
         """[I, N, D] projected cells, [B, K, D] projected [q; a_k] -> [B, K, N, J] head logits."""
-        b, k, d = s.shape
         weight, bias = self.heads.weight_and_bias()  # [J, D], [J]
-        per_candidate = torch.tanh(s).unsqueeze(2) * weight  # [B, K, J, D]
-        logits = per_image_bmm(torch.tanh(proj), per_candidate.view(b, -1, d), image_index)  # [B, N, K*J]
-        return logits.view(b, -1, k, weight.shape[0]).transpose(1, 2) + bias  # [B, K, N, J]
+        return factorised_logits(torch.tanh(proj), torch.tanh(s), weight, bias, image_index).transpose(1, 2)
 
 
 def additive_seek(s: torch.Tensor, head: nn.Linear, proj: torch.Tensor,
@@ -160,8 +167,8 @@ def additive_seek(s: torch.Tensor, head: nn.Linear, proj: torch.Tensor,
 def bilinear_seek(s: torch.Tensor, head: nn.Linear, proj: torch.Tensor,
                   image_index: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
     """Question-driven logits tanh(P v_n) * tanh(s), one GEMM per image: proj [I, N, D], s [B, D] -> [B, N, Gq]."""
-    rows = torch.tanh(s).unsqueeze(1) * head.weight  # [B, Gq, D]
-    return per_image_bmm(torch.tanh(proj), rows, image_index) + head.bias  # [B, N, Gq]
+    return factorised_logits(torch.tanh(proj), torch.tanh(s).unsqueeze(1), head.weight, head.bias,
+                             image_index).squeeze(2)  # [B, N, Gq]
 
 
 class QuestionGlimpses(nn.Module):

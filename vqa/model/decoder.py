@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import per_image_bmm
+from .attention import factorised_logits, per_image_bmm
 from .evidence import NONE
 from .grid import GridCells
 from .net import Aux, build_look
@@ -51,8 +51,8 @@ class BilinearAttend(nn.Module):
     def forward(self, ready: torch.Tensor, cells: torch.Tensor, h: torch.Tensor,
                 image_index: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """h [B, K, H] -> attention [B, K, N], context [B, K, D]."""
-        rows = torch.tanh(self.att_s(h)) * self.att_w.weight  # [B, K, D]
-        a = F.softmax((per_image_bmm(ready, rows, image_index) + self.att_w.bias).float(), dim=1)  # [B, N, K]
+        logits = factorised_logits(ready, torch.tanh(self.att_s(h)), self.att_w.weight, self.att_w.bias, image_index)
+        a = F.softmax(logits.squeeze(-1).float(), dim=1)  # [B, N, K]
         c = per_image_bmm(cells.transpose(1, 2), a.transpose(1, 2).to(cells.dtype), image_index)  # [B, D, K]
         return a.transpose(1, 2), c.transpose(1, 2)
 

@@ -11,9 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
-from ..config import CONTEXT_GROUPS
 from .base import Keep
-from .spec import ModelSpec
+from .spec import CONTEXT_GROUPS, ModelSpec
 
 
 class CellContext(nn.Module):

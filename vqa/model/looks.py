@@ -17,11 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import (
-    WithGates,
-    glimpse_context,
-    per_question,
-)
+from .attention import WithGates, additive_seek, glimpse_context, per_question
 from .evidence import Evidence
 from .grid import relative_cells
 from .spec import ModelSpec
@@ -107,8 +103,8 @@ class RelationsAndPlace(Relations):
     def forward(self, ctx: torch.Tensor, att: torch.Tensor, proj: torch.Tensor, q: torch.Tensor,
                 rel: torch.Tensor) -> torch.Tensor:  # fmt: skip
         ctx = super().forward(ctx, att, proj, q, rel)  # [B, K, C + D]
-        seek = torch.tanh(proj + self.seek_q(q).unsqueeze(1))  # [B, N, D] (proj: per question, additive form)
-        att_q = F.softmax(self.seek_w(seek).squeeze(-1).float(), dim=1)  # [B, N]
+        logits = additive_seek(self.seek_q(q), self.seek_w, proj, None)  # [B, N, 1] (proj: per question)
+        att_q = F.softmax(logits.squeeze(-1).float(), dim=1)  # [B, N]
         placed = torch.einsum("bn,bknr->bkr", att_q, rel)  # [B, K, 3]: (dx, dy, share inside)
         return torch.cat([ctx, self.placed(placed).to(ctx.dtype)], dim=-1)  # [B, K, C + 2D]
 

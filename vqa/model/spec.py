@@ -16,7 +16,19 @@ from ..errors import ConfigError
 # another layout is refused by name instead of failing halfway through ``load_state_dict``.
 # 1 (no ``layout`` field): the single-module ``vqa/model.py``. 2: the model made of parts (``vqa/model/``).
 LAYOUT = 2
+CONTEXT_GROUPS = 8  # model.cell_context is a grouped conv in this many groups (``grid.py``)
 RETRAIN = 'retrain with `make train ARGS="train.resume=never"` (plus the CONFIG and ARGS the run was trained with)'
+
+
+def check_cell_context(k: int, d: int) -> None:
+    """``model.cell_context`` is a k x k window centred on each cell, a conv in CONTEXT_GROUPS groups over the
+    attention_dim channels: refused before any work when it cannot be built."""
+    if k % 2 == 0 and k:
+        raise ConfigError(f"model.cell_context must be 0 (off) or odd (a k x k window centred on each cell), got {k}")
+    if k and d % CONTEXT_GROUPS:
+        g = CONTEXT_GROUPS
+        raise ConfigError(f"model.cell_context={k} needs model.attention_dim divisible by {g} (a conv in {g} groups), "
+                          f"got {d}: change attention_dim or set model.cell_context=0")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,7 @@ class ModelSpec:
         """``cfg.model`` for ``task``, with what the task resolves (``Task.model_spec``): the attention form of
         ``auto`` and the question glimpses it uses."""
         m = cfg.model
+        check_cell_context(m.cell_context, m.attention_dim)
         return cls(vocab_size, tuple(grid), m.variant, m.rnn, m.bidirectional, m.embed_dim, m.hidden_dim,
                    m.answer_encoder, m.glimpses, m.attention_dim, m.dropout, m.count, task, attention,
                    question_glimpses, m.cell_context, m.head, m.evidence)  # fmt: skip

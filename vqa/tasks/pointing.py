@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from ..boxes import Box, clip
 from ..data import QA, Visual7W, is_int, load_annotations, parse_images
 from ..errors import DatasetError, VQAError
+from ..images import header_size
 from ..model.parts import BOXES
 from ..scoring import question_family
 from .base import Task
@@ -122,8 +123,7 @@ def image_sizes(dataset: Visual7W, image_ids: Any = None) -> dict[int, tuple[int
     sizes = {}
     for image_id in sorted(image_ids) if image_ids is not None else dataset.image_ids():
         try:
-            with Image.open(dataset.image_path(image_id)) as img:
-                sizes[image_id] = img.size
+            sizes[image_id] = header_size(dataset.image_path(image_id))
         except (OSError, UnidentifiedImageError, ValueError):
             continue
     return sizes
@@ -255,8 +255,7 @@ def image_dimensions(image: Any) -> tuple[int, int]:
     """(width, height) of a path (from the file header), PIL image or array."""
     if isinstance(image, (str, Path)):
         try:
-            with Image.open(image) as img:
-                return img.size
+            return header_size(image)
         except (OSError, ValueError) as e:
             raise VQAError(f"{image}: cannot read the image ({e})") from None
     if isinstance(image, Image.Image):
