@@ -62,7 +62,7 @@ BASELINE_blind := model.variant=blind
 BASELINE_answer_only := model.variant=answer_only
 
 baselines: setup ## Train + eval the honest baselines (no_supervision, no_attention, image_only, blind, answer_only) in <run.dir>_<name>
-	@dirs=$$($(PY) -c 'import sys; from vqa.config import load_config; from vqa.features import features_dir; c = load_config(sys.argv[1], sys.argv[2:]); print(c.run.dir, features_dir(c))' $(CONFIG) $(ARGS)); \
+	@dirs=$$($(PY) -c 'import sys; from vqa.config import load_config; from vqa.features.store import features_dir; c = load_config(sys.argv[1], sys.argv[2:]); print(c.run.dir, features_dir(c))' $(CONFIG) $(ARGS)); \
 	set -- $$dirs; run_dir=$$1; store=$$2; \
 	$(foreach b,$(BASELINES),$(MAKE) --no-print-directory features train eval CONFIG=$(CONFIG) \
 	  ARGS="$(ARGS) run.dir=$${run_dir}_$(b) features.dir=$$store $(BASELINE_$(b))" || exit 1;)

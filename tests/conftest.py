@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from vqa.config import Config, load_config
+from vqa.data.tasks import task_of
 from vqa.model import ModelSpec, VQAModel
-from vqa.tasks import task_of
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
@@ -66,7 +66,7 @@ def tiny_config(root: Path, *extra: str) -> Config:
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Config:
     """A tiny synthetic dataset on disk, shared by the whole session (treat as read-only)."""
-    from vqa.synth import write_dataset
+    from vqa.data.synth import write_dataset
 
     cfg = tiny_config(tmp_path_factory.mktemp("synth7w"))
     write_dataset(cfg)
@@ -78,8 +78,8 @@ def trained_run(tiny_dataset, tmp_path_factory) -> list[str]:
     """The tiny dataset, its features (96 px: a 3x3 grid) and a 1-epoch attention model: the overrides to use it."""
     from accelerate import Accelerator
 
-    from vqa.extract import extract_features
-    from vqa.tasks.telling import load_telling
+    from vqa.data.tasks.telling import load_telling
+    from vqa.features.extract import extract_features
     from vqa.training import train
 
     d = tiny_dataset.data

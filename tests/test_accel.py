@@ -7,7 +7,7 @@ import torch
 
 from vqa import accel
 from vqa.accel import training_precision
-from vqa.extract import resolve_precision
+from vqa.features.extract import resolve_precision
 
 
 @pytest.mark.parametrize(("amx", "avx512_bf16", "expected"), [

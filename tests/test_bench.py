@@ -9,39 +9,40 @@ import numpy as np
 import pytest
 import torch
 
-from vqa import bench, bench_data, cli
-from vqa.backbones import build_backbone
+from vqa import cli
+from vqa.bench import inputs, measure
 from vqa.commands import bench as bench_command
+from vqa.features.backbones import build_backbone
 
 
 def test_flop_count_matches_the_published_figure() -> None:
     """ResNet-50 at 224: 4.1 GMAC (torchvision's model card), i.e. ~8.2 GFLOP; the roofline ratio rests on it."""
     backbone = build_backbone("resnet50", 224, pretrained=False)
-    assert 7.6 < bench.backbone_gflop(backbone, 224) < 8.4  # the grid extractor drops only pool + fc
+    assert 7.6 < measure.backbone_gflop(backbone, 224) < 8.4  # the grid extractor drops only pool + fc
 
 
 def test_matmul_peak_counts_two_flops_per_multiply_add(monkeypatch) -> None:
     """With the timings fixed (matmul 1 s, 1x1 conv 2 s), the rates are the GEMMs' FLOPs over those seconds."""
-    monkeypatch.setattr(bench, "fastest", lambda fns, repeats: [1.0, 2.0])
-    peak = bench.matmul_peak("fp32", torch.device("cpu"), n=64, repeats=1)
+    monkeypatch.setattr(measure, "fastest", lambda fns, repeats: [1.0, 2.0])
+    peak = measure.matmul_peak("fp32", torch.device("cpu"), n=64, repeats=1)
     assert peak["matmul"] == pytest.approx(2 * 64**3 / 1e9)
     assert peak["conv1x1"] == pytest.approx(2 * 16 * 28 * 28 * 1024 * 1024 / 2.0 / 1e9)  # [16, 1024, 28, 28] x 1024
     assert peak["peak"] == peak["conv1x1"]
 
 
 def test_synthetic_store_reads_like_a_real_one(tmp_path: Path) -> None:
-    reader = bench_data.synthetic_store(tmp_path, 10, grid=(8, 2, 2), shard_size=4)
+    reader = inputs.synthetic_store(tmp_path, 10, grid=(8, 2, 2), shard_size=4)
     assert len(reader) == 10 and reader.grid == (8, 2, 2) and sorted(reader.index) == list(range(1, 11))
     assert reader[10].dtype == torch.float16 and reader[10].shape == (8, 2, 2)
     assert reader[10].abs().sum() > 0
-    table = bench_data.synthetic_qa(sorted(reader.index), vocab=50)
+    table = inputs.synthetic_qa(sorted(reader.index), vocab=50)
     assert len(table) == 10 and all(len(c) == 4 for c in table["candidate_ids"])
     assert all(2 <= t < 50 for q in table["question_ids"] for t in q), "no PAD/UNK ids in synthetic questions"
 
 
 def test_reader_keeps_resident_memory_flat(tmp_path: Path) -> None:
     """Reading every row of a store leaves the process's RSS where it was (page cache, not private memory)."""
-    reader = bench_data.synthetic_store(tmp_path, 256, grid=(256, 14, 14), shard_size=64)  # 25 MB
+    reader = inputs.synthetic_store(tmp_path, 256, grid=(256, 14, 14), shard_size=64)  # 25 MB
     before = _rss_mb()
     total = sum(float(reader[i][0, 0, 0]) for i in reader.index)
     assert np.isfinite(total)
@@ -101,7 +102,7 @@ def test_flops_of_an_lstm_are_counted_on_either_path(lengths: list[int]) -> None
 
     enc = TextEncoder("lstm", 6, 5, bidirectional=False)
     emb = torch.randn(3, 4, 6, requires_grad=True)
-    flops = bench.count_flops(lambda: enc(emb, torch.tensor(lengths)).sum().backward())
+    flops = measure.count_flops(lambda: enc(emb, torch.tensor(lengths)).sum().backward())
     tokens = 12 if lengths == [4, 4, 3] else sum(lengths)  # the padded path also runs the padding
     assert flops == pytest.approx(3 * 2 * tokens * 20 * (6 + 5), rel=0.35)
 
@@ -109,7 +110,7 @@ def test_flops_of_an_lstm_are_counted_on_either_path(lengths: list[int]) -> None
 
 def test_timed_runs_interleave_and_the_spread_is_slowest_over_fastest() -> None:
     calls: list[str] = []
-    times = bench.timed([lambda: calls.append("a"), lambda: calls.append("b")], 3)
+    times = measure.timed([lambda: calls.append("a"), lambda: calls.append("b")], 3)
     assert calls == ["a", "b"] * 4, "one warm-up each, then the repeats interleaved"
     assert [len(t) for t in times] == [3, 3]
-    assert bench.spread([1.0, 1.05, 1.2]) == pytest.approx(0.2)
+    assert measure.spread([1.0, 1.05, 1.2]) == pytest.approx(0.2)

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
+from vqa.common.errors import ConfigError
 from vqa.config import Config, flat_keys, load_config, parse_override, save_config
-from vqa.errors import ConfigError
 from vqa.model.spec import ModelSpec
 from vqa.run import Run
 

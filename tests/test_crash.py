@@ -1,7 +1,7 @@
 """kill -9 and SIGTERM on the real train / eval / inspect processes, then a rerun: it completes and its outputs
 equal an uninterrupted run's. (The features stage has its own kill -9 test in test_features_cli.py.)
 
-Where the kill lands is not left to the clock: the stage runs with ``VQA_HALT_AT=<event>`` (``vqa.io.reached``)
+Where the kill lands is not left to the clock: the stage runs with ``VQA_HALT_AT=<event>`` (``files.reached``)
 and waits at that named moment (mid-epoch, after validation, with a checkpoint written but not yet complete,
 between the two renames of an output folder) until the test kills it. The moment is drawn from each stage's list
 with ``VQA_CRASH_SEED`` (default 0, printed on failure), so a run is reproducible and other seeds cover the rest.
@@ -27,9 +27,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from vqa.config import load_config
-from vqa.extract import extract_features
-from vqa.synth import write_dataset
-from vqa.tasks.telling import load_telling
+from vqa.data.synth import write_dataset
+from vqa.data.tasks.telling import load_telling
+from vqa.features.extract import extract_features
 
 pytestmark = pytest.mark.slow
 SMALL = ["features.image_size=64", "features.num_workers=0", "features.precision=fp32", "model.embed_dim=16",

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from vqa.errors import DatasetError
-from vqa.grounding import load_grounding, parse_grounding
-from vqa.scoring import result_entry, score_results
-from vqa.tasks.telling import load_telling, parse_telling
+from vqa.common.errors import DatasetError
+from vqa.data.grounding import load_grounding, parse_grounding
+from vqa.data.tasks.telling import load_telling, parse_telling
+from vqa.evaluation.scoring import result_entry, score_results
 
 
 def valid() -> dict[str, Any]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import build_model, model_spec
 
-from vqa.errors import ConfigError
+from vqa.common.errors import ConfigError
 from vqa.model.decoder import DecoderNet, mean_past_end
 
 

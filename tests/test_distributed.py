@@ -21,7 +21,7 @@ from accelerate import Accelerator
 from conftest import REPO
 
 from vqa.config import load_config
-from vqa.evaluate import evaluate
+from vqa.evaluation.evaluate import evaluate
 
 pytestmark = pytest.mark.slow
 TORCHRUN = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")

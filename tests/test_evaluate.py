@@ -13,12 +13,14 @@ import pytest
 from accelerate import Accelerator
 from conftest import build_model
 
-import vqa.evaluate
+import vqa.evaluation.evaluate
 import vqa.run
-from vqa.boxes import Box
 from vqa.checkpoint import Trained, load_trained
 from vqa.config import load_config
-from vqa.evaluate import (
+from vqa.data.boxes import Box
+from vqa.data.grounding import load_grounding
+from vqa.data.tasks.telling import load_telling
+from vqa.evaluation.evaluate import (
     comparison_table,
     evaluate,
     grounding_line,
@@ -27,10 +29,8 @@ from vqa.evaluate import (
     run_label,
     skipped_line,
 )
-from vqa.grounding import load_grounding
+from vqa.evaluation.scoring import question_family
 from vqa.run import Run
-from vqa.scoring import question_family
-from vqa.tasks.telling import load_telling
 
 
 def toolkit_score(results: list[dict], answers: dict[int, tuple[str, str]]) -> tuple[float, dict[str, float]]:

@@ -17,7 +17,7 @@ import pytest
 from conftest import CHROMIUM, browser_api
 from PIL import Image, ImageDraw
 
-from vqa.explorer import encode_question_maps, write_explorer
+from vqa.report.explorer import encode_question_maps, write_explorer
 
 sync_api = browser_api()
 
@@ -413,7 +413,7 @@ def test_pointing(open_page, pointing):
 def test_a_real_run_end_to_end(open_page, trained_run):
     """`make inspect` on a trained run writes an explorer that opens clean and draws each candidate's own map."""
     from vqa.config import load_config
-    from vqa.report import run_report
+    from vqa.report.inspect import run_report
 
     out = run_report(load_config(None, [*trained_run, "inspect.n=2"]))
     p = open_page((out["explorer"], {}))
@@ -431,8 +431,8 @@ def test_a_real_run_end_to_end(open_page, trained_run):
 def test_a_decoder_run_names_each_words_map(open_page, trained_decoder):
     """A decoder run's explorer: the maps of the selected candidate are its words' (and its end's), named so."""
     from vqa.config import load_config
-    from vqa.report import run_report
-    from vqa.text import answer_steps, load_tokenizer
+    from vqa.data.words import answer_steps, load_tokenizer
+    from vqa.report.inspect import run_report
 
     cfg = load_config(None, [*trained_decoder, "inspect.n=2"])
     out = run_report(cfg)
@@ -467,7 +467,7 @@ def test_a_decoder_run_shows_its_own_answers_and_their_words_maps(open_page, tra
     and question, with its probabilities; picking one names its words in the Word selector and draws one map each."""
     from vqa.config import load_config
     from vqa.predictor import Predictor
-    from vqa.report import run_report
+    from vqa.report.inspect import run_report
     from vqa.run import Run
 
     cfg = load_config(None, [*trained_decoder, "inspect.n=2"])
@@ -511,7 +511,7 @@ def test_a_real_run_shows_its_calibrated_probabilities(open_page, trained_run, t
 
     from vqa.config import load_config
     from vqa.predictor import Predictor
-    from vqa.report import run_report
+    from vqa.report.inspect import run_report
     from vqa.run import Run
 
     source = Path(next(o for o in trained_run if o.startswith("run.dir=")).partition("=")[2])

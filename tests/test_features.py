@@ -11,14 +11,14 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from vqa import extract as extract_mod
-from vqa import store as store_mod
-from vqa.backbones import build_backbone
-from vqa.errors import VQAError
-from vqa.extract import extract_features, forward
-from vqa.features import FeatureReader, features_dir, shard_path
-from vqa.images import load_image, to_tensor
-from vqa.tasks.telling import load_telling
+from vqa.common.errors import VQAError
+from vqa.data.tasks.telling import load_telling
+from vqa.features import extract as extract_mod
+from vqa.features import preflight as store_mod
+from vqa.features.backbones import build_backbone
+from vqa.features.extract import extract_features, forward
+from vqa.features.images import load_image, to_tensor
+from vqa.features.store import FeatureReader, features_dir, shard_path
 
 FAST = ["features.image_size=64", "features.shard_size=8", "features.batch_size=4", "features.num_workers=0",
         "features.precision=fp32"]  # fmt: skip
@@ -290,9 +290,9 @@ def test_a_store_serves_a_dataset_over_a_subset_of_its_images(store, tmp_path) -
     """A pointing file (or a filtered dataset) asks about some of the telling images: the telling store serves it
     with nothing extracted, training reads it; a dataset with an image the store lacks is refused, naming it."""
     from vqa.config import load_config
-    from vqa.features import check_covers
+    from vqa.data.synth.pointing import annotation_paths
+    from vqa.features.store import check_covers
     from vqa.run import Run
-    from vqa.synth.pointing import annotation_paths
 
     d = store.data
     shared = f"features.dir={features_dir(store)}"

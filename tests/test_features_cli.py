@@ -16,11 +16,11 @@ from accelerate import Accelerator
 from conftest import REPO
 from PIL import Image
 
+from vqa.common.errors import VQAError
 from vqa.config import load_config
-from vqa.errors import VQAError
-from vqa.extract import extract_features
-from vqa.features import FeatureReader
-from vqa.tasks.telling import load_telling
+from vqa.data.tasks.telling import load_telling
+from vqa.features.extract import extract_features
+from vqa.features.store import FeatureReader
 
 SETTINGS = ["features.image_size=64", "features.shard_size=4", "features.batch_size=2", "features.precision=fp32"]
 
@@ -113,7 +113,7 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tiny_dataset, tmp_path: P
             "features.precision=fp32", "features.num_workers=1"]  # fmt: skip
     root = tmp_path / "killed" / "features"
     cmd = [sys.executable, "pipelines/features.py", *slow, f"run.dir={tmp_path / 'killed'}"]
-    env = {**os.environ, "VQA_HALT_AT": "features:shard1"}  # vqa.io.reached: waits there, shards 0-1 done
+    env = {**os.environ, "VQA_HALT_AT": "features:shard1"}  # vqa.common.files.reached: waits there, shards 0-1 done
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # fmt: skip
     assert any("halted at features:shard1" in line for line in proc.stderr), "the run never finished shard 1"

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from vqa.boxes import Box
-from vqa.grounding import attention_loss, box_coverage, gate_loss, grounding_targets
+from vqa.data.boxes import Box
+from vqa.data.grounding import attention_loss, box_coverage, gate_loss, grounding_targets
 
 
 def box(x: float, y: float, w: float, h: float) -> Box:
@@ -18,7 +18,7 @@ def box(x: float, y: float, w: float, h: float) -> Box:
 def test_density_counts_the_boxes(tmp_path, monkeypatch) -> None:
     """Each box adds a mass of 1 however large it is, so a count question's density sums to its count."""
     boxes = {1: [box(0, 0, 40, 40), box(60, 60, 20, 20), box(10, 70, 10, 10)], 2: [box(0, 0, 100, 100)]}
-    monkeypatch.setattr("vqa.grounding.header_size", lambda path: (100, 100))
+    monkeypatch.setattr("vqa.data.grounding.header_size", lambda path: (100, 100))
     qa = [SimpleNamespace(qa_id=i, image_id=1) for i in (1, 2, 3)]
     dataset = SimpleNamespace(qa=qa, image_path=lambda image_id: tmp_path / "x.jpg")
     three, whole, none = grounding_targets(boxes, dataset, (8, 5, 5))

@@ -31,8 +31,8 @@ from conftest import REPO, build_model
 from safetensors.torch import save_file
 
 from vqa import cli
+from vqa.data.synth.pointing import annotation_paths
 from vqa.model import ModelSpec
-from vqa.synth.pointing import annotation_paths
 
 CONFIG = REPO / "configs" / "default.yaml"
 USER_ERROR = 2  # the exit code of every input error (README, vqa/cli.py)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vqa.io import atomic_write_dir, atomic_write_text
+from vqa.common.files import atomic_write_dir, atomic_write_text
 
 
 def files(folder: Path) -> dict[str, str]:

@@ -9,7 +9,7 @@ import torch
 from conftest import build_model, model_spec
 from test_model import batch as model_batch
 
-from vqa.loader import EpochSampler, ImageMajorSampler, collate
+from vqa.data.loader import EpochSampler, ImageMajorSampler, collate
 
 IMAGES = [7, 7, 7, 3, 3, 9, 9, 9, 9, 1, 5, 5]  # the image of each row, as in a QA table (file order)
 

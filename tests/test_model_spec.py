@@ -9,7 +9,7 @@ import pytest
 from conftest import build_model, model_spec
 
 from vqa.checkpoint import load_model, save_best
-from vqa.errors import ConfigError
+from vqa.common.errors import ConfigError
 from vqa.model import LAYOUT, ModelSpec
 
 RETRAIN = 'make train ARGS="train.resume=never"'

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from accelerate import Accelerator
 
+from vqa.common.errors import VQAError
 from vqa.config import load_config, save_config
-from vqa.data import QA
-from vqa.errors import VQAError
-from vqa.evaluate import evaluate
-from vqa.open_ended import answer_pool, evaluate_open, open_scores
+from vqa.data.tasks.telling import load_telling
+from vqa.data.visual7w import QA
+from vqa.data.words import build_tokenizer, detokenize, token_ids
+from vqa.evaluation.evaluate import evaluate
+from vqa.evaluation.open_ended import answer_pool, evaluate_open, open_scores
 from vqa.run import Run
-from vqa.tasks.telling import load_telling
-from vqa.text import build_tokenizer, detokenize, token_ids
 
 
 def toolkit_open(results: list[dict], truth: dict[int, tuple[str, str]], k: int) -> tuple[float, dict[str, float]]:

@@ -47,7 +47,8 @@ def run_outside(target: Path, cwd: Path, args: list[str]) -> subprocess.Complete
 def test_the_wheel_carries_the_base_config_the_pages_and_the_command(installed) -> None:
     wheel, _ = installed
     names = zipfile.ZipFile(wheel).namelist()
-    shipped = ("vqa/base.yaml", "vqa/explorer_static/explorer.js", "vqa/serve_static/serve.js", "vqa/commands/train.py")
+    shipped = ("vqa/config/base.yaml", "vqa/report/explorer_static/explorer.js", "vqa/report/serve_static/serve.js",
+               "vqa/commands/train.py")
     assert not [part for part in shipped if part not in names]
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "vqa7w = vqa.commands:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from vqa.errors import DatasetError
+from vqa.common.errors import DatasetError
+from vqa.data.tasks.pointing import candidate_boxes, check_boxes_inside, load_pointing, parse_pointing
+from vqa.evaluation.scoring import result_entry, score_results
 from vqa.run import Run
-from vqa.scoring import result_entry, score_results
-from vqa.tasks.pointing import candidate_boxes, check_boxes_inside, load_pointing, parse_pointing
 
 
 def valid() -> dict[str, Any]:
@@ -134,9 +134,9 @@ def pointing_run(tiny_dataset, tmp_path_factory) -> Any:
     from accelerate import Accelerator
 
     from vqa.config import load_config, save_config
-    from vqa.evaluate import evaluate
-    from vqa.extract import extract_features
-    from vqa.synth.pointing import annotation_paths
+    from vqa.data.synth.pointing import annotation_paths
+    from vqa.evaluation.evaluate import evaluate
+    from vqa.features.extract import extract_features
     from vqa.training import train
 
     ann = annotation_paths(tiny_dataset)["pointing"]
@@ -177,7 +177,7 @@ def test_renaming_every_box_changes_no_prediction(pointing_run, tmp_path: Path) 
     from accelerate import Accelerator
 
     from vqa.config import load_config
-    from vqa.evaluate import evaluate
+    from vqa.evaluation.evaluate import evaluate
 
     data = json.loads(Path(pointing_run.data.annotations).read_text())
     for box in data["boxes"]:
@@ -198,7 +198,7 @@ def test_renaming_every_box_changes_no_prediction(pointing_run, tmp_path: Path) 
 
 def test_predictor_takes_boxes_and_agrees_with_eval(pointing_run) -> None:
     from vqa import Predictor
-    from vqa.errors import VQAError
+    from vqa.common.errors import VQAError
 
     _, rows, _ = _eval_files(pointing_run)
     ds = Run(pointing_run).dataset
@@ -217,7 +217,7 @@ def test_predictor_takes_boxes_and_agrees_with_eval(pointing_run) -> None:
 
 @pytest.mark.slow
 def test_inspect_draws_each_candidates_box(pointing_run) -> None:
-    from vqa.report import run_report
+    from vqa.report.inspect import run_report
 
     pointing_run.inspect.n = 3
     out = run_report(pointing_run)

@@ -11,10 +11,10 @@ import pytest
 from accelerate import Accelerator
 from PIL import Image
 
+from vqa.common.errors import VQAError
 from vqa.config import load_config, save_config
-from vqa.errors import VQAError
-from vqa.evaluate import evaluate
-from vqa.tasks.telling import load_telling
+from vqa.data.tasks.telling import load_telling
+from vqa.evaluation.evaluate import evaluate
 
 
 @pytest.fixture(scope="module")

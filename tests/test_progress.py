@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from vqa import progress
-from vqa.progress import Lines, progress_bar, track
+from vqa.common import progress
+from vqa.common.progress import Lines, progress_bar, track
 
 
 def piped(*args: str) -> bytes:

@@ -12,11 +12,11 @@ import pytest
 from accelerate import Accelerator
 from test_train import FAST
 
+from vqa.common.errors import VQAError
 from vqa.config import load_config
-from vqa.errors import VQAError
-from vqa.evaluate import evaluate
-from vqa.extract import extract_features
-from vqa.tasks.telling import load_telling
+from vqa.data.tasks.telling import load_telling
+from vqa.evaluation.evaluate import evaluate
+from vqa.features.extract import extract_features
 from vqa.training import train
 
 

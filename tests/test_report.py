@@ -17,20 +17,20 @@ from conftest import REPO
 from PIL import Image
 
 import vqa.checkpoint
-import vqa.evaluate
-import vqa.panels
-import vqa.report
+import vqa.data.tasks.telling
+import vqa.evaluation.evaluate
+import vqa.report.inspect
+import vqa.report.panels
 import vqa.run
-import vqa.tasks.telling
-from vqa.boxes import Box
 from vqa.checkpoint import Trained
+from vqa.common.errors import VQAError
 from vqa.config import load_config
-from vqa.errors import VQAError
-from vqa.evaluate import accuracy_of, evaluate
-from vqa.panels import panel_marks, render, upsample, verdict, write_index
-from vqa.report import pick, run_report
-from vqa.scoring import choose, rank_candidates
-from vqa.tasks.telling import load_telling
+from vqa.data.boxes import Box
+from vqa.data.tasks.telling import load_telling
+from vqa.evaluation.evaluate import accuracy_of, evaluate
+from vqa.evaluation.scoring import choose, rank_candidates
+from vqa.report.inspect import pick, run_report
+from vqa.report.panels import panel_marks, render, upsample, verdict, write_index
 
 
 def test_a_one_hot_cell_lands_on_its_pixels() -> None:
@@ -80,14 +80,14 @@ def test_render_frames_the_chosen_and_the_true_answer(
     the true answer, and the title says whether they agree, exactly as the accuracy counts it (on a tie, wrong)."""
     titles: list[str] = []
     chosen_marks: list[list[int]] = []
-    real = vqa.panels.figure_png
+    real = vqa.report.panels.figure_png
 
     def spy(fig, **kwargs) -> bytes:
         titles.append(fig.get_suptitle())
         chosen_marks.append([j for j, ax in enumerate(fig.axes) if "▶ chosen" in ax.get_title()])
         return real(fig, **kwargs)
 
-    monkeypatch.setattr(vqa.panels, "figure_png", spy)
+    monkeypatch.setattr(vqa.report.panels, "figure_png", spy)
     att = np.zeros((4, 2, 2))
     att[:, 0, 1] = 1.0  # the jet overlay (dark blue/red over black) stays far from both frame colours
     cands = ["A.", "B.", "C.", "D."]
@@ -201,13 +201,13 @@ def test_eval_metrics_and_inspect_agree_on_a_tie(trained_run, tmp_path, monkeypa
 
     monkeypatch.setattr(vqa.run, "load_trained", tied)  # every stage loads the model through its Run
     drawn: dict[str, int] = {}
-    real_render = vqa.report.render
+    real_render = vqa.report.inspect.render
 
     def spy(pixels, question, *args, chosen=None, **kwargs) -> bytes:
         drawn[question] = chosen
         return real_render(pixels, question, *args, chosen=chosen, **kwargs)
 
-    monkeypatch.setattr(vqa.report, "render", spy)
+    monkeypatch.setattr(vqa.report.inspect, "render", spy)
 
     metrics = evaluate(load_config(None, [*overrides, "eval.split=test"]), Accelerator(cpu=True))
     assert metrics["accuracy"] == 0.0 and set(metrics["per_question_type"].values()) == {0.0}
@@ -233,7 +233,7 @@ def test_inspect_writes_the_explorer_of_the_whole_split(trained_run, tmp_path) -
     """explorer.html + data files for every test question; the stored maps are the model's (to 1/255 of each map's
     max), the probabilities and the chosen candidate follow the metrics; a compare run adds its own results."""
     from vqa.config import save_config
-    from vqa.explorer import decode_map
+    from vqa.report.explorer import decode_map
 
     save_config(load_config(None, trained_run))  # <run.dir>/config.yaml, as every stage's entry point writes it
     cfg = load_config(None, [*trained_run, "inspect.n=2", f"inspect.compare={load_config(None, trained_run).run.dir}"])
@@ -262,7 +262,7 @@ def test_inspect_writes_the_explorer_of_the_whole_split(trained_run, tmp_path) -
 
 
 def test_explorer_data_cannot_end_its_script() -> None:
-    from vqa.explorer import script
+    from vqa.report.explorer import script
 
     text = script("index", {"question": "</script><script>alert(1)</script> & \u2028"})
     assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
@@ -273,7 +273,7 @@ def test_the_report_loads_the_model_and_the_dataset_once(trained_run, monkeypatc
     """``make inspect`` draws its PNGs and the explorer of the whole split from one Run: the checkpoint, the
     tokenizer and the annotations are read once, not once per part."""
     loads: list[str] = []
-    real_trained, real_load = vqa.run.load_trained, vqa.tasks.telling.load_telling
+    real_trained, real_load = vqa.run.load_trained, vqa.data.tasks.telling.load_telling
 
     def trained(*args):
         loads.append("model")
@@ -284,7 +284,7 @@ def test_the_report_loads_the_model_and_the_dataset_once(trained_run, monkeypatc
         return real_load(*args)
 
     monkeypatch.setattr(vqa.run, "load_trained", trained)
-    monkeypatch.setattr(vqa.tasks.telling, "load_telling", dataset)
+    monkeypatch.setattr(vqa.data.tasks.telling, "load_telling", dataset)
     out = run_report(load_config(None, [*trained_run, "inspect.n=2"]))
     assert out["explored"] > 0 and len(out["items"]) == 2
     assert sorted(loads) == ["dataset", "model"], loads

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vqa.data import QA
-from vqa.errors import ScoringError
-from vqa.scoring import (
+from vqa.common.errors import ScoringError
+from vqa.data.visual7w import QA
+from vqa.evaluation.scoring import (
     answer_prior_baseline,
     choose,
     per_question_type_table,
@@ -105,7 +105,7 @@ def test_answer_prior_baseline() -> None:
 @pytest.mark.parametrize(
     ("question", "family"),
     [
-        # the synthetic world's templates (vqa/synth.py)
+        # the synthetic world's templates (vqa/data/synth/)
         ("What shape is the red object?", "what shape is"),
         ("What shape is the striped object?", "what shape is"),
         ("What is the shape of the dotted object?", "what is the"),

@@ -28,8 +28,8 @@ uvicorn = pytest.importorskip("uvicorn", reason="the serve extra is not installe
 
 from vqa.config import load_config  # noqa: E402 (after the skip: vqa.serve needs the extra)
 from vqa.predictor import Predictor  # noqa: E402
+from vqa.report.serve import TMP_PREFIX, Answerer, make_app  # noqa: E402
 from vqa.run import Run  # noqa: E402
-from vqa.serve import TMP_PREFIX, Answerer, make_app  # noqa: E402
 
 QUESTION = "What color is the circle?"
 CHOICES = ["Red.", "Blue.", "Green.", "White."]

@@ -24,7 +24,7 @@ MAX_FUNCTION_LINES = 50
 
 @dataclass(frozen=True)
 class Module:
-    name: str  # dotted: vqa.synth.pages, pipelines.train
+    name: str  # dotted: vqa.data.synth.pages, pipelines.train
     path: Path
     tree: ast.Module
     lines: int
@@ -149,7 +149,7 @@ def shortest_cycle(graph: dict[str, set[str]], start: str, members: set[str]) ->
 
 
 def test_the_project_modules_were_found() -> None:
-    assert {"vqa", "vqa.config", "vqa.synth", "pipelines.train"} <= set(MODULES)
+    assert {"vqa", "vqa.config", "vqa.data.synth", "pipelines.train"} <= set(MODULES)
     assert "vqa.config" in import_graph()["vqa.cli"], "the import graph must see `from .config import ...`"
 
 
@@ -195,6 +195,7 @@ def test_only_the_task_modules_ask_which_task_it_is() -> None:
     """Telling vs pointing is decided once (``vqa.tasks``); everything else asks the task object, so a third task is
     one new module and not a hunt for branches."""
     offenders = [f"{m.where}:{i}: {line.strip()}" for m in load_modules().values()
-                 if not m.name.startswith("vqa.tasks")
+                 if not m.name.startswith("vqa.data.tasks")
                  for i, line in enumerate(m.path.read_text().splitlines(), 1) if TASK_QUESTIONS.search(line)]
-    assert not offenders, "\n".join([f"{len(offenders)} line(s) ask which task it is outside vqa/tasks:", *offenders])
+    head = f"{len(offenders)} line(s) ask which task it is outside vqa/data/tasks:"
+    assert not offenders, "\n".join([head, *offenders])

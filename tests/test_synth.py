@@ -12,15 +12,15 @@ import pytest
 from conftest import REPO, tiny_config
 from PIL import Image
 
-from vqa import synth
+from vqa.common.errors import VQAError
 from vqa.config import load_config
-from vqa.errors import VQAError
-from vqa.grounding import load_grounding
-from vqa.scoring import answer_prior_baseline, question_family, rank_candidates, result_entry, score_results
-from vqa.synth import pages, shapes
-from vqa.synth.draw_pages import INKS
-from vqa.synth.questions import COUNTS
-from vqa.tasks.telling import load_telling, parse_telling
+from vqa.data import synth
+from vqa.data.grounding import load_grounding
+from vqa.data.synth import pages, shapes
+from vqa.data.synth.draw_pages import INKS
+from vqa.data.synth.questions import COUNTS
+from vqa.data.tasks.telling import load_telling, parse_telling
+from vqa.evaluation.scoring import answer_prior_baseline, question_family, rank_candidates, result_entry, score_results
 
 # question family (``question_family``) -> (scene kind, the kind of object question, or None)
 FAMILIES = {

@@ -8,20 +8,20 @@ import numpy as np
 from conftest import REPO, tiny_config
 from PIL import Image
 
-from vqa import synth
 from vqa.config import load_config
-from vqa.scoring import question_family
-from vqa.synth.draw_pages import INKS
-from vqa.synth.pointing import annotation_paths, pointing_file
-from vqa.synth.shapes import COLORS
-from vqa.tasks.pointing import (
+from vqa.data import synth
+from vqa.data.synth.draw_pages import INKS
+from vqa.data.synth.pointing import annotation_paths, pointing_file
+from vqa.data.synth.shapes import COLORS
+from vqa.data.tasks.pointing import (
     candidate_boxes,
     check_boxes_inside,
     geometry_prior_baseline,
     load_pointing,
     parse_pointing,
 )
-from vqa.tasks.telling import load_telling
+from vqa.data.tasks.telling import load_telling
+from vqa.evaluation.scoring import question_family
 
 
 def test_written_next_to_telling_for_the_same_images(tiny_dataset) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from conftest import build_model, model_spec
 
+from vqa.common.errors import ConfigError, VQAError
 from vqa.config import load_config
-from vqa.errors import ConfigError, VQAError
+from vqa.data.tasks import task_of
 from vqa.model.grid import BoxCandidates
 from vqa.run import Run
-from vqa.tasks import task_of
 
 
 def test_pointing_refuses_bilinear_attention() -> None:

@@ -8,12 +8,12 @@ import pytest
 import torch
 from conftest import build_model, model_spec
 
-from vqa.data import QA
-from vqa.errors import VQAError
+from vqa.common.errors import VQAError
+from vqa.data.tasks.telling import Telling
+from vqa.data.vectors import fit_dim, read_word_vectors
+from vqa.data.visual7w import QA
+from vqa.data.words import build_tokenizer, load_tokenizer, qa_table, save_tokenizer
 from vqa.model import init_embedding
-from vqa.tasks.telling import Telling
-from vqa.text import build_tokenizer, load_tokenizer, qa_table, save_tokenizer
-from vqa.vectors import fit_dim, read_word_vectors
 
 SHAPES = ("A star.", "A square.", "A triangle.")
 TRAIN = [

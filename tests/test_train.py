@@ -15,12 +15,12 @@ from safetensors.torch import load_file
 
 from vqa.checkpoint import TrainerState
 from vqa.config import load_config
-from vqa.evaluate import evaluate
-from vqa.extract import extract_features
-from vqa.loader import EVAL_EPOCH, QAExamples, candidate_order
-from vqa.synth import write_dataset
-from vqa.tasks.telling import Telling, load_telling
-from vqa.text import build_tokenizer, qa_table
+from vqa.data.loader import EVAL_EPOCH, QAExamples, candidate_order
+from vqa.data.synth import write_dataset
+from vqa.data.tasks.telling import Telling, load_telling
+from vqa.data.words import build_tokenizer, qa_table
+from vqa.evaluation.evaluate import evaluate
+from vqa.features.extract import extract_features
 from vqa.training import train
 from vqa.training.schedule import after_epoch, resume_plan
 
@@ -97,7 +97,7 @@ def test_candidate_order_carries_no_positional_signal(tiny_dataset, features_roo
 
 
 def test_constant_scores_count_wrong(tiny_dataset, features_root, tmp_path) -> None:
-    from vqa.evaluate import accuracy_of
+    from vqa.evaluation.evaluate import accuracy_of
 
     order = np.array([candidate_order(0, EVAL_EPOCH, q) for q in range(400)])
     out = {"scores": np.zeros((400, 4)), "order": order, "type": np.zeros(400, dtype=int)}
@@ -141,7 +141,7 @@ def test_sigint_mid_epoch_saves_and_resumes_exactly(tiny_dataset, features_root,
     import signal
 
     import vqa.training.loop as train_module
-    from vqa.errors import Stopped
+    from vqa.common.errors import Stopped
 
     real, calls = train_module.model_inputs, []
 
@@ -191,7 +191,7 @@ def test_a_bad_checkpoint_is_refused_on_resume(tiny_dataset, features_root, tmp_
     import os
     import shutil
 
-    from vqa.errors import VQAError
+    from vqa.common.errors import VQAError
 
     cfg = with_features(setup_run(tiny_dataset, tmp_path / "run", "train.epochs=1"), features_root)
     train(cfg, Accelerator(cpu=True))
@@ -351,7 +351,7 @@ def test_a_missing_tracker_package_is_a_clear_error(tiny_dataset, tmp_path, monk
     import importlib.util
 
     from vqa.accel import make_accelerator
-    from vqa.errors import VQAError
+    from vqa.common.errors import VQAError
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))

@@ -15,7 +15,7 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import ProjectConfiguration
 
-from .errors import VQAError
+from .common.errors import VQAError
 
 
 def make_accelerator(cfg: Any = None, training: bool = False) -> Accelerator:

@@ -26,11 +26,11 @@ from typing import Any, NamedTuple
 
 from safetensors.torch import load_file, save_file
 
-from .errors import VQAError, summary
-from .io import atomic_write_dir, atomic_write_json, reached, recover_dir
+from .common.errors import VQAError, summary
+from .common.files import atomic_write_dir, atomic_write_json, reached, recover_dir
+from .data.tasks import TASKS, task_of
+from .data.words import load_tokenizer
 from .model import ModelSpec, VQAModel
-from .tasks import TASKS, task_of
-from .text import load_tokenizer
 
 STATE_DICT_PROBLEMS = ("size mismatch", "Missing key", "Unexpected key")  # the informative lines of load errors
 EPOCH_DIR = re.compile(r"^epoch_(\d+)(?:_batch_(\d+))?$")

@@ -11,9 +11,9 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from .common.errors import VQAError
+from .common.malloc import tune_malloc
 from .config import DEFAULT_CONFIG, load_config
-from .errors import VQAError
-from .process import tune_malloc
 from .run import Run
 
 EXIT_INTERRUPTED = 130

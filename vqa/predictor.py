@@ -25,19 +25,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .backbones import build_backbone
-from .calibration import probabilities, temperature_of
+from .common.errors import VQAError
 from .config import load_config
-from .errors import VQAError
-from .extract import forward
-from .features import load_manifest
-from .images import BadImage, load_image, squash, to_tensor
-from .loader import dedupe, pad
-from .open_ended import Generated, generate_with_maps
+from .data.loader import dedupe, pad
+from .data.tasks import task_of
+from .data.words import answer_steps, token_ids
+from .evaluation.calibration import probabilities, temperature_of
+from .evaluation.open_ended import Generated, generate_with_maps
+from .evaluation.scoring import choose
+from .features.backbones import build_backbone
+from .features.extract import forward
+from .features.images import BadImage, load_image, squash, to_tensor
+from .features.store import load_manifest
 from .run import as_run
-from .scoring import choose
-from .tasks import task_of
-from .text import answer_steps, token_ids
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]  # noqa: UP007 (a runtime alias, Python 3.10 included)
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import VQAError
+from .common.errors import VQAError
 
 SPLITS = ("train", "val", "test")
 START_OVER = 'start over on today\'s data: make train ARGS="train.resume=never" (or give the run another run.dir)'

@@ -11,12 +11,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .boxes import Box
 from .checkpoint import Trained, load_trained
-from .data import Visual7W
-from .errors import ConfigError
-from .features import FeatureReader, features_dir
-from .tasks import Task, task_of
+from .common.errors import ConfigError
+from .data.boxes import Box
+from .data.tasks import Task, task_of
+from .data.visual7w import Visual7W
+from .features.store import FeatureReader, features_dir
 
 
 class Run:

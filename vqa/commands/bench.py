@@ -13,7 +13,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .. import bench_data, bench_report, cli
+from .. import cli
+from ..bench import inputs, stage
 
 
 def _flags(parser: argparse.ArgumentParser) -> None:
@@ -26,14 +27,14 @@ def _flags(parser: argparse.ArgumentParser) -> None:
                         help="Visual7W telling's train split: 69,817 questions on 14,366 images")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=32, help="training batch for the training/memory parts")
     parser.add_argument("--store-images", type=int, default=512, help="S: images in the smaller synthetic store")
-    parser.add_argument("--grid", type=int, nargs=3, default=bench_data.VISUAL7W_GRID, metavar=("C", "H", "W"))
+    parser.add_argument("--grid", type=int, nargs=3, default=inputs.VISUAL7W_GRID, metavar=("C", "H", "W"))
     parser.add_argument("--no-compile", action="store_true", help="skip the features.compile=true extraction row")
     parser.add_argument("--profile", action="store_true", help="write torch.profiler tables of extraction/training")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     run, args = cli.parse(__doc__.splitlines()[0], argv, _flags)
-    bench_report.run(run.cfg, args)
+    stage.run(run.cfg, args)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
-from .. import cli, synth
+from .. import cli
 from ..config import save_config
+from ..data import synth
 
 
 def _flags(parser: argparse.ArgumentParser) -> None:

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import cli
-from ..evaluate import read_metrics
-from ..io import atomic_write_text
+from ..common.files import atomic_write_text
+from ..evaluation.evaluate import read_metrics
 from ..run import Run
 
 # (label, make target, extra ARGS): data -> features -> train -> eval (val) -> blind baseline -> eval (test) -> inspect

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 from .. import cli
 from ..accel import make_accelerator
-from ..evaluate import comparison_table, evaluate, grounding_line, skipped_line
-from ..open_ended import evaluate_open, open_lines
+from ..evaluation.evaluate import comparison_table, evaluate, grounding_line, skipped_line
+from ..evaluation.open_ended import evaluate_open, open_lines
 
 
 def main(argv: Sequence[str] | None = None) -> None:

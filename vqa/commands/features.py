@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from .. import cli
 from ..accel import make_accelerator
 from ..config import save_config
-from ..extract import extract_features
+from ..features.extract import extract_features
 
 
 def main(argv: Sequence[str] | None = None) -> None:

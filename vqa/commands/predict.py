@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import cli
-from ..errors import VQAError
-from ..io import atomic_write_bytes
-from ..report import predict_one
+from ..common.errors import VQAError
+from ..common.files import atomic_write_bytes
+from ..report.inspect import predict_one
 
 
 def _flags(parser: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import cli
-from ..report import run_report
+from ..report.inspect import run_report
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -14,13 +14,13 @@ import sys
 from collections.abc import Sequence
 
 from .. import cli
-from ..errors import VQAError
+from ..common.errors import VQAError
 from ..predictor import Predictor
 
 try:  # the optional extra: a clear line, not an ImportError, when it is missing
     import uvicorn
 
-    from vqa.serve import Answerer, make_app
+    from vqa.report.serve import Answerer, make_app
 except ImportError as e:
     uvicorn = None
     MISSING = e.name

@@ -33,10 +33,10 @@ from .attention import (
     QuestionGlimpses,
     additive_seek,
     bilinear_seek,
-)  # fmt: skip
-from .base import Keep
+)
 from .grid import GridCells, NoGrid
 from .looks import Count, Look, MeanLook, NoLook
+from .noop import Keep
 from .parts import CandidateParts
 from .scorer import Scorer
 from .spec import ModelSpec

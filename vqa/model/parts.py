@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from torch import nn
 
 from .attention import BoxGlimpses
-from .base import Empty, Keep
 from .evidence import CountEvidence, NoEvidence, WordEvidence, Zero
 from .grid import BoxCandidates
 from .looks import BoxOffsets, NoOffsets, Relations, RelationsAndPlace
+from .noop import Empty, Keep
 from .scorer import Compare
 from .spec import ModelSpec
 from .text import AnswerEncoder, MeanAnswerEncoder

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Empty
+from .noop import Empty
 from .spec import ModelSpec
 
 

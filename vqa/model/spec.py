@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
-from ..errors import ConfigError
+from ..common.errors import ConfigError
 
 # The parameter layout of ``VQAModel``: bumped whenever parameter names or shapes move, so that a checkpoint of
 # another layout is refused by name instead of failing halfway through ``load_state_dict``.

@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only: no display on a training machine
 
 import matplotlib.pyplot as plt
 
-from ..io import save_figure
+from ..common.files import save_figure
 
 
 def curves(log_path: Path, out: Path) -> None:

@@ -28,17 +28,17 @@ import torch
 from accelerate import Accelerator
 
 from ..accel import make_accelerator, precision_line, tracked, tracker_config
-from ..calibration import calibration_summary, fit_temperature
 from ..checkpoint import TrainerState, load_model, read_meta, resume_training_state, save_best, save_training_state
+from ..common.errors import Stopped
+from ..common.files import atomic_write_json, atomic_write_text, reached
+from ..common.progress import progress_bar
 from ..config import Config
-from ..data import N_CANDIDATES
-from ..errors import Stopped
-from ..evaluate import accuracy_of, predict_pass
-from ..grounding import attention_loss, gate_loss
-from ..io import atomic_write_json, atomic_write_text, reached
-from ..loader import keep_rng, model_inputs
+from ..data.grounding import attention_loss, gate_loss
+from ..data.loader import keep_rng, model_inputs
+from ..data.visual7w import N_CANDIDATES
+from ..evaluation.calibration import calibration_summary, fit_temperature
+from ..evaluation.evaluate import accuracy_of, predict_pass
 from ..model.evidence import matching_loss
-from ..progress import progress_bar
 from ..run import Run, as_run
 from .curves import curves
 from .optim import seed_epoch

@@ -12,15 +12,15 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 from ..checkpoint import complete_checkpoints, read_meta, remove_stale
+from ..common.errors import VQAError
 from ..config import Config
-from ..errors import VQAError
-from ..features import FeatureReader, check_covers, check_store
-from ..loader import QAExamples, collate, make_sampler, split_rows
+from ..data.loader import QAExamples, collate, make_sampler, split_rows
+from ..data.vectors import load_word_vectors
+from ..data.words import prepare_qa
+from ..features.store import FeatureReader, check_covers, check_store
 from ..model import VQAModel
 from ..provenance import check_data, data_fingerprint
 from ..run import Run
-from ..text import prepare_qa
-from ..vectors import load_word_vectors
 from .optim import make_optimizer
 from .schedule import WarmupStableDecay
 
