@@ -23,7 +23,7 @@ NEW_DEFAULTS = {"features.image_size": 448, "model.question_glimpses": 1, "model
                 "train.matching": 1.0}  # fmt: skip
 # Keys an experiment changed on purpose since OLD: the demo (and pointing, which builds on it) became a smaller world
 # with an epoch ceiling, to fit a coffee break; configs/full*.yaml are new and keep the whole world.
-DEMO = {"synth.train_images": 1200, "synth.val_images": 200, "synth.test_images": 400, "train.epochs": 12}
+DEMO = {"synth.train_images": 2000, "synth.val_images": 200, "synth.test_images": 400, "train.epochs": 12}
 # The Visual7W configs keep their own batch and LR where base.yaml's rose (measured on the synthetic world only).
 VISUAL7W = {"train.batch_size": 128, "train.lr": 1.0e-3}
 CHANGED_SINCE_OLD = {"default.yaml": DEMO, "pointing.yaml": DEMO, "visual7w.yaml": VISUAL7W,
