@@ -18,6 +18,7 @@ import vqa.run
 from vqa.checkpoint import Trained, load_trained
 from vqa.config import load_config
 from vqa.data.boxes import Box
+from vqa.data.families import question_family
 from vqa.data.grounding import load_grounding
 from vqa.data.tasks.telling import load_telling
 from vqa.evaluation.evaluate import (
@@ -29,7 +30,6 @@ from vqa.evaluation.evaluate import (
     run_label,
     skipped_line,
 )
-from vqa.evaluation.scoring import question_family
 from vqa.run import Run
 
 

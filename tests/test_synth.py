@@ -15,12 +15,13 @@ from PIL import Image
 from vqa.common.errors import VQAError
 from vqa.config import load_config
 from vqa.data import synth
+from vqa.data.families import question_family
 from vqa.data.grounding import load_grounding
 from vqa.data.synth import pages, shapes
 from vqa.data.synth.draw_pages import INKS
 from vqa.data.synth.questions import COUNTS
 from vqa.data.tasks.telling import load_telling, parse_telling
-from vqa.evaluation.scoring import answer_prior_baseline, question_family, rank_candidates, result_entry, score_results
+from vqa.evaluation.scoring import answer_prior_baseline, rank_candidates, result_entry, score_results
 
 # question family (``question_family``) -> (scene kind, the kind of object question, or None)
 FAMILIES = {

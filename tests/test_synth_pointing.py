@@ -10,6 +10,7 @@ from PIL import Image
 
 from vqa.config import load_config
 from vqa.data import synth
+from vqa.data.families import question_family
 from vqa.data.synth.draw_pages import INKS
 from vqa.data.synth.pointing import annotation_paths, pointing_file
 from vqa.data.synth.shapes import COLORS
@@ -21,7 +22,6 @@ from vqa.data.tasks.pointing import (
     parse_pointing,
 )
 from vqa.data.tasks.telling import load_telling
-from vqa.evaluation.scoring import question_family
 
 
 def test_written_next_to_telling_for_the_same_images(tiny_dataset) -> None:

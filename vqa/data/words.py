@@ -22,7 +22,7 @@ from .visual7w import N_CANDIDATES, QA, TYPE_INDEX
 from ..common.errors import VQAError
 from .grounding import grounding_targets
 from ..common.files import atomic_write_dir
-from ..evaluation.scoring import question_family
+from .families import question_family
 
 PAD, UNK = "[PAD]", "[UNK]"
 

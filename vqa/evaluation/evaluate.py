@@ -11,7 +11,7 @@ cell, so a "hit" would measure where the boxes tend to lie, not the model; its m
 boxes' share of the image, the chance level for mass). ``hit`` is null when no map of the split attends.
 
 Accuracy is also reported by question family (``per_question_type``, the question's leading words, see
-``scoring.question_family``), as the VQA evaluation reports question types.
+``families.question_family``), as the VQA evaluation reports question types.
 """
 
 from __future__ import annotations

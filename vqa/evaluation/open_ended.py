@@ -27,12 +27,13 @@ from accelerate.utils import gather_object
 from ..common.errors import VQAError
 from ..common.files import atomic_write_dir, atomic_write_json, atomic_write_text
 from ..common.progress import track
+from ..data.families import question_family
 from ..data.loader import pad
 from ..data.visual7w import QA, TYPE_INDEX
 from ..data.words import END_WORD, detokenize, token_ids
 from ..run import Run
 from .evaluate import split_loader
-from .scoring import question_family, result_entry, write_results
+from .scoring import result_entry, write_results
 
 POOL = 100  # answers per question type the score head ranks (the toolkit's prior reaches 0.37 on val at 100)
 

@@ -11,12 +11,12 @@ say so too: among tied top candidates, a wrong one is written first. ``rank_orde
 ``evaluate.accuracy_of``) all give the same verdict. A NaN score counts as -inf.
 
 Question families: like the VQA evaluation's "question types", accuracy is also reported by the question's leading
-words (``question_family``), a finer cut than Visual7W's seven W types ("how many" is not "how is").
+words (``question_family``, in ``data/families.py``), a finer cut than Visual7W's seven W types ("how many" is not "how
+is").
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -26,6 +26,7 @@ import numpy as np
 
 from ..common.errors import ScoringError
 from ..common.files import atomic_write_json
+from ..data.families import question_family
 from ..data.visual7w import QA
 
 
@@ -73,39 +74,6 @@ def strictly_best(scores: np.ndarray, true_pos: np.ndarray) -> np.ndarray:
     others = scores.copy()
     others[rows, true_pos] = -np.inf
     return true_score > others.max(axis=1)
-
-
-# The VQA evaluation's question types (leading words), cut down to the openings Visual7W questions use. The longest
-# matching prefix wins, so "what color is" beats "what is" and "how many" beats "how"; no entry ends in "the" except
-# "what is the", so "What color is the man's shirt?" stays "what color is".
-QUESTION_FAMILIES = (
-    "what color is", "what color are", "what color", "what shape is", "what shape are", "what shape",
-    "what is the", "what is written", "what is", "what are the", "what are", "what kind of", "what type of",
-    "what time", "what color ink", "what does", "what do", "what",
-    "where is", "where are", "where was", "where on the page", "where",
-    "when was", "when is", "when did", "when",
-    "who is", "who are", "who", "why is", "why are", "why do", "why",
-    "which is the", "which object is", "which one is", "which shape is", "which box", "which digit", "which letter",
-    "which character", "which",
-    "how many digits", "how many letters", "how many", "how much", "how is", "how are", "how does", "how do", "how",
-)  # fmt: skip
-_PREFIXES = sorted((tuple(f.split()) for f in QUESTION_FAMILIES), key=len, reverse=True)
-
-
-def question_words(question: str) -> list[str]:
-    """Lowercase words of a question, punctuation stripped (apostrophes dropped: "man's" -> "mans")."""
-    text = re.sub(r"[\u2019']", "", question.lower())
-    return re.sub(r"[^\w\s]|_", " ", text).split()
-
-
-def question_family(question: str) -> str:
-    """The question's family: the longest ``QUESTION_FAMILIES`` entry its words start with, else its first two words
-    ("other" for a question with no words). Words match whole: "whose" is not "who", "however" is not "how"."""
-    words = question_words(question)
-    for prefix in _PREFIXES:
-        if tuple(words[: len(prefix)]) == prefix:
-            return " ".join(prefix)
-    return " ".join(words[:2]) or "other"
 
 
 def result_entry(qa: QA, ranked: Sequence[Any]) -> dict[str, Any]:

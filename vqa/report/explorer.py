@@ -33,11 +33,12 @@ from ..accel import make_accelerator
 from ..common.errors import VQAError
 from ..common.files import atomic_write_bytes, atomic_write_text
 from ..config import load_config
+from ..data.families import question_family
 from ..data.words import answer_steps
 from ..evaluation.calibration import calibration_summary, probabilities, temperature_of
 from ..evaluation.evaluate import accuracy_of, run_label, split_pass, to_file_order
 from ..evaluation.open_ended import generated_split
-from ..evaluation.scoring import choose, question_family
+from ..evaluation.scoring import choose
 from ..run import Run
 
 CHUNK = 200  # questions per attention file: ~0.5 MB at Visual7W's 14 x 14 grid

@@ -24,7 +24,7 @@ from ..visual7w import QA, Visual7W, is_int, load_annotations, parse_images
 from ...common.errors import DatasetError, VQAError
 from ...features.images import header_size
 from ...model.parts import BOXES
-from ...evaluation.scoring import question_family
+from ..families import question_family
 from .base import Task
 
 POINTING_TYPES = ("which",)
@@ -160,7 +160,7 @@ GEOMETRY_RULES = {f"{sign} {name}": (col, 1 if sign == "most" else -1)
 
 
 def geometry_prior_baseline(dataset: Visual7W, train: Any, test: Any) -> dict[str, Any]:
-    """The blind prior of pointing: per question family (``scoring.question_family``), the geometry rule ("the
+    """The blind prior of pointing: per question family (``families.question_family``), the geometry rule ("the
     largest box", "the leftmost", ...) that scores best on ``train``, scored on ``test`` (ties wrong). What a model
     that reads the question and the boxes, but not the image, can get for free; the synthetic world keeps it low."""
     def features(q: Any) -> list[tuple[float, float, float]]:
