@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from vqa.model.evidence import CountEvidence, WordEvidence, Zero, matching_loss
+from vqa.model.evidence import BoxEvidence, CountEvidence, WordEvidence, Zero, box_shares, matching_loss
 
 D = 4  # cell / key size: one direction per "visual attribute"
 
@@ -101,3 +101,21 @@ def test_counting_counts_objects_not_cells() -> None:
                               candidates)  # fmt: skip
     assert matching.shape == (1, 3, 2), "[B, K, I]: each candidate's number against each image's count"
     assert matching[0, 1, 0] > matching[0, 1, 1] and matching[0, 2, 1] > matching[0, 2, 0], "2 here, 3 there"
+
+
+def test_box_evidence_picks_the_box_where_the_questions_words_are_seen() -> None:
+    """Pointing: "Which is the [A]?" with two candidate boxes on a 2 x 2 grid, A seen on the top-left cell only: the
+    box over it wins against a larger box beside it; the matching logits contrast the same box across images."""
+    ev, embed = evidence()
+    boxed = BoxEvidence(D, D, (2, 2))
+    boxed.load_state_dict(ev.state_dict(), strict=False)  # the same keys, words and names as the word evidence
+    image = torch.cat([cells((0,), (1,), (1,), (1,)), cells((1,), (1,), (1,), (1,))])  # A top-left on image 0 only
+    boxes = torch.tensor([[[0.0, 0.0, 0.4, 0.4], [0.5, 0.0, 1.0, 1.0]]])  # [1, K=2, 4]: top-left; right half
+    shares = box_shares(boxes, (2, 2))
+    assert torch.allclose(shares[0, 0], torch.tensor([0.64, 0.0, 0.0, 0.0]))
+    assert torch.allclose(shares[0, 1], torch.tensor([0.0, 1.0, 0.0, 1.0]))
+    out = boxed(embed, image, torch.tensor([[2]]), torch.ones(1, 2, 1, dtype=torch.long), torch.tensor([0]), True,
+                boxes)  # fmt: skip
+    assert out.score.shape == (1, 2) and out.score[0, 0] > out.score[0, 1] + 5
+    assert out.matching.shape == (1, 2, 2) and out.matching[0, 0, 0] > out.matching[0, 0, 1] + 5
+    assert out.question == 0.0 and out.candidates == 0.0, "the glimpses are left to the boxes' own parts"

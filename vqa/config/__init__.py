@@ -104,7 +104,7 @@ class ModelConfig:
     cell_context: int = _key(min=0)
     dropout: float = _key(min=0.0, max=0.9)
     count: bool = _key()
-    evidence: bool = _key()  # word evidence (vqa/model/evidence.py): telling, score head, attending variants
+    evidence: bool = _key()  # word evidence (vqa/model/evidence.py): score head, attending variants; boxes too
     attention: Literal["auto", "additive", "bilinear"] = _key()  # auto: bilinear for telling, additive for pointing
     head: Literal["score", "decoder"] = _key()  # score: the scorer MLP | decoder: the attention LSTM (telling)
 

@@ -135,9 +135,11 @@ class WordEvidence(nn.Module):
         return self.word(emb) * weight / math.sqrt(self.d)
 
     def forward(self, embed: nn.Embedding, cells: torch.Tensor, question: torch.Tensor, candidates: torch.Tensor,
-                image_index: torch.Tensor | None, matching: bool = False) -> Evidence:  # fmt: skip
+                image_index: torch.Tensor | None, matching: bool = False,
+                boxes: torch.Tensor | None = None) -> Evidence:  # fmt: skip
         """cells [I, N, D], question [B, Lq] (the words the variant reads: [B, 0] for none), candidates [B, K, La];
-        ``matching``: also each candidate's evidence on every image of the batch (the matching loss's logits)."""
+        ``matching``: also each candidate's evidence on every image of the batch (the matching loss's logits).
+        ``boxes``: pointing's (``BoxEvidence``); text candidates have none."""
         b, k, la = candidates.shape
         lq = question.shape[1]
         rows = self.rows(embed, torch.cat([question, candidates.reshape(b, k * la)], 1))  # [B, Lq + K*La, D]
@@ -166,12 +168,71 @@ class WordEvidence(nn.Module):
         return pooled + self.count.matching(embed, cells, eq, question, candidates)
 
 
+def box_shares(boxes: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
+    """[B, K, 4] boxes (x0, y0, x1, y1 in [0, 1]) -> [B, K, H*W]: the share of each grid cell that lies inside
+    each box (a small box still covers parts of the cells it touches, even when it holds no cell's centre)."""
+    h, w = grid_hw
+    x0, y0, x1, y1 = (t.unsqueeze(-1) for t in boxes.float().unbind(-1))  # [B, K, 1] each
+    edge_x, edge_y = (torch.arange(n + 1, device=boxes.device, dtype=torch.float32) / n for n in (w, h))
+    over_x = (torch.minimum(x1, edge_x[1:]) - torch.maximum(x0, edge_x[:-1])).clamp(min=0) * w  # [B, K, W]
+    over_y = (torch.minimum(y1, edge_y[1:]) - torch.maximum(y0, edge_y[:-1])).clamp(min=0) * h  # [B, K, H]
+    return (over_y.unsqueeze(-1) * over_x.unsqueeze(-2)).flatten(2)  # [B, K, H*W]
+
+
+class BoxEvidence(WordEvidence):
+    """Pointing: where the question's words are seen, pooled inside each candidate box.
+
+        ev_k = s(q) log( sum_n share_kn exp(eq_n) / sum_n share_kn )    between the mean and the max of eq in box k
+
+    Why: "Which character is a 7?" is answered by the box in which "7" is seen, and reading it through the box's
+    pooled content and the scorer is the slow path (a glyph's identity learned only from which box won). As for
+    telling, the matching loss makes where each word is seen first-order: the true box's evidence on its own
+    image against the same box on the batch's other images. ``s(q)`` in [0, s] says how much the question is
+    about what is inside the answer box ("left of the red star" is about what is next to it). The glimpses'
+    logits are left to the box offsets and the grounding loss; pointing has no question glimpse.
+    """
+
+    FLOOR = 1e-3  # a cell outside the box counts as this share (log: -6.9), so the pooling stays finite
+
+    def __init__(self, embed_dim: int, d: int, grid_hw: tuple[int, int]) -> None:
+        super().__init__(embed_dim, d, Zero())
+        self.grid_hw = grid_hw
+        self.asks = nn.Linear(embed_dim, 1)  # s(q), before the sigmoid
+        nn.init.constant_(self.asks.bias, 2.0)  # start near s: every family may be about the box's content
+
+    def forward(self, embed: nn.Embedding, cells: torch.Tensor, question: torch.Tensor, candidates: torch.Tensor,
+                image_index: torch.Tensor | None, matching: bool = False,
+                boxes: torch.Tensor | None = None) -> Evidence:  # fmt: skip
+        """cells [I, N, D], question [B, Lq], boxes [B, K, 4] (``candidates`` holds one [UNK] each, not read)."""
+        if boxes is None:
+            raise ValueError("box evidence needs the candidates' boxes [B, K, 4]")
+        rows = self.rows(embed, question)  # [B, Lq, D]
+        keys = torch.tanh(self.key(cells))  # [I, N, D]
+        shares = box_shares(boxes, self.grid_hw).clamp(min=self.FLOOR)  # [B, K, N]
+        norm = torch.log(shares.sum(-1))  # [B, K]
+        asks = self.scale * torch.sigmoid(self.asks(mean_embedding(embed, question)))  # [B, 1]
+        eq = per_image_bmm(keys, rows, image_index).sum(-1)  # [B, N]
+        score = asks * (self.in_boxes(eq.unsqueeze(1), shares) - norm)  # [B, K]
+        matched = None
+        if matching:  # the question's evidence on every image i, inside each candidate's box: [B, K, I]
+            eq_all = torch.einsum("ind,brd->bin", keys, rows)  # [B, I, N]
+            inside = self.in_boxes(eq_all.unsqueeze(1), shares.unsqueeze(2))  # [B, K, I]
+            matched = asks.unsqueeze(-1) * (inside - norm.unsqueeze(-1))
+        return Evidence(score, 0.0, 0.0, matched)
+
+    @staticmethod
+    def in_boxes(eq: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
+        """eq [.., N], shares [.., N] (broadcast) -> [..] logsumexp_n (eq_n + log share_n)."""
+        return torch.logsumexp(eq.float() + torch.log(shares), dim=-1)
+
+
 class NoEvidence(nn.Module):
-    """No word evidence (pointing's box candidates, the decoder head, the variants that do not attend, or
-    ``model.evidence: false``): nothing added anywhere."""
+    """No word evidence (the decoder head, the variants that do not attend, or ``model.evidence: false``):
+    nothing added anywhere."""
 
     def forward(self, embed: nn.Embedding, cells: object, question: torch.Tensor, candidates: torch.Tensor,
-                image_index: torch.Tensor | None, matching: bool = False) -> Evidence:  # fmt: skip
+                image_index: torch.Tensor | None, matching: bool = False,
+                boxes: torch.Tensor | None = None) -> Evidence:  # fmt: skip
         return NONE
 
 

@@ -79,7 +79,7 @@ class VQAModel(nn.Module):
         self.question = QuestionEncoder(spec) if spec.reads_question else NoQuestion()
         self.candidates = parts.encoder(spec)
         self.grid = GridCells(spec) if spec.sees_image else NoGrid()
-        self.evidence = parts.evidence(spec)  # where the words are seen (text candidates), or nothing
+        self.evidence = parts.evidence(spec)  # where the words are seen (in the candidates' words or boxes), or nothing
         self.look = build_look(spec, self.question.out_dim, self.candidates.out_dim, parts)
         asked = parts.asked(self.question.out_dim, self.candidates.out_dim, spec.hidden_dim)
         self.scorer = Scorer(spec, self.look.out_dim, self.question.out_dim, self.candidates.out_dim, asked)
@@ -102,7 +102,8 @@ class VQAModel(nn.Module):
         _, h, w = self.spec.grid
         q = self.question(self.embed, question, question_len)  # [B, Dq] ([B, 0]: never read)
         cells = self.grid(features)  # [I, H*W, D] (None: never sees the image)
-        seen = self.evidence(self.embed, cells, self.question.words(question), candidates, image_index, with_aux)
+        seen = self.evidence(self.embed, cells, self.question.words(question), candidates, image_index, with_aux,
+                             boxes)  # fmt: skip
         a = self.candidates(self.embed, candidates, candidate_len, boxes, cells, image_index)  # [B, K, Da]
         qk = q.unsqueeze(1).expand(-1, k, -1)  # [B, K, Dq]: the question, once per candidate
         ctx, att, gates = self.look(cells, q, qk, a, boxes, image_index, seen)  # [B, K, C], [B, K, H*W, G], gates

@@ -3,8 +3,8 @@
 A task (``vqa.tasks``) builds the model with one ``CandidateParts``: telling's candidates are text (``TEXT``);
 pointing's are boxes on the grid (``BOXES``), which also place every cell relative to the box inside the additive
 attention, add where each glimpse lies from the box ("left of the X"), and compare what the question asks for with
-the box. Words also bring their evidence (where each is seen, ``evidence.py``); boxes have none. The model itself
-never asks which task it serves.
+the box. Evidence (``evidence.py``) is where the question's and each candidate's words are seen (text), or where
+the question's words are seen inside each candidate box (boxes). The model itself never asks which task it serves.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .attention import BoxGlimpses
-from .evidence import CountEvidence, NoEvidence, WordEvidence, Zero
+from .evidence import BoxEvidence, CountEvidence, NoEvidence, WordEvidence, Zero
 from .grid import BoxCandidates
 from .looks import BoxOffsets, NoOffsets, Relations, RelationsAndPlace
 from .noop import Empty, Keep
@@ -47,8 +47,12 @@ def word_evidence(spec: ModelSpec) -> nn.Module:
     return WordEvidence(spec.embed_dim, spec.attention_dim, count)
 
 
-def no_evidence(spec: ModelSpec) -> nn.Module:
-    return NoEvidence()
+def box_evidence(spec: ModelSpec) -> nn.Module:
+    """Box candidates hold image content: where the question's words are seen inside each box
+    (``model.evidence``); without a question (image_only) there is nothing to look for."""
+    if not (spec.box_evidence and spec.attends and spec.reads_question):
+        return NoEvidence()
+    return BoxEvidence(spec.embed_dim, spec.attention_dim, spec.grid[1:])
 
 
 def no_offsets(spec: ModelSpec) -> nn.Module:
@@ -78,4 +82,4 @@ def question_against_box(q_dim: int, a_dim: int, hidden: int) -> nn.Module:
 
 
 TEXT = CandidateParts(text_encoder, None, no_offsets, no_relations, no_comparison, word_evidence)
-BOXES = CandidateParts(BoxCandidates, BoxGlimpses, box_offsets, box_relations, question_against_box, no_evidence)
+BOXES = CandidateParts(BoxCandidates, BoxGlimpses, box_offsets, box_relations, question_against_box, box_evidence)

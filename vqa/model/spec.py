@@ -53,6 +53,7 @@ class ModelSpec:
     cell_context: int  # > 0: each projected cell also sees its k x k neighbourhood (a grouped conv, residual)
     head: str = "score"  # score (the scorer MLP) | decoder (the attention LSTM); meta written before heads: score
     evidence: bool = False  # word evidence (``evidence.py``) where the task's candidates are words; meta before it: off
+    box_evidence: bool = False  # the question's evidence inside each candidate box (pointing); meta before it: off
     layout: int = LAYOUT  # the parameter layout the weights were written in (see ``LAYOUT``)
 
     @classmethod
@@ -64,7 +65,7 @@ class ModelSpec:
         check_cell_context(m.cell_context, m.attention_dim)
         return cls(vocab_size, tuple(grid), m.variant, m.rnn, m.bidirectional, m.embed_dim, m.hidden_dim,
                    m.answer_encoder, m.glimpses, m.attention_dim, m.dropout, m.count, task, attention,
-                   question_glimpses, m.cell_context, m.head, m.evidence)  # fmt: skip
+                   question_glimpses, m.cell_context, m.head, m.evidence, m.evidence)  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: Any) -> ModelSpec:
