@@ -105,7 +105,8 @@ def test_counting_counts_objects_not_cells() -> None:
 
 def test_box_evidence_picks_the_box_where_the_questions_words_are_seen() -> None:
     """Pointing: "Which is the [A]?" with two candidate boxes on a 2 x 2 grid, A seen on the top-left cell only: the
-    box over it wins against a larger box beside it; the matching logits contrast the same box across images."""
+    box over it wins against a larger box beside it; the matching logits contrast the same box across images; the
+    question's evidence (for the glimpse that finds what a relation names) is where A is."""
     ev, embed = evidence()
     boxed = BoxEvidence(D, D, (2, 2))
     boxed.load_state_dict(ev.state_dict(), strict=False)  # the same keys, words and names as the word evidence
@@ -118,4 +119,5 @@ def test_box_evidence_picks_the_box_where_the_questions_words_are_seen() -> None
                 boxes)  # fmt: skip
     assert out.score.shape == (1, 2) and out.score[0, 0] > out.score[0, 1] + 5
     assert out.matching.shape == (1, 2, 2) and out.matching[0, 0, 0] > out.matching[0, 0, 1] + 5
-    assert out.question == 0.0 and out.candidates == 0.0, "the glimpses are left to the boxes' own parts"
+    assert out.question.shape == (1, 4, 1) and int(out.question[0, :, 0].argmax()) == 0, "A is seen top-left"
+    assert out.candidates == 0.0, "the candidates' glimpses are left to the boxes' own parts"

@@ -188,8 +188,11 @@ class BoxEvidence(WordEvidence):
     pooled content and the scorer is the slow path (a glyph's identity learned only from which box won). As for
     telling, the matching loss makes where each word is seen first-order: the true box's evidence on its own
     image against the same box on the batch's other images. ``s(q)`` in [0, s] says how much the question is
-    about what is inside the answer box ("left of the red star" is about what is next to it). The glimpses'
-    logits are left to the box offsets and the grounding loss; pointing has no question glimpse.
+    about what is inside the answer box ("left of the red star" is about what is next to it).
+
+    For those relations, ``eq`` is also added to the logits of the glimpse that finds what the question names
+    (``RelationsAndPlace``): "the red star" is found where its words are seen, and where it lies from each box
+    decides "left of". The candidates' own glimpses are left to the box offsets and the grounding loss.
     """
 
     FLOOR = 1e-3  # a cell outside the box counts as this share (log: -6.9), so the pooling stays finite
@@ -218,7 +221,7 @@ class BoxEvidence(WordEvidence):
             eq_all = torch.einsum("ind,brd->bin", keys, rows)  # [B, I, N]
             inside = self.in_boxes(eq_all.unsqueeze(1), shares.unsqueeze(2))  # [B, K, I]
             matched = asks.unsqueeze(-1) * (inside - norm.unsqueeze(-1))
-        return Evidence(score, 0.0, 0.0, matched)
+        return Evidence(score, eq.unsqueeze(-1), 0.0, matched)
 
     @staticmethod
     def in_boxes(eq: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:

@@ -84,7 +84,7 @@ class Relations(nn.Module):
         self.out_dim = d
 
     def forward(self, ctx: torch.Tensor, att: torch.Tensor, proj: torch.Tensor, q: torch.Tensor,
-                rel: torch.Tensor) -> torch.Tensor:  # fmt: skip
+                rel: torch.Tensor, evidence: torch.Tensor | float = 0.0) -> torch.Tensor:  # fmt: skip
         offset = torch.einsum("bkng,bknr->bkgr", att, rel).flatten(2)  # [B, K, G*3]
         return torch.cat([ctx, self.relate(offset).to(ctx.dtype)], dim=-1)  # [B, K, C + D]
 
@@ -101,10 +101,12 @@ class RelationsAndPlace(Relations):
         self.out_dim = 2 * d
 
     def forward(self, ctx: torch.Tensor, att: torch.Tensor, proj: torch.Tensor, q: torch.Tensor,
-                rel: torch.Tensor) -> torch.Tensor:  # fmt: skip
+                rel: torch.Tensor, evidence: torch.Tensor | float = 0.0) -> torch.Tensor:  # fmt: skip
+        """``evidence`` [B, N, 1] (or 0.0): where the question's words are seen (``BoxEvidence``), added to the
+        logits of the glimpse that finds what the question names."""
         ctx = super().forward(ctx, att, proj, q, rel)  # [B, K, C + D]
-        logits = additive_seek(self.seek_q(q), self.seek_w, proj, None)  # [B, N, 1] (proj: per question)
-        att_q = F.softmax(logits.squeeze(-1).float(), dim=1)  # [B, N]
+        logits = additive_seek(self.seek_q(q), self.seek_w, proj, None).float() + evidence  # [B, N, 1] (per question)
+        att_q = F.softmax(logits.squeeze(-1), dim=1)  # [B, N]
         placed = torch.einsum("bn,bknr->bkr", att_q, rel)  # [B, K, 3]: (dx, dy, share inside)
         return torch.cat([ctx, self.placed(placed).to(ctx.dtype)], dim=-1)  # [B, K, C + 2D]
 
@@ -148,6 +150,6 @@ class Look(nn.Module):
         proj, logits, gates = self.glimpses(cells, s, rel, image_index, evidence.candidates)  # logits [B, K, N, G]
         att = F.softmax(logits, dim=2)  # [B, K, N, G], over the N cells
         ctx = glimpse_context(cells, att, image_index)  # [B, K, G*D]
-        ctx = self.relations(ctx, att, proj, q, rel)  # pointing: + [B, K, D] (+ D with the question)
+        ctx = self.relations(ctx, att, proj, q, rel, evidence.question)  # pointing: + [B, K, D] (+ D, question read)
         att, ctx, gates = self.question_glimpses(att, ctx, gates, proj, cells, q, image_index, evidence.question)
         return self.count(ctx, gates), att, gates  # counting: + f(m) [B, K, D]
