@@ -22,7 +22,7 @@ from vqa.data.words import build_tokenizer, qa_table
 from vqa.evaluation.evaluate import evaluate
 from vqa.features.extract import extract_features
 from vqa.training import train
-from vqa.training.schedule import after_epoch, resume_plan
+from vqa.training.schedule import after_epoch, chance_note, resume_plan
 
 FAST = ["features.image_size=96", "features.num_workers=0", "features.precision=fp32", "model.embed_dim=16",
         "model.hidden_dim=32", "model.attention_dim=32", "train.batch_size=8", "train.epochs=2"]  # fmt: skip
@@ -268,6 +268,20 @@ def test_a_val_loss_that_creeps_towards_zero_is_no_progress() -> None:
     assert state.cooldown_from == 7 and "stopped after the cooldown" in reasons[-1] and len(reasons) == 9
     state, reasons = run_schedule([0.5] * 8, [1.0 - 0.02 * i for i in range(8)])
     assert reasons == [None] * 8, "0.02 lower each epoch at ~0.9: learning"
+
+
+def test_a_run_that_ends_at_chance_on_a_family_says_so_plainly() -> None:
+    """The end-of-training line names the families still within 3 standard errors of chance (1/4), with their
+    accuracy and what to try; a family well above chance, or a run above chance everywhere, gets no such line."""
+    counts = {"what is written": 100, "what color is": 100, "when was": 400}
+    # chance 0.25; 3 standard errors on 100 questions: 0.13, on 400: 0.065
+    note = chance_note({"what is written": 0.31, "what color is": 0.97, "when was": 0.30}, counts, 4)
+    assert note is not None and note.startswith("at chance on 2 of 3 families")
+    assert "what is written 0.31" in note and "when was 0.30" in note and "what color" not in note
+    assert "model.evidence=true" in note and "train.attention_supervision" in note, "what to try"
+    everything = chance_note({"what is written": 0.2, "what color is": 0.26, "when was": 0.25}, counts, 4)
+    assert everything is not None and everything.startswith("at chance on every question family")
+    assert chance_note({"what is written": 0.40, "what color is": 0.97, "when was": 0.33}, counts, 4) is None
 
 
 def test_the_schedule_ends_its_cooldown_by_the_epoch_ceiling() -> None:
