@@ -42,11 +42,13 @@ def test_synthetic_store_reads_like_a_real_one(tmp_path: Path) -> None:
 
 def test_reader_keeps_resident_memory_flat(tmp_path: Path) -> None:
     """Reading every row of a store leaves the process's RSS where it was (page cache, not private memory)."""
-    reader = inputs.synthetic_store(tmp_path, 256, grid=(256, 14, 14), shard_size=64)  # 25 MB
+    rows, grid = 256, (256, 14, 14)
+    reader = inputs.synthetic_store(tmp_path, rows, grid=grid, shard_size=64)
+    store_mb = rows * int(np.prod(grid)) * 2 / 2**20  # fp16: 24.5 MB read in all
     before = _rss_mb()
     total = sum(float(reader[i][0, 0, 0]) for i in reader.index)
     assert np.isfinite(total)
-    assert _rss_mb() - before < 15, "rows are read into private buffers that are freed, not mapped"
+    assert _rss_mb() - before < store_mb / 2, "rows are read into private buffers that are freed, not kept"
 
 
 def _rss_mb() -> float:
@@ -80,7 +82,8 @@ def test_bench_cli_runs_every_part_on_a_tiny_size(tiny_dataset, tmp_path: Path, 
     assert tr["flop_ceiling"] == pytest.approx(question["gflop_per_question"] / image["gflop_per_question"])
     assert image["peak_ratio"] == pytest.approx(image["loader_q_s"] * image["gflop_per_question"] / tr["peak_gflop_s"])
     assert tr["bf16"] is None or tr["bf16"]["precision"] == "bf16"  # bf16 only where the hardware has it
-    assert all(m["spread"] >= 0 for m in tr["modes"].values()) and "spread" in out, "the repeats' spread is shown"
+    assert all(isinstance(m["spread"], float) for m in tr["modes"].values()), "each mode reports its spread"
+    assert "spread" in out, "the repeats' spread is shown"
     # 8 questions on 3 images: image-major order reads each image's row once per epoch; per-question order reads
     # an image again whenever the question before was about another one
     assert tr["modes"]["image"]["bytes_read_over_rows"] == pytest.approx(1.0)
